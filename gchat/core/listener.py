@@ -1,0 +1,123 @@
+"""Listener: a thin adapter on gevent's StreamServer that turns connections into sessions.
+
+Strategy: StreamServer accepts and spawns one greenlet per connection; in it the
+Listener numbers the connection, builds a session with the factory it was given, and
+runs the session there, so a session lives exactly as long as its handler greenlet
+(StreamServer closes the socket when the handler returns). Graceful stop follows
+gevent's own: stop accepting, let each session say goodbye and flush, wait up to a
+grace period, then close whatever is left.
+"""
+
+from __future__ import annotations
+
+import itertools
+import logging
+import socket
+import ssl
+from collections.abc import Callable, Iterator
+from time import monotonic
+
+from gevent.server import StreamServer
+
+from ..errors import ConfigError
+from .session import Session
+
+__all__ = ["Listener"]
+
+log = logging.getLogger(__name__)
+
+
+class Listener:
+    """Accept connections on `host:port` and run a session from `factory` for each.
+
+    `session_ids` may be shared between listeners (say, a plain and a TLS port) so
+    that ids stay unique across them. Beyond `max_sessions` live sessions a new
+    connection is sent `reject` (if given, best effort) and closed.
+    """
+
+    def __init__(self, host: str, port: int, factory: Callable[[], Session], *,
+                 ssl_context: ssl.SSLContext | None = None,
+                 session_ids: Iterator[int] | None = None,
+                 max_sessions: int | None = None,
+                 reject: bytes | None = None,
+                 backlog: int = 1024) -> None:
+        self.factory = factory
+        self.sessions: dict[int, Session] = {}
+        self.max_sessions = max_sessions
+        self._reject = reject
+        self._ids = session_ids if session_ids is not None else itertools.count(1)
+        self._host, self._port, self._backlog = host, port, backlog
+        kwargs = {"ssl_context": ssl_context} if ssl_context is not None else {}
+        self._server = StreamServer((host, port), self._handle, backlog=backlog, **kwargs)
+
+    @property
+    def address(self) -> tuple[str, int]:
+        """The bound (host, port); the port is real even when 0 was asked for."""
+        host, port = self._server.address[:2]
+        return host, port
+
+    def start(self) -> None:
+        """Bind and start accepting in the background; ConfigError if it cannot bind."""
+        try:
+            self._server.start()
+        except OSError as exc:
+            raise ConfigError(f"cannot listen on {self._host}:{self._port}: {exc.strerror or exc}") from exc
+
+    def stop_accepting(self) -> None:
+        """Close the listening socket; live sessions go on."""
+        self._server.close()
+
+    def stop(self, grace: float = 5.0, farewell: bytes | None = None,
+             reason: str = "shutdown") -> None:
+        """Stop accepting, close every session politely with `farewell`, wait at most
+        `grace` seconds for them to flush, then close whatever is left."""
+        self.stop_accepting()
+        sessions = list(self.sessions.values())
+        for session in sessions:
+            session.close(reason, farewell, linger=grace)
+        deadline = monotonic() + grace
+        for session in sessions:
+            session.wait_closed(max(0.0, deadline - monotonic()))
+        for session in sessions:
+            session.disconnect(reason)
+        self._server.stop(timeout=1)
+
+    def _handle(self, sock: socket.socket, address: tuple) -> None:
+        if self.max_sessions is not None and len(self.sessions) >= self.max_sessions:
+            self._refuse(sock, address)
+            return
+        session = self.factory()
+        session.session_id = next(self._ids)
+        session.peer = address
+        self.sessions[session.session_id] = session
+        peer = _format_peer(address)
+        log.info("session %d connected from %s", session.session_id, peer)
+        try:
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        except OSError:
+            pass
+        try:
+            session.run(sock)
+        except Exception:
+            log.exception("session %d failed", session.session_id)
+            session.disconnect("error")
+        finally:
+            del self.sessions[session.session_id]
+            log.info("session %d disconnected from %s (%s)", session.session_id, peer,
+                     session.disconnect_reason)
+
+    def _refuse(self, sock: socket.socket, address: tuple) -> None:
+        log.warning("refused a connection from %s: %d sessions already",
+                    _format_peer(address), len(self.sessions))
+        if self._reject:
+            try:
+                sock.settimeout(0)
+                sock.send(self._reject)
+            except OSError:
+                pass
+
+
+def _format_peer(address: object) -> str:
+    if isinstance(address, tuple) and len(address) >= 2:
+        return f"{address[0]}:{address[1]}"
+    return str(address)

@@ -1,0 +1,94 @@
+"""Rooms and the RoomMaster that holds them.
+
+Strategy: a broadcast is one loop of non-blocking `Session.send` calls with the same
+bytes object, so the frame is encoded once and no member can delay another: a member
+that cannot keep up overflows its own queue and is dropped (PROTOCOL.md 6, guarantee
+3). Nothing in a broadcast blocks, so greenlets see each room's events in one order
+without locks. A RoomMaster is an ordinary object owned by a server, not a global.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+
+from .session import Session
+
+__all__ = ["Room", "RoomMaster"]
+
+
+class Room:
+    """A named set of sessions, in the order they entered."""
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+        self.members: dict[int, Session] = {}
+
+    def __len__(self) -> int:
+        return len(self.members)
+
+    def __contains__(self, session: object) -> bool:
+        return isinstance(session, Session) and self.members.get(session.session_id) is session
+
+    def enter(self, session: Session) -> None:
+        """Add `session` to the room (a no-op if it is already a member)."""
+        self.members[session.session_id] = session
+
+    def leave(self, session: Session) -> None:
+        """Remove `session` from the room (a no-op if it is not a member)."""
+        if self.members.get(session.session_id) is session:
+            del self.members[session.session_id]
+
+    def broadcast(self, data: bytes, exclude: Session | None = None) -> int:
+        """Queue `data` to every member but `exclude`; return how many took it."""
+        delivered = 0
+        for member in self.members.values():
+            if member is not exclude and member.send(data):
+                delivered += 1
+        return delivered
+
+
+class RoomMaster:
+    """Holds the rooms of one server, by name."""
+
+    def __init__(self, room_factory: Callable[[str], Room] = Room,
+                 keep_empty: Callable[[Room], bool] = lambda room: False) -> None:
+        self._rooms: dict[str, Room] = {}
+        self._room_factory = room_factory
+        self._keep_empty = keep_empty
+
+    def __len__(self) -> int:
+        return len(self._rooms)
+
+    def __iter__(self) -> Iterator[Room]:
+        return iter(list(self._rooms.values()))
+
+    def get(self, name: str) -> Room | None:
+        """The room called `name`, or None."""
+        return self._rooms.get(name)
+
+    def get_or_create(self, name: str) -> Room:
+        """The room called `name`, created if it does not exist."""
+        room = self._rooms.get(name)
+        if room is None:
+            room = self._rooms[name] = self._room_factory(name)
+        return room
+
+    def remove(self, name: str) -> None:
+        """Forget the room called `name` (a no-op if there is none)."""
+        self._rooms.pop(name, None)
+
+    def enter(self, name: str, session: Session) -> Room:
+        """Put `session` in the room `name`, creating the room if needed."""
+        room = self.get_or_create(name)
+        room.enter(session)
+        return room
+
+    def leave(self, name: str, session: Session) -> Room | None:
+        """Take `session` out of room `name`; forget the room once it is empty,
+        unless `keep_empty` says to keep it."""
+        room = self._rooms.get(name)
+        if room is not None:
+            room.leave(session)
+            if not room.members and not self._keep_empty(room):
+                del self._rooms[name]
+        return room

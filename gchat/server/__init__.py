@@ -1,0 +1,8 @@
+"""The gchat chat server, built on the engine in gchat.core."""
+
+from .chat import ChatRoom, ChatServer
+from .config import Settings
+from .history import HistoryStore, MemoryHistory
+from .session import ChatSession
+
+__all__ = ["ChatRoom", "ChatServer", "ChatSession", "HistoryStore", "MemoryHistory", "Settings"]

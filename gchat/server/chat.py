@@ -1,0 +1,279 @@
+"""ChatServer: the state one chat server shares between its sessions.
+
+Strategy: plain dicts, touched only by greenlets of one hub, never across a blocking
+call: registered nicks (keyed by ASCII-folded nick), the RoomMaster, the history store.
+Every room event is encoded once and queued to each member with no blocking call in
+between, so each room's events have one order (PROTOCOL.md 6, guarantee 1). One
+sweeper greenlet enforces the idle timeout for every connection.
+"""
+
+from __future__ import annotations
+
+import hmac
+import itertools
+import logging
+import ssl
+import time
+from collections.abc import Iterator
+from time import monotonic
+from typing import Any
+
+import gevent
+from gevent.event import Event
+
+from .. import __version__
+from ..core import Listener, Room, RoomMaster, SessionLimits
+from ..errors import ConfigError, RequestError
+from ..protocol import encode, nick_key
+from .config import Settings
+from .history import HistoryStore, MemoryHistory
+from .session import ChatSession
+
+__all__ = ["ChatRoom", "ChatServer"]
+
+log = logging.getLogger(__name__)
+
+_PING = encode({"op": "ping"})
+_BYE_IDLE = encode({"op": "bye", "reason": "idle_timeout"})
+_BYE_SHUTDOWN = encode({"op": "bye", "reason": "shutdown"})
+_BYE_FULL = encode({"op": "bye", "reason": "server_full"})
+
+
+class ChatRoom(Room):
+    """A room with its seq counter: the seq of its newest message."""
+
+    def __init__(self, name: str, seq: int = 0) -> None:
+        super().__init__(name)
+        self.seq = seq
+
+    def nicks(self) -> list[str]:
+        """Member nicks sorted by lower-cased nick (PROTOCOL.md 4)."""
+        return sorted((m.nick for m in self.members.values()), key=str.lower)  # type: ignore[attr-defined]
+
+
+class ChatServer:
+    """A chat server: listeners, sessions, rooms and history, per `settings`."""
+
+    name = f"gchat/{__version__}"
+
+    def __init__(self, settings: Settings, *, store: HistoryStore | None = None) -> None:
+        self.settings = settings
+        self.store: HistoryStore = store if store is not None else MemoryHistory(settings.history_max)
+        self.rooms = RoomMaster(self._new_room, keep_empty=lambda room: room.seq > 0)  # type: ignore[attr-defined]
+        self.nicks: dict[str, ChatSession] = {}
+        self.shutting_down = False
+        self.session_limits = SessionLimits(
+            max_frame=settings.max_frame, max_queue_bytes=settings.max_queue_bytes,
+            max_queue_frames=settings.max_queue_frames, linger=settings.grace)
+        ids = itertools.count(1)
+        common: dict[str, Any] = {"session_ids": ids, "max_sessions": settings.connection_limit,
+                                  "reject": _BYE_FULL}
+        self.listeners = [Listener(settings.host, settings.port, self._new_session, **common)]
+        if settings.tls_port is not None:
+            self.listeners.append(Listener(settings.host, settings.tls_port, self._new_session,
+                                           ssl_context=self._tls_context(), **common))
+        self._sweeper: gevent.Greenlet | None = None
+        self._shutdown: gevent.Greenlet | None = None
+        self._stopped = Event()
+
+    # -- lifecycle ------------------------------------------------------------------------
+
+    def start(self) -> None:
+        """Start listening; raises ConfigError when a port cannot be bound."""
+        started = []
+        try:
+            for listener in self.listeners:
+                listener.start()
+                started.append(listener)
+        except ConfigError:
+            for listener in started:
+                listener.stop_accepting()
+            raise
+        if self.settings.idle_timeout > 0:
+            self._sweeper = gevent.spawn(self._sweep_idle)
+
+    @property
+    def addresses(self) -> list[tuple[str, int]]:
+        """The bound (host, port) of each listener, the plain one first."""
+        return [listener.address for listener in self.listeners]
+
+    def shutdown(self) -> None:
+        """Graceful shutdown (PROTOCOL.md 6, guarantee 5); returns once it is done."""
+        if self._shutdown is None:
+            self._shutdown = gevent.spawn(self._graceful_stop)
+        self._shutdown.join()
+
+    def request_shutdown(self) -> None:
+        """Begin shutdown without waiting (safe from a signal handler); a second
+        request closes every connection at once."""
+        if self._shutdown is None:
+            self._shutdown = gevent.spawn(self._graceful_stop)
+        else:
+            for session in self.sessions():
+                session.disconnect("shutdown")
+
+    def wait(self, timeout: float | None = None) -> bool:
+        """Wait until the server has shut down."""
+        return self._stopped.wait(timeout)
+
+    def _graceful_stop(self) -> None:
+        log.info("shutting down: %d connections, grace %g s", len(list(self.sessions())),
+                 self.settings.grace)
+        self.shutting_down = True  # no presence from here on
+        if self._sweeper is not None:
+            self._sweeper.kill()
+        gevent.joinall([gevent.spawn(listener.stop, self.settings.grace, _BYE_SHUTDOWN)
+                        for listener in self.listeners])
+        self.store.close()
+        log.info("shut down")
+        self._stopped.set()
+
+    def _tls_context(self) -> ssl.SSLContext:
+        context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+        try:
+            context.load_cert_chain(self.settings.tls_cert, self.settings.tls_key)  # type: ignore[arg-type]
+        except (OSError, ssl.SSLError) as exc:
+            raise ConfigError(f"cannot load TLS certificate or key: {exc}") from exc
+        return context
+
+    def _new_session(self) -> ChatSession:
+        return ChatSession(self)
+
+    def _new_room(self, name: str) -> ChatRoom:
+        return ChatRoom(name, self.store.last_seq(name))
+
+    def sessions(self) -> Iterator[ChatSession]:
+        """Every open connection, registered or not."""
+        for listener in self.listeners:
+            yield from list(listener.sessions.values())  # type: ignore[misc]
+
+    def _sweep_idle(self) -> None:
+        # PROTOCOL.md 5, idle: one ping after idle_timeout/2 of silence, bye at idle_timeout.
+        timeout = self.settings.idle_timeout
+        interval = max(0.02, min(1.0, timeout / 20))
+        while True:
+            gevent.sleep(interval)
+            now = monotonic()
+            for session in self.sessions():
+                quiet = now - session.last_activity
+                if quiet >= timeout:
+                    session.close("idle_timeout", _BYE_IDLE)
+                elif quiet >= timeout / 2 and session.pinged_for != session.last_activity:
+                    session.pinged_for = session.last_activity
+                    session.send(_PING)
+
+    # -- registration -----------------------------------------------------------------------
+
+    def check_token(self, token: str | None) -> None:
+        """Raise `unauthorized` unless `token` is what the server requires."""
+        required = self.settings.token
+        if required is None:
+            return
+        if token is None or not hmac.compare_digest(token.encode(), required.encode()):
+            raise RequestError("unauthorized", "a valid token is required")
+
+    def register(self, session: ChatSession, nick: str) -> None:
+        """Give `session` the nick; `nick_taken` or `server_full` if it cannot have it."""
+        key = nick.lower()
+        if key in self.nicks:
+            raise RequestError("nick_taken", f"{nick} is taken")
+        if len(self.nicks) >= self.settings.max_clients:
+            raise RequestError("server_full", "the server is full, try again later")
+        self.nicks[key] = session
+        session.nick = nick
+
+    def unregister(self, session: ChatSession) -> None:
+        """A session ended: free its nick and leave its rooms, telling each room
+        once with `presence quit`, unless the server is shutting down."""
+        if session.nick is None:
+            return
+        if self.nicks.get(session.nick.lower()) is session:
+            del self.nicks[session.nick.lower()]
+        rooms = list(session.rooms.values())
+        session.rooms.clear()
+        for room in rooms:
+            self.leave(session, room, "quit")
+
+    def find(self, nick: str) -> ChatSession | None:
+        """The registered session called `nick`, compared ASCII-case-insensitively."""
+        key = nick_key(nick)
+        return self.nicks.get(key) if key is not None else None
+
+    def rename(self, session: ChatSession, nick: str) -> None:
+        """Rename `session`; `nick_taken` if another session has the nick."""
+        old = session.nick
+        assert old is not None
+        key = nick.lower()
+        holder = self.nicks.get(key)
+        if holder is not None and holder is not session:
+            raise RequestError("nick_taken", f"{nick} is taken")
+        del self.nicks[old.lower()]
+        self.nicks[key] = session
+        session.nick = nick
+        for room in session.rooms.values():
+            event = {"op": "presence", "room": room.name, "nick": nick, "event": "rename", "old": old}
+            room.broadcast(encode(event), exclude=session)
+
+    # -- rooms ----------------------------------------------------------------------------------
+
+    def enter(self, session: ChatSession, name: str) -> ChatRoom:
+        """Put `session` in room `name`, telling the members already there."""
+        room: ChatRoom = self.rooms.get_or_create(name)  # type: ignore[assignment]
+        if room.members:
+            room.broadcast(encode({"op": "presence", "room": name, "nick": session.nick,
+                                   "event": "join"}))
+        room.enter(session)
+        return room
+
+    def leave(self, session: ChatSession, room: ChatRoom, event: str) -> None:
+        """Take `session` out of `room`; tell the rest with presence `event`."""
+        self.rooms.leave(room.name, session)
+        if room.members and not self.shutting_down:
+            room.broadcast(encode({"op": "presence", "room": room.name, "nick": session.nick,
+                                   "event": event}))
+
+    def room_exists(self, name: str) -> bool:
+        """A room exists while it has members or stored history (PROTOCOL.md 3)."""
+        return self.rooms.get(name) is not None or self.store.last_seq(name) > 0
+
+    def room_list(self) -> list[dict[str, Any]]:
+        """Every room that exists, by name in code point order, with its member count."""
+        names = {room.name for room in self.rooms} | set(self.store.rooms())
+        result = []
+        for name in sorted(names):
+            room = self.rooms.get(name)
+            result.append({"room": name, "members": len(room) if room else 0})
+        return result
+
+    def history_for_join(self, room: ChatRoom, after: int | None) -> tuple[list[bytes], bool]:
+        """The `history` of a join's ok and whether it `recovered` (PROTOCOL.md 4, 7)."""
+        settings = self.settings
+        if after is not None and after <= room.seq:
+            missing = room.seq - after
+            if missing == 0:
+                return [], True
+            if missing <= settings.max_recover and self.store.first_seq(room.name) <= after + 1:
+                return self.store.after(room.name, after, missing), True
+        return self.store.latest(room.name, settings.history_on_join), False
+
+    def publish(self, room: ChatRoom, sender: ChatSession, text: str) -> int:
+        """Store the next message of `room` and queue it to every member; its seq."""
+        seq = room.seq + 1
+        event = encode({"op": "msg", "room": room.name, "from": sender.nick, "text": text,
+                        "seq": seq, "ts": int(time.time() * 1000)})
+        # PROTOCOL.md 6, guarantee 2: stored before anyone, the sender included, sees it.
+        self.store.append(room.name, seq, event[:-1])
+        room.seq = seq
+        room.broadcast(event)
+        return seq
+
+    def stats(self) -> dict[str, int]:
+        """Live counts: connections, registered sessions, rooms, queued output."""
+        sessions = list(self.sessions())
+        return {
+            "sessions": len(sessions),
+            "registered": len(self.nicks),
+            "rooms": len(self.rooms),
+            "queued_bytes": sum(s.queued_bytes for s in sessions),
+            "queued_frames": sum(s.queued_frames for s in sessions),
+        }

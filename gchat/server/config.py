@@ -1,0 +1,88 @@
+"""Server settings: one frozen dataclass, the single source of every default.
+
+Each field becomes a click flag and a GCHAT_<FIELD> environment variable (see cli.py);
+its `help` metadata is the flag's help text.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field, fields
+from typing import Any
+
+from ..errors import ConfigError
+
+__all__ = ["Settings"]
+
+
+def _opt(default: Any, help: str) -> Any:
+    return field(default=default, metadata={"help": help})
+
+
+@dataclass(frozen=True, kw_only=True)
+class Settings:
+    """Everything the chat server can be told. Durations are in seconds."""
+
+    host: str = _opt("127.0.0.1", "Address to listen on.")
+    port: int = _opt(7070, "TCP port (0 picks a free one).")
+    tls_port: int | None = _opt(None, "Also listen with TLS on this port (needs --tls-cert and --tls-key).")
+    tls_cert: str | None = _opt(None, "PEM certificate chain for TLS.")
+    tls_key: str | None = _opt(None, "PEM private key for TLS.")
+    token: str | None = _opt(None, "Require this token in hello (prefer GCHAT_TOKEN: flags show in ps).")
+    max_frame: int = _opt(65536, "Largest client frame in bytes, CR and LF included.")
+    max_text: int = _opt(4096, "Longest text of say and whisper, in code points.")
+    max_rooms: int = _opt(64, "Rooms one session may join.")
+    rate: float = _opt(50.0, "Token bucket refill per second, per connection.")
+    burst: int = _opt(100, "Token bucket size, per connection.")
+    idle_timeout: float = _opt(60.0, "Close a connection silent this long (ping at half); 0 disables.")
+    history_on_join: int = _opt(20, "Messages of history in the ok of join.")
+    max_recover: int = _opt(500, "Most messages a join with after= recovers.")
+    max_queue_bytes: int = _opt(4 * 1024 * 1024, "Outbound queue bound per session, bytes.")
+    max_queue_frames: int = _opt(10_000, "Outbound queue bound per session, frames.")
+    max_clients: int = _opt(10_000, "Registered sessions at most (hello beyond: server_full).")
+    max_connections: int | None = _opt(None, "Open connections at most [default: max-clients + 1000].")
+    history_max: int = _opt(10_000, "Messages kept per room; the oldest are pruned.")
+    grace: float = _opt(5.0, "On shutdown, how long connections may flush their goodbye.")
+    log_level: str = _opt("INFO", "Logging level: DEBUG, INFO, WARNING or ERROR.")
+
+    def __post_init__(self) -> None:
+        positive = ("max_frame", "max_text", "max_rooms", "rate", "burst", "history_on_join",
+                    "max_recover", "max_queue_bytes", "max_queue_frames", "max_clients",
+                    "history_max")
+        for name in positive:
+            if getattr(self, name) <= 0:
+                raise ConfigError(f"{name.replace('_', '-')} must be positive, not {getattr(self, name)}")
+        for name in ("idle_timeout", "grace"):
+            if getattr(self, name) < 0:
+                raise ConfigError(f"{name.replace('_', '-')} must not be negative")
+        if self.max_frame < 2:
+            raise ConfigError("max-frame must be at least 2")
+        if self.tls_port is not None and not (self.tls_cert and self.tls_key):
+            raise ConfigError("--tls-port needs --tls-cert and --tls-key")
+        if self.log_level.upper() not in ("DEBUG", "INFO", "WARNING", "ERROR"):
+            raise ConfigError(f"unknown log level {self.log_level!r}")
+
+    @property
+    def connection_limit(self) -> int:
+        """Open connections allowed: room for unregistered ones beyond max_clients."""
+        if self.max_connections is not None:
+            return self.max_connections
+        return self.max_clients + 1000
+
+    def limits(self) -> dict[str, int | float]:
+        """The `limits` object of hello's ok (PROTOCOL.md 3)."""
+        names = ("max_frame", "max_text", "max_rooms", "rate", "burst", "idle_timeout",
+                 "history_on_join", "max_recover", "max_queue_bytes", "max_queue_frames",
+                 "max_clients")
+        return {name: _number(getattr(self, name)) for name in names}
+
+    @classmethod
+    def options(cls) -> list[tuple[str, Any, str]]:
+        """(name, default, help) of every setting, in declaration order."""
+        return [(f.name, f.default, f.metadata["help"]) for f in fields(cls)]
+
+
+def _number(value: int | float) -> int | float:
+    """50.0 -> 50: integral values are sent as JSON integers."""
+    if isinstance(value, float) and value.is_integer():
+        return int(value)
+    return value

@@ -1,0 +1,94 @@
+"""Room history: the store interface and the in-memory store.
+
+A store keeps, per room, the `msg` events exactly as they were delivered (the encoded
+JSON bytes, no LF), keyed by seq, which counts from 1 with no gaps. Rooms hold their
+own seq counter, started from `last_seq` when the room is (re)created, so seq never
+restarts while a stored message is kept (PROTOCOL.md 4). The durable store implements
+the same interface.
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from itertools import islice
+from typing import Protocol
+
+__all__ = ["HistoryStore", "MemoryHistory"]
+
+
+class HistoryStore(Protocol):
+    """What the chat server needs of a history store. Items are oldest first."""
+
+    def append(self, room: str, seq: int, event: bytes) -> None:
+        """Store `event`, the room's message number `seq` (last_seq + 1)."""
+
+    def last_seq(self, room: str) -> int:
+        """The seq of the room's newest stored message, 0 if none."""
+
+    def first_seq(self, room: str) -> int:
+        """The seq of the room's oldest stored message, 0 if none."""
+
+    def latest(self, room: str, limit: int) -> list[bytes]:
+        """The newest `limit` messages."""
+
+    def after(self, room: str, seq: int, limit: int) -> list[bytes]:
+        """The earliest `limit` messages with a seq greater than `seq`."""
+
+    def before(self, room: str, seq: int, limit: int) -> list[bytes]:
+        """The latest `limit` messages with a seq less than `seq`."""
+
+    def rooms(self) -> list[str]:
+        """Names of the rooms that have stored messages."""
+
+    def close(self) -> None:
+        """Release the store's resources."""
+
+
+class MemoryHistory:
+    """History in memory, at most `history_max` messages per room; lost on exit."""
+
+    def __init__(self, history_max: int = 10_000) -> None:
+        self.history_max = history_max
+        self._rooms: dict[str, deque[bytes]] = {}
+        self._last: dict[str, int] = {}
+
+    def append(self, room: str, seq: int, event: bytes) -> None:
+        messages = self._rooms.get(room)
+        if messages is None:
+            messages = self._rooms[room] = deque(maxlen=self.history_max)
+        messages.append(event)
+        self._last[room] = seq
+
+    def last_seq(self, room: str) -> int:
+        return self._last.get(room, 0)
+
+    def first_seq(self, room: str) -> int:
+        messages = self._rooms.get(room)
+        return self._last[room] - len(messages) + 1 if messages else 0
+
+    def latest(self, room: str, limit: int) -> list[bytes]:
+        messages = self._rooms.get(room)
+        if not messages:
+            return []
+        return list(islice(messages, max(0, len(messages) - limit), None))
+
+    def after(self, room: str, seq: int, limit: int) -> list[bytes]:
+        messages = self._rooms.get(room)
+        if not messages:
+            return []
+        start = max(0, seq + 1 - self.first_seq(room))
+        return list(islice(messages, start, start + limit))
+
+    def before(self, room: str, seq: int, limit: int) -> list[bytes]:
+        messages = self._rooms.get(room)
+        if not messages:
+            return []
+        stop = min(len(messages), max(0, seq - self.first_seq(room)))
+        return list(islice(messages, max(0, stop - limit), stop))
+
+    def rooms(self) -> list[str]:
+        return list(self._rooms)
+
+    def close(self) -> None:
+        self._rooms.clear()
+        self._last.clear()

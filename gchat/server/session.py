@@ -1,0 +1,291 @@
+"""ChatSession: one client of the chat server, speaking PROTOCOL.md on the engine Session.
+
+Strategy: `on_recv` decodes a line and walks the error precedence of PROTOCOL.md
+section 2 in order: bad_frame, rate_limited, unknown_op, not_registered /
+already_registered, then the op's handler. Each handler checks its fields in the same
+order (bad_args, then values, then state) and raises RequestError, which becomes the
+one `{"op":"error"}` reply here. No handler blocks between assigning a seq and the
+last enqueue of its events, so every member sees a room's events in one order.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable
+from time import monotonic
+from typing import TYPE_CHECKING, Any
+
+from ..core import Session
+from ..errors import RequestError
+from ..protocol import (
+    BadFrame,
+    Request,
+    decode_request,
+    encode,
+    encode_with_items,
+    is_integer,
+    valid_nick,
+    valid_room,
+)
+from .ratelimit import TokenBucket
+
+if TYPE_CHECKING:
+    from .chat import ChatRoom, ChatServer
+
+__all__ = ["ChatSession"]
+
+log = logging.getLogger(__name__)
+
+PROTO = 1
+_BEFORE_HELLO = frozenset({"hello", "ping", "pong", "quit"})
+
+
+def _bad_args(message: str) -> RequestError:
+    return RequestError("bad_args", message)
+
+
+def _string(body: dict[str, Any], name: str) -> str:
+    value = body.get(name)
+    if value is None:
+        raise _bad_args(f'"{name}" is required')
+    if not isinstance(value, str):
+        raise _bad_args(f'"{name}" must be a string')
+    return value
+
+
+def _optional_string(body: dict[str, Any], name: str) -> str | None:
+    value = body.get(name)
+    if value is not None and not isinstance(value, str):
+        raise _bad_args(f'"{name}" must be a string')
+    return value
+
+
+def _text(body: dict[str, Any]) -> str:
+    text = _string(body, "text")
+    if not text:
+        raise _bad_args('"text" must not be empty')
+    return text
+
+
+def _optional_seq(body: dict[str, Any], name: str) -> int | None:
+    value = body.get(name)
+    if value is not None and not (is_integer(value) and value >= 0):
+        raise _bad_args(f'"{name}" must be a non-negative integer')
+    return value
+
+
+def _timestamp() -> int:
+    return int(time.time() * 1000)
+
+
+class ChatSession(Session):
+    """A connection to the chat server: registration, rooms, and every op."""
+
+    def __init__(self, server: ChatServer) -> None:
+        super().__init__(limits=server.session_limits)
+        self.server = server
+        self.nick: str | None = None
+        self.rooms: dict[str, ChatRoom] = {}
+        self.bucket = TokenBucket(server.settings.rate, server.settings.burst, monotonic())
+        self.pinged_for = -1.0  # the last_activity a ping was sent for
+
+    # -- engine hooks ---------------------------------------------------------------
+
+    def on_recv(self, line: bytes) -> None:
+        request = decode_request(line)
+        if isinstance(request, BadFrame):
+            self.bucket.take(monotonic())  # PROTOCOL.md 2: bad frames take a token too
+            self._error(request.id, "bad_frame", request.reason)
+            return
+        op = request.op
+        if op == "pong":
+            return  # never answered, whatever it holds (PROTOCOL.md 7)
+        request_id = request.id
+        if not self.bucket.take(monotonic()):
+            self._error(request_id, "rate_limited", "too many requests: slow down")
+            return
+        handler = _HANDLERS.get(op)
+        if handler is None:
+            self._error(request_id, "unknown_op", f"unknown op {op[:64]!r}")
+            return
+        if self.nick is None and op not in _BEFORE_HELLO:
+            self._error(request_id, "not_registered", "say hello first")
+            return
+        if self.nick is not None and op == "hello":
+            self._error(request_id, "already_registered", f"already registered as {self.nick}")
+            return
+        if not request.id_ok:
+            self._error(None, "bad_args", '"id" must be an integer below 2^53 in magnitude '
+                        "or a string of at most 64 characters")
+            return
+        try:
+            handler(self, request)
+        except RequestError as exc:
+            self._error(request_id, exc.code, exc.message)
+        except Exception:
+            log.exception("session %d: %s failed", self.session_id, op)
+            self._error(request_id, "internal_error", "the server failed to handle this request")
+
+    def on_disconnected(self, reason: str) -> None:
+        self.server.unregister(self)
+
+    def on_frame_too_large(self) -> None:
+        limit = self.limits.max_frame
+        self.send(encode({"op": "error", "id": None, "code": "frame_too_large",
+                          "message": f"a frame may be at most {limit} bytes"}))
+        self.close("frame_too_large", _bye("frame_too_large"))
+
+    def slow_consumer_farewell(self) -> bytes:
+        return _bye("slow_consumer")
+
+    # -- replies ------------------------------------------------------------------------
+
+    def _ok(self, request_id: int | str | None, **fields: Any) -> None:
+        self.send(encode({"op": "ok", "id": request_id, **fields}))
+
+    def _error(self, request_id: int | str | None, code: str, message: str) -> None:
+        self.send(encode({"op": "error", "id": request_id, "code": code, "message": message}))
+
+    def _joined(self, name: str) -> ChatRoom:
+        room = self.rooms.get(name)
+        if room is None:
+            raise RequestError("not_in_room", f"you are not in {name}")
+        return room
+
+    def _existing_room(self, name: str) -> str:
+        if not valid_room(name):
+            raise RequestError("invalid_room", f"{name[:80]!r} is not a valid room name")
+        if not self.server.room_exists(name):
+            raise RequestError("no_such_room", f"there is no room {name}")
+        return name
+
+    # -- ops ------------------------------------------------------------------------------
+
+    def op_hello(self, request: Request) -> None:
+        body = request.body
+        nick = _string(body, "nick")
+        proto = body.get("proto")
+        if proto is not None and not (is_integer(proto) and proto == PROTO):
+            raise _bad_args(f"this server speaks proto {PROTO}")
+        token = _optional_string(body, "token")
+        self.server.check_token(token)
+        if not valid_nick(nick):
+            raise RequestError("invalid_nick", f"{nick[:80]!r} is not a valid nick: a letter, "
+                               "then up to 31 letters, digits, _ or -")
+        self.server.register(self, nick)
+        settings = self.server.settings
+        self._ok(request.id, session=self.session_id, nick=nick, server=self.server.name,
+                 proto=PROTO, limits=settings.limits())
+
+    def op_join(self, request: Request) -> None:
+        body = request.body
+        name = _string(body, "room")
+        after = _optional_seq(body, "after")
+        if not valid_room(name):
+            raise RequestError("invalid_room", f"{name[:80]!r} is not a valid room name")
+        room = self.rooms.get(name)
+        if room is None:
+            if len(self.rooms) >= self.server.settings.max_rooms:
+                raise RequestError("too_many_rooms",
+                                   f"you may be in at most {self.server.settings.max_rooms} rooms")
+            room = self.server.enter(self, name)
+            self.rooms[name] = room
+        history, recovered = self.server.history_for_join(room, after)
+        fields: dict[str, Any] = {"op": "ok", "id": request.id, "room": name,
+                                  "members": room.nicks()}
+        if after is not None:
+            fields["recovered"] = recovered
+        self.send(encode_with_items(fields, "history", history))
+
+    def op_leave(self, request: Request) -> None:
+        name = _string(request.body, "room")
+        room = self._joined(name)
+        del self.rooms[name]
+        self.server.leave(self, room, "leave")
+        self._ok(request.id, room=name)
+
+    def op_say(self, request: Request) -> None:
+        body = request.body
+        name = _string(body, "room")
+        text = _text(body)
+        self._check_text(text)
+        room = self._joined(name)
+        seq = self.server.publish(room, self, text)
+        self._ok(request.id, room=name, seq=seq)
+
+    def op_whisper(self, request: Request) -> None:
+        body = request.body
+        to = _string(body, "to")
+        text = _text(body)
+        self._check_text(text)
+        target = self.server.find(to)
+        if target is None:
+            raise RequestError("no_such_nick", f"nobody is called {to[:80]}")
+        target.send(encode({"op": "whisper", "from": self.nick, "text": text, "ts": _timestamp()}))
+        self._ok(request.id)
+
+    def op_nick(self, request: Request) -> None:
+        nick = _string(request.body, "nick")
+        if not valid_nick(nick):
+            raise RequestError("invalid_nick", f"{nick[:80]!r} is not a valid nick")
+        if nick != self.nick:
+            self.server.rename(self, nick)
+        self._ok(request.id, nick=nick)
+
+    def op_rooms(self, request: Request) -> None:
+        self._ok(request.id, rooms=self.server.room_list())
+
+    def op_who(self, request: Request) -> None:
+        name = self._existing_room(_string(request.body, "room"))
+        room = self.server.rooms.get(name)
+        self._ok(request.id, room=name, members=room.nicks() if room else [])
+
+    def op_history(self, request: Request) -> None:
+        body = request.body
+        name = _string(body, "room")
+        before = _optional_seq(body, "before")
+        after = _optional_seq(body, "after")
+        if before is not None and after is not None:
+            raise _bad_args('give "before" or "after", not both')
+        limit = body.get("limit")
+        if limit is None:
+            limit = 50
+        elif not (is_integer(limit) and 1 <= limit <= 100):
+            raise _bad_args('"limit" must be an integer from 1 to 100')
+        self._existing_room(name)
+        store = self.server.store
+        if after is not None:
+            messages = store.after(name, after, limit)
+        elif before is not None:
+            messages = store.before(name, before, limit)
+        else:
+            messages = store.latest(name, limit)
+        self.send(encode_with_items({"op": "ok", "id": request.id, "room": name},
+                                    "messages", messages))
+
+    def op_ping(self, request: Request) -> None:
+        self._ok(request.id)
+
+    def op_quit(self, request: Request) -> None:
+        _optional_string(request.body, "reason")
+        self._ok(request.id)
+        self.close("quit", _bye("quit"))
+
+    def op_stats(self, request: Request) -> None:
+        """Extension: the server's live counts, for operators and the tests."""
+        self._ok(request.id, **self.server.stats())
+
+    def _check_text(self, text: str) -> None:
+        max_text = self.server.settings.max_text
+        if len(text) > max_text:
+            raise RequestError("text_too_long", f"a text may be at most {max_text} characters")
+
+
+def _bye(reason: str) -> bytes:
+    return encode({"op": "bye", "reason": reason})
+
+
+_HANDLERS: dict[str, Callable[[ChatSession, Request], None]] = {
+    name[3:]: getattr(ChatSession, name) for name in dir(ChatSession) if name.startswith("op_")
+}
