@@ -1,0 +1,61 @@
+"""Shared fixtures: a real chat server on a loopback port, and a per-test deadline.
+
+Tests run on gevent without monkey-patching: the in-process server and the test's
+clients are greenlets of one hub, and clients use gevent sockets.
+"""
+
+from __future__ import annotations
+
+import gevent
+import pytest
+
+from gchat.server import ChatServer, Settings
+from tests.client import Client
+
+TEST_DEADLINE = 30.0
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_call(item):
+    # A deadlock fails the test instead of hanging the suite (STYLE.md 10).
+    with gevent.Timeout(TEST_DEADLINE, AssertionError(f"test did not finish in {TEST_DEADLINE:g} s")):
+        yield
+
+
+@pytest.fixture
+def make_server():
+    """Start chat servers on 127.0.0.1, port 0, with Settings overrides."""
+    servers: list[ChatServer] = []
+
+    def make(**overrides) -> ChatServer:
+        overrides.setdefault("grace", 1.0)
+        server = ChatServer(Settings(host="127.0.0.1", port=0, **overrides))
+        server.start()
+        servers.append(server)
+        return server
+
+    yield make
+    for server in servers:
+        server.shutdown()
+
+
+@pytest.fixture
+def server(make_server) -> ChatServer:
+    return make_server()
+
+
+@pytest.fixture
+def connect(server):
+    """Open raw test clients to `server`; closed after the test."""
+    clients: list[Client] = []
+
+    def open_client(nick: str | None = None, target: ChatServer | None = None) -> Client:
+        client = Client((target or server).addresses[0])
+        clients.append(client)
+        if nick is not None:
+            client.hello(nick)
+        return client
+
+    yield open_client
+    for client in clients:
+        client.close()
