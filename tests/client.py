@@ -24,6 +24,7 @@ class Client:
     def __init__(self, address: tuple[str, int], *, sock: socket.socket | None = None) -> None:
         self.sock = sock or gsocket.create_connection(address, timeout=DEFAULT_TIMEOUT)
         self.buffer = b""
+        self._lines: deque[bytes] = deque()
         self.pending: deque[dict[str, Any]] = deque()
         self.closed = False
         self._ids = itertools.count(1)
@@ -90,6 +91,13 @@ class Client:
         frame = self.recv()
         assert frame == {"op": "ok", "id": ping_id}, f"unexpected frame {frame}"
 
+    def drain(self) -> list[dict[str, Any]]:
+        """Every frame that arrives before the reply to a fresh ping."""
+        ping_id = f"drain{next(self._ids)}"
+        self.send({"op": "ping", "id": ping_id})
+        frames = self.recv_until(lambda f: f == {"op": "ok", "id": ping_id})
+        return frames[:-1]
+
     def read_until_closed(self, timeout: float = DEFAULT_TIMEOUT) -> list[dict[str, Any]]:
         """Every frame until the server closes the connection."""
         frames = list(self.pending)
@@ -102,17 +110,18 @@ class Client:
                     return frames
 
     def _read_frame(self) -> dict[str, Any]:
-        while b"\n" not in self.buffer:
+        while not self._lines:
             try:
-                data = self.sock.recv(65536)
+                data = self.sock.recv(262144)
             except ConnectionResetError:
                 data = b""
             if not data:
                 self.closed = True
                 raise Closed("connection closed by the server")
-            self.buffer += data
-        line, self.buffer = self.buffer.split(b"\n", 1)
-        return json.loads(line)
+            lines = (self.buffer + data).split(b"\n")
+            self.buffer = lines.pop()
+            self._lines.extend(lines)
+        return json.loads(self._lines.popleft())
 
     def close(self) -> None:
         try:
