@@ -9,7 +9,14 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from gchat.protocol import (
-    BadFrame, Request, decode_request, encode, encode_with_items, nick_key, valid_id, valid_nick,
+    BadFrame,
+    Request,
+    decode_request,
+    encode,
+    encode_with_items,
+    nick_key,
+    valid_id,
+    valid_nick,
     valid_room,
 )
 
@@ -85,9 +92,10 @@ def test_fuzz_any_bytes_give_a_request_or_a_bad_frame(data):
         assert result.id_ok == valid_id(result.body.get("id"))
 
 
+scalars = st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False, allow_infinity=False)
 json_values = st.recursive(
-    st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False, allow_infinity=False) | st.text(),
-    lambda children: st.lists(children, max_size=3) | st.dictionaries(st.text(max_size=5), children, max_size=3),
+    scalars | st.text(),
+    lambda kids: st.lists(kids, max_size=3) | st.dictionaries(st.text(max_size=5), kids, max_size=3),
     max_leaves=20)
 
 

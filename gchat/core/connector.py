@@ -13,11 +13,12 @@ from collections.abc import Callable
 
 import gevent
 from gevent import socket as gsocket
+from gevent import ssl as gssl
 
 from ..errors import ConnectError
 from .session import Session
 
-__all__ = ["Connector"]
+__all__ = ["Connector", "require_gevent_ssl"]
 
 
 class Connector:
@@ -28,7 +29,7 @@ class Connector:
         self.host, self.port = host, port
         self.factory = factory
         self.timeout = timeout
-        self.ssl_context = ssl_context
+        self.ssl_context = require_gevent_ssl(ssl_context)
 
     def connect(self) -> Session:
         """Connect now (blocking this greenlet only); return the started session."""
@@ -57,6 +58,14 @@ class Connector:
     def spawn(self) -> gevent.Greenlet:
         """Connect in a new greenlet; its value is the session (or it raises ConnectError)."""
         return gevent.spawn(self.connect)
+
+
+def require_gevent_ssl(context: ssl.SSLContext | None) -> ssl.SSLContext | None:
+    """A TLS context must be gevent's: the standard library's would block the hub
+    during the handshake. (After monkey-patching, ssl.SSLContext is gevent's.)"""
+    if context is not None and not isinstance(context, gssl.SSLContext):
+        raise TypeError("ssl_context must be a gevent.ssl.SSLContext (or monkey-patch ssl first)")
+    return context
 
 
 def _close_quietly(sock: socket.socket | None) -> None:

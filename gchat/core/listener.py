@@ -17,9 +17,12 @@ import ssl
 from collections.abc import Callable, Iterator
 from time import monotonic
 
+import gevent
+from gevent.event import Event
 from gevent.server import StreamServer
 
 from ..errors import ConfigError
+from .connector import require_gevent_ssl
 from .session import Session
 
 __all__ = ["Listener"]
@@ -40,15 +43,19 @@ class Listener:
                  session_ids: Iterator[int] | None = None,
                  max_sessions: int | None = None,
                  reject: bytes | None = None,
+                 handshake_timeout: float = 10.0,
                  backlog: int = 1024) -> None:
         self.factory = factory
         self.sessions: dict[int, Session] = {}
+        self._no_sessions = Event()
+        self._no_sessions.set()
         self.max_sessions = max_sessions
         self._reject = reject
         self._ids = session_ids if session_ids is not None else itertools.count(1)
-        self._host, self._port, self._backlog = host, port, backlog
-        kwargs = {"ssl_context": ssl_context} if ssl_context is not None else {}
-        self._server = StreamServer((host, port), self._handle, backlog=backlog, **kwargs)
+        self._host, self._port = host, port
+        self._ssl_context = require_gevent_ssl(ssl_context)
+        self._handshake_timeout = handshake_timeout
+        self._server = StreamServer((host, port), self._handle, backlog=backlog)
 
     @property
     def address(self) -> tuple[str, int]:
@@ -80,16 +87,22 @@ class Listener:
             session.wait_closed(max(0.0, deadline - monotonic()))
         for session in sessions:
             session.disconnect(reason)
-        self._server.stop(timeout=1)
+        self._no_sessions.wait(1.0)  # their handler greenlets return
+        self._server.stop()
 
     def _handle(self, sock: socket.socket, address: tuple) -> None:
         if self.max_sessions is not None and len(self.sessions) >= self.max_sessions:
             self._refuse(sock, address)
             return
+        if self._ssl_context is not None:
+            sock = self._handshake(sock, address)
+            if sock is None:
+                return
         session = self.factory()
         session.session_id = next(self._ids)
         session.peer = address
         self.sessions[session.session_id] = session
+        self._no_sessions.clear()
         peer = _format_peer(address)
         log.info("session %d connected from %s", session.session_id, peer)
         try:
@@ -103,8 +116,22 @@ class Listener:
             session.disconnect("error")
         finally:
             del self.sessions[session.session_id]
+            if not self.sessions:
+                self._no_sessions.set()
             log.info("session %d disconnected from %s (%s)", session.session_id, peer,
                      session.disconnect_reason)
+
+    def _handshake(self, sock: socket.socket, address: tuple) -> socket.socket | None:
+        """TLS server handshake in the connection's greenlet, under a timeout, so a
+        peer that never finishes it holds nothing for long."""
+        assert self._ssl_context is not None
+        try:
+            with gevent.Timeout(self._handshake_timeout, _HandshakeTimeout):
+                return self._ssl_context.wrap_socket(sock, server_side=True)
+        except (_HandshakeTimeout, ssl.SSLError, OSError) as exc:
+            log.info("TLS handshake with %s failed: %s", _format_peer(address),
+                     "timed out" if isinstance(exc, _HandshakeTimeout) else exc)
+            return None
 
     def _refuse(self, sock: socket.socket, address: tuple) -> None:
         log.warning("refused a connection from %s: %d sessions already",
@@ -115,6 +142,10 @@ class Listener:
                 sock.send(self._reject)
             except OSError:
                 pass
+
+
+class _HandshakeTimeout(Exception):
+    pass
 
 
 def _format_peer(address: object) -> str:

@@ -19,6 +19,7 @@ from time import monotonic
 from typing import Any
 
 import gevent
+from gevent import ssl as gssl
 from gevent.event import Event
 
 from .. import __version__
@@ -129,7 +130,7 @@ class ChatServer:
         self._stopped.set()
 
     def _tls_context(self) -> ssl.SSLContext:
-        context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+        context = gssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)  # gevent's: a handshake must not block
         try:
             context.load_cert_chain(self.settings.tls_cert, self.settings.tls_key)  # type: ignore[arg-type]
         except (OSError, ssl.SSLError) as exc:

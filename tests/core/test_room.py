@@ -1,0 +1,87 @@
+"""Room and RoomMaster: one encoding for everyone, no member delays another."""
+
+from __future__ import annotations
+
+import gevent
+from gevent import socket as gsocket
+
+from gchat.core import Room, RoomMaster, Session, SessionLimits
+
+
+class Member(Session):
+    def __init__(self, session_id: int, **kwargs) -> None:
+        super().__init__(**kwargs)
+        self.session_id = session_id
+        self.sent: list[bytes] = []
+
+    def send(self, data: bytes) -> bool:
+        self.sent.append(data)
+        return super().send(data)
+
+
+def test_broadcast_queues_the_same_bytes_object_to_every_member_but_excluded():
+    room = Room("r")
+    members = [Member(i) for i in range(1, 4)]
+    for member in members:
+        room.enter(member)
+    room.enter(members[0])  # entering twice changes nothing
+    frame = b'{"op":"msg"}\n'
+    room.broadcast(frame, exclude=members[1])
+    assert members[0].sent[0] is frame and members[2].sent[0] is frame
+    assert members[1].sent == []
+    room.leave(members[0])
+    assert members[0] not in room and len(room) == 2
+
+
+def test_a_member_that_never_reads_does_not_delay_the_others():
+    limits = SessionLimits(max_queue_bytes=200_000, max_queue_frames=1000, linger=0.1)
+    room = Room("r")
+    pairs = [gsocket.socketpair() for _ in range(3)]
+    members = [Member(i, limits=limits) for i in range(3)]
+    for member, (ours, _) in zip(members, pairs, strict=True):
+        member.start(ours)
+        room.enter(member)
+    received = {1: 0, 2: 0}
+    progress = gevent.event.Event()
+
+    def reader(index: int) -> None:
+        sock = pairs[index][1]
+        while chunk := sock.recv(65536):
+            received[index] += chunk.count(b"\n")
+            progress.set()
+
+    def wait_for(count: int) -> None:
+        with gevent.Timeout(5, AssertionError(f"readers stuck at {received}, expected {count}")):
+            while min(received.values()) < count:
+                progress.clear()
+                progress.wait()
+
+    readers = [gevent.spawn(reader, 1), gevent.spawn(reader, 2)]  # member 0 never reads
+    frame = b"y" * 1000 + b"\n"
+    for sent in range(20, 3001, 20):
+        for _ in range(20):
+            room.broadcast(frame)
+        wait_for(sent)  # the others get everything while member 0 reads nothing
+    assert members[0].wait_closed(5) and members[0].disconnect_reason == "slow_consumer"
+    assert [m.is_open for m in members] == [False, True, True]
+    for member in members[1:]:
+        member.close("done")
+    gevent.joinall(readers, timeout=5)
+    assert received == {1: 3000, 2: 3000}
+    for ours, theirs in pairs:
+        ours.close()
+        theirs.close()
+
+
+def test_two_room_masters_are_independent_and_empty_rooms_go():
+    one, two = RoomMaster(), RoomMaster(keep_empty=lambda room: room.name.startswith("#"))
+    member = Member(1)
+    one.enter("a", member)
+    two.enter("a", member)
+    two.enter("#kept", member)
+    assert one.get("a") is not two.get("a")
+    one.leave("a", member)
+    two.leave("a", member)
+    two.leave("#kept", member)
+    assert one.get("a") is None and two.get("a") is None
+    assert two.get("#kept") is not None and len(two) == 1

@@ -1,0 +1,165 @@
+"""The server as users run it: a real subprocess, its flags, variables and signals."""
+
+from __future__ import annotations
+
+import os
+import re
+import signal
+import sys
+from pathlib import Path
+
+import gevent
+import pytest
+from gevent import socket as gsocket
+from gevent import subprocess
+
+from gchat.server import Settings
+from tests.client import Client
+
+ROOT = Path(__file__).resolve().parents[2]
+LISTENING = re.compile(rb"listening on 127\.0\.0\.1:(\d+)")
+
+
+class ServerProcess:
+    """`python -m gchat.server` with the given flags; knows its port once it listens."""
+
+    def __init__(self, *args: str, env: dict[str, str] | None = None, command=None) -> None:
+        command = command or [sys.executable, "-m", "gchat.server", "--port", "0", *args]
+        self.proc = subprocess.Popen(command, cwd=ROOT, stderr=subprocess.PIPE, stdout=subprocess.DEVNULL,
+                                     env={**os.environ, **(env or {})}, start_new_session=True)
+        self.log = b""
+        self.port = None
+        with gevent.Timeout(20, AssertionError("the server did not start")):
+            while self.port is None:
+                line = self.proc.stderr.readline()
+                assert line, f"the server exited early:\n{self.log.decode()}"
+                self.log += line
+                if match := LISTENING.search(line):
+                    self.port = int(match.group(1))
+
+    def client(self, nick: str | None = None) -> Client:
+        client = Client(("127.0.0.1", self.port))
+        if nick:
+            client.hello(nick)
+        return client
+
+    def finish(self, timeout: float = 20) -> int:
+        """Wait for exit; return the exit code and keep the rest of stderr."""
+        with gevent.Timeout(timeout, AssertionError("the server did not exit")):
+            self.log += self.proc.stderr.read()
+            return self.proc.wait()
+
+    def kill(self) -> None:
+        if self.proc.poll() is None:
+            os.killpg(self.proc.pid, signal.SIGKILL)
+            self.proc.wait()
+
+
+@pytest.fixture
+def spawn_server():
+    processes: list[ServerProcess] = []
+
+    def spawn(*args: str, **kwargs) -> ServerProcess:
+        process = ServerProcess(*args, **kwargs)
+        processes.append(process)
+        return process
+
+    yield spawn
+    for process in processes:
+        process.kill()
+
+
+def run(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "gchat.server", *args], cwd=ROOT, capture_output=True,
+                          env={**os.environ, **(env or {})}, timeout=30)
+
+
+def test_help_lists_every_option_with_its_variable_and_default():
+    result = run("--help")
+    assert result.returncode == 0
+    text = result.stdout.decode()
+    for name, _default, _ in Settings.options():
+        assert f"--{name.replace('_', '-')}" in text
+        assert f"GCHAT_{name.upper()}" in text
+    assert "default: 7070" in text
+
+
+@pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT])
+def test_signal_gives_bye_shutdown_to_everyone_and_exit_0(spawn_server, signum):
+    server = spawn_server("--grace", "5")
+    alice, bob, anonymous = server.client("alice"), server.client("bob"), server.client()
+    alice.join("lobby")
+    bob.join("lobby")
+    alice.drain()
+    server.proc.send_signal(signum)
+    for client in (alice, bob, anonymous):
+        assert client.read_until_closed() == [{"op": "bye", "reason": "shutdown"}]  # no presence
+    assert server.finish() == 0
+    log = server.log.decode()
+    assert "Traceback" not in log
+    assert re.search(r"INFO .*session 1 connected from 127\.0\.0\.1:\d+", log)
+    assert re.search(r"INFO .*session 1 disconnected from 127\.0\.0\.1:\d+ \(shutdown\)", log)
+
+
+def test_shutdown_does_not_wait_past_grace_for_a_client_that_never_reads(spawn_server):
+    server = spawn_server("--grace", "0.5", "--rate", "100000", "--burst", "100000")
+    sink = server.client("sink")
+    sink.join("r")
+    pub = server.client("pub")
+    pub.join("r")
+    for _ in range(20):  # fill the socket buffers towards the sink, which never reads
+        pub.send(*({"op": "say", "room": "r", "text": "x" * 4000} for _ in range(50)))
+        pub.drain()
+    server.proc.send_signal(signal.SIGTERM)
+    assert server.finish(timeout=10) == 0
+
+
+def test_environment_variables_set_options(spawn_server):
+    server = spawn_server(env={"GCHAT_MAX_TEXT": "5", "GCHAT_TOKEN": "t0k"})
+    client = server.client()
+    assert client.request("hello", nick="bob")["code"] == "unauthorized"
+    reply = client.request("hello", nick="bob", token="t0k")
+    assert reply["limits"]["max_text"] == 5
+
+
+def test_a_bad_option_is_a_clear_error_without_traceback():
+    result = run("--max-text", "0")
+    assert result.returncode == 2
+    assert b"max-text must be positive" in result.stderr and b"Traceback" not in result.stderr
+    result = run("--tls-port", "7443")
+    assert result.returncode == 2 and b"--tls-port needs --tls-cert and --tls-key" in result.stderr
+    result = run("--port", "x")
+    assert result.returncode == 2 and b"Traceback" not in result.stderr
+
+
+def test_a_port_in_use_is_a_clear_error_and_exit_1():
+    busy = gsocket.socket()
+    busy.bind(("127.0.0.1", 0))
+    busy.listen()
+    try:
+        result = run("--port", str(busy.getsockname()[1]))
+    finally:
+        busy.close()
+    assert result.returncode == 1
+    assert re.search(rb"gchat-server: cannot listen on 127\.0\.0\.1:\d+: ", result.stderr)
+    assert b"Traceback" not in result.stderr
+
+
+def test_unreadable_tls_files_are_a_clear_error(tmp_path):
+    result = run("--tls-port", "0", "--tls-cert", str(tmp_path / "none.pem"),
+                 "--tls-key", str(tmp_path / "none.key"))
+    assert result.returncode == 1 and b"cannot load TLS certificate" in result.stderr
+    assert b"Traceback" not in result.stderr
+
+
+def test_make_run_server_passes_args_and_signals_reach_the_server(spawn_server):
+    if not (ROOT / ".venv" / "bin" / "python").exists():
+        pytest.skip("make run-server needs the project's .venv")
+    command = ["make", "--no-print-directory", "run-server", "ARGS=--port 0 --max-text 7"]
+    server = spawn_server(command=command)
+    client = server.client()
+    assert client.hello("bob")["limits"]["max_text"] == 7
+    os.killpg(server.proc.pid, signal.SIGINT)  # what Ctrl-C does to the foreground group
+    assert client.read_until_closed() == [{"op": "bye", "reason": "shutdown"}]
+    server.finish()
+    assert b"shut down" in server.log
