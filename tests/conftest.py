@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import gevent
 import pytest
+from hypothesis import settings
 
 from gchat.server import ChatServer, Settings
 from tests.client import Client
@@ -59,3 +60,8 @@ def connect(server):
     yield open_client
     for client in clients:
         client.close()
+
+
+# Property tests check correctness, not speed: no per-example deadline on a busy machine.
+settings.register_profile("gchat", deadline=None)
+settings.load_profile("gchat")

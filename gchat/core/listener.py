@@ -48,6 +48,7 @@ class Listener:
         self.factory = factory
         self.sessions: dict[int, Session] = {}
         self._no_sessions = Event()
+        self._refused, self._refused_logged = 0, -10.0
         self._no_sessions.set()
         self.max_sessions = max_sessions
         self._reject = reject
@@ -134,8 +135,12 @@ class Listener:
             return None
 
     def _refuse(self, sock: socket.socket, address: tuple) -> None:
-        log.warning("refused a connection from %s: %d sessions already",
-                    _format_peer(address), len(self.sessions))
+        self._refused += 1
+        now = monotonic()
+        if now - self._refused_logged >= 10.0:  # a flood must not flood the log too
+            log.warning("refused %d connection(s), the last from %s: %d sessions already",
+                        self._refused, _format_peer(address), len(self.sessions))
+            self._refused, self._refused_logged = 0, now
         if self._reject:
             try:
                 sock.settimeout(0)

@@ -234,7 +234,12 @@ class Session:
                 with self._queue_lock:
                     self.queued_bytes = max(0, self.queued_bytes - len(data))
                     self.queued_frames = max(0, self.queued_frames - len(batch))
-                self.on_send(len(data))
+                try:
+                    self.on_send(len(data))
+                except Exception:
+                    log.exception("session %s: on_send failed", self.session_id)
+                    self.disconnect("error")
+                    return
             if self._state is not _OPEN and not self._queue:
                 break  # closing, and everything is flushed
         self._close_socket()
@@ -242,29 +247,36 @@ class Session:
     # -- receiving ----------------------------------------------------------------
 
     def _read_loop(self) -> None:
+        try:
+            self._read_lines()
+        except Exception:
+            log.exception("session %s: a receive hook failed", self.session_id)
+            self.disconnect("error")
+
+    def _read_lines(self) -> None:
         sock = self._sock
         assert sock is not None
         framer = self._framer
-        try:
-            while True:
+        while True:
+            try:
                 data = sock.recv(RECV_SIZE)
-                if not data:
-                    break
+            except OSError as exc:
+                self._lost(exc)
+                return
+            if not data:
+                break
+            if self._state is not _OPEN:
+                continue  # closing: no more requests; read on until the socket closes
+            lines = framer.feed(data)
+            if lines:
+                self.last_activity = monotonic()
+            for line in lines:
                 if self._state is not _OPEN:
-                    continue  # closing: no more requests; read on until the socket closes
-                lines = framer.feed(data)
-                if lines:
-                    self.last_activity = monotonic()
-                for line in lines:
-                    if self._state is not _OPEN:
-                        break
-                    if line.strip(b" \t\r"):
-                        self.on_recv(line)
-                if framer.overflowed and self._state is _OPEN:
-                    self.on_frame_too_large()
-        except OSError as exc:
-            self._lost(exc)
-            return
+                    break
+                if line.strip(b" \t\r"):
+                    self.on_recv(line)
+            if framer.overflowed and self._state is _OPEN:
+                self.on_frame_too_large()
         # The peer closed its side: flush what it asked for, then close.
         self.close("eof")
 

@@ -154,14 +154,19 @@ class ChatServer:
         interval = max(0.02, min(1.0, timeout / 20))
         while True:
             gevent.sleep(interval)
-            now = monotonic()
-            for session in self.sessions():
-                quiet = now - session.last_activity
-                if quiet >= timeout:
-                    session.close("idle_timeout", _BYE_IDLE)
-                elif quiet >= timeout / 2 and session.pinged_for != session.last_activity:
-                    session.pinged_for = session.last_activity
-                    session.send(_PING)
+            try:
+                self._close_idle(monotonic(), timeout)
+            except Exception:
+                log.exception("idle sweep failed")
+
+    def _close_idle(self, now: float, timeout: float) -> None:
+        for session in self.sessions():
+            quiet = now - session.last_activity
+            if quiet >= timeout:
+                session.close("idle_timeout", _BYE_IDLE)
+            elif quiet >= timeout / 2 and session.pinged_for != session.last_activity:
+                session.pinged_for = session.last_activity
+                session.send(_PING)
 
     # -- registration -----------------------------------------------------------------------
 
