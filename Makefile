@@ -23,6 +23,7 @@ test: $(STAMP)
 
 lint: $(STAMP)
 	$(PY) -m ruff check gchat tests
+	$(PY) -m mypy gchat
 
 clean:
 	rm -rf $(VENV) .pytest_cache .ruff_cache .hypothesis

@@ -61,7 +61,9 @@ class Listener:
     @property
     def address(self) -> tuple[str, int]:
         """The bound (host, port); the port is real even when 0 was asked for."""
-        host, port = self._server.address[:2]
+        host, port = self._server.server_host, self._server.server_port
+        if host is None or port is None:
+            raise RuntimeError("the listener has no address yet")
         return host, port
 
     def start(self) -> None:
@@ -96,9 +98,10 @@ class Listener:
             self._refuse(sock, address)
             return
         if self._ssl_context is not None:
-            sock = self._handshake(sock, address)
-            if sock is None:
+            secure = self._handshake(sock, address)
+            if secure is None:
                 return
+            sock = secure
         session = self.factory()
         session.session_id = next(self._ids)
         session.peer = address

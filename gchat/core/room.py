@@ -10,10 +10,13 @@ without locks. A RoomMaster is an ordinary object owned by a server, not a globa
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator
+from typing import Generic, TypeVar
 
 from .session import Session
 
 __all__ = ["Room", "RoomMaster"]
+
+R = TypeVar("R", bound="Room")
 
 
 class Room:
@@ -47,26 +50,26 @@ class Room:
         return delivered
 
 
-class RoomMaster:
-    """Holds the rooms of one server, by name."""
+class RoomMaster(Generic[R]):
+    """Holds the rooms of one server, by name; `room_factory` makes a new room."""
 
-    def __init__(self, room_factory: Callable[[str], Room] = Room,
-                 keep_empty: Callable[[Room], bool] = lambda room: False) -> None:
-        self._rooms: dict[str, Room] = {}
+    def __init__(self, room_factory: Callable[[str], R],
+                 keep_empty: Callable[[R], bool] = lambda room: False) -> None:
+        self._rooms: dict[str, R] = {}
         self._room_factory = room_factory
         self._keep_empty = keep_empty
 
     def __len__(self) -> int:
         return len(self._rooms)
 
-    def __iter__(self) -> Iterator[Room]:
+    def __iter__(self) -> Iterator[R]:
         return iter(list(self._rooms.values()))
 
-    def get(self, name: str) -> Room | None:
+    def get(self, name: str) -> R | None:
         """The room called `name`, or None."""
         return self._rooms.get(name)
 
-    def get_or_create(self, name: str) -> Room:
+    def get_or_create(self, name: str) -> R:
         """The room called `name`, created if it does not exist."""
         room = self._rooms.get(name)
         if room is None:
@@ -77,13 +80,13 @@ class RoomMaster:
         """Forget the room called `name` (a no-op if there is none)."""
         self._rooms.pop(name, None)
 
-    def enter(self, name: str, session: Session) -> Room:
+    def enter(self, name: str, session: Session) -> R:
         """Put `session` in the room `name`, creating the room if needed."""
         room = self.get_or_create(name)
         room.enter(session)
         return room
 
-    def leave(self, name: str, session: Session) -> Room | None:
+    def leave(self, name: str, session: Session) -> R | None:
         """Take `session` out of room `name`; forget the room once it is empty,
         unless `keep_empty` says to keep it."""
         room = self._rooms.get(name)

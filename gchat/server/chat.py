@@ -16,7 +16,7 @@ import ssl
 import time
 from collections.abc import Iterator
 from time import monotonic
-from typing import Any
+from typing import Any, cast
 
 import gevent
 from gevent import ssl as gssl
@@ -60,7 +60,7 @@ class ChatServer:
     def __init__(self, settings: Settings, *, store: HistoryStore | None = None) -> None:
         self.settings = settings
         self.store: HistoryStore = store if store is not None else MemoryHistory(settings.history_max)
-        self.rooms = RoomMaster(self._new_room, keep_empty=lambda room: room.seq > 0)  # type: ignore[attr-defined]
+        self.rooms: RoomMaster[ChatRoom] = RoomMaster(self._new_room, keep_empty=lambda room: room.seq > 0)
         self.nicks: dict[str, ChatSession] = {}
         self.shutting_down = False
         self.session_limits = SessionLimits(
@@ -130,9 +130,11 @@ class ChatServer:
         self._stopped.set()
 
     def _tls_context(self) -> ssl.SSLContext:
+        settings = self.settings
+        assert settings.tls_cert and settings.tls_key  # Settings checks this
         context = gssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)  # gevent's: a handshake must not block
         try:
-            context.load_cert_chain(self.settings.tls_cert, self.settings.tls_key)  # type: ignore[arg-type]
+            context.load_cert_chain(settings.tls_cert, settings.tls_key)
         except (OSError, ssl.SSLError) as exc:
             raise ConfigError(f"cannot load TLS certificate or key: {exc}") from exc
         return context
@@ -146,7 +148,7 @@ class ChatServer:
     def sessions(self) -> Iterator[ChatSession]:
         """Every open connection, registered or not."""
         for listener in self.listeners:
-            yield from list(listener.sessions.values())  # type: ignore[misc]
+            yield from cast(list[ChatSession], list(listener.sessions.values()))
 
     def _sweep_idle(self) -> None:
         # PROTOCOL.md 5, idle: one ping after idle_timeout/2 of silence, bye at idle_timeout.
@@ -224,7 +226,7 @@ class ChatServer:
 
     def enter(self, session: ChatSession, name: str) -> ChatRoom:
         """Put `session` in room `name`, telling the members already there."""
-        room: ChatRoom = self.rooms.get_or_create(name)  # type: ignore[assignment]
+        room = self.rooms.get_or_create(name)
         if room.members:
             room.broadcast(encode({"op": "presence", "room": name, "nick": session.nick,
                                    "event": "join"}))

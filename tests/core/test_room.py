@@ -74,7 +74,7 @@ def test_a_member_that_never_reads_does_not_delay_the_others():
 
 
 def test_two_room_masters_are_independent_and_empty_rooms_go():
-    one, two = RoomMaster(), RoomMaster(keep_empty=lambda room: room.name.startswith("#"))
+    one, two = RoomMaster(Room), RoomMaster(Room, keep_empty=lambda room: room.name.startswith("#"))
     member = Member(1)
     one.enter("a", member)
     two.enter("a", member)
