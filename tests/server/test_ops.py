@@ -403,3 +403,32 @@ def test_valid_ids_are_echoed_with_type_and_value(connect, good_id):
 
 def test_settings_defaults_match_the_protocol():
     assert Settings().limits()["rate"] == 50
+
+
+# -- precedence (PROTOCOL.md 2 and 7) ------------------------------------------------------------
+
+def test_not_registered_precedes_bad_args(connect):
+    client = connect()
+    assert error_code(client.request("join")) == "not_registered"
+    assert error_code(client.request("say", room=5)) == "not_registered"
+
+
+def test_nick_taken_precedes_server_full(make_server, connect):
+    server = make_server(max_clients=1)
+    connect("first", target=server)
+    assert error_code(connect(target=server).request("hello", nick="FIRST")) == "nick_taken"
+
+
+def test_invalid_nick_precedes_nick_taken_and_bad_args_precedes_both(connect):
+    connect("taken")
+    client = connect()
+    assert error_code(client.request("hello", nick="1taken")) == "invalid_nick"
+    assert error_code(client.request("hello", nick="taken", proto=2)) == "bad_args"
+
+
+def test_bad_frame_echoes_a_valid_id_when_only_op_is_wrong(connect):
+    client = connect()
+    client.send_raw(b'{"id":5}\n{"op":7,"id":"x"}\n{"op":null,"id":2.5}\n[{"op":"ping","id":1}]\n')
+    replies = [client.recv() for _ in range(4)]
+    assert [(r["code"], r["id"]) for r in replies] == [("bad_frame", 5), ("bad_frame", "x"),
+                                                       ("bad_frame", None), ("bad_frame", None)]
