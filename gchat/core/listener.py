@@ -47,10 +47,11 @@ class Listener:
                  backlog: int = 1024) -> None:
         self.factory = factory
         self.sessions: dict[int, Session] = {}
-        self._no_sessions = Event()
-        self._refused, self._refused_logged = 0, -10.0
-        self._no_sessions.set()
         self.max_sessions = max_sessions
+        self._no_sessions = Event()
+        self._no_sessions.set()
+        self._handshaking = 0  # TLS connections not yet sessions; they count against the limit
+        self._refused, self._refused_logged = 0, -10.0
         self._reject = reject
         self._ids = session_ids if session_ids is not None else itertools.count(1)
         self._host, self._port = host, port
@@ -94,7 +95,8 @@ class Listener:
         self._server.stop()
 
     def _handle(self, sock: socket.socket, address: tuple) -> None:
-        if self.max_sessions is not None and len(self.sessions) >= self.max_sessions:
+        live = len(self.sessions) + self._handshaking
+        if self.max_sessions is not None and live >= self.max_sessions:
             self._refuse(sock, address)
             return
         if self._ssl_context is not None:
@@ -129,6 +131,7 @@ class Listener:
         """TLS server handshake in the connection's greenlet, under a timeout, so a
         peer that never finishes it holds nothing for long."""
         assert self._ssl_context is not None
+        self._handshaking += 1
         try:
             with gevent.Timeout(self._handshake_timeout, _HandshakeTimeout):
                 return self._ssl_context.wrap_socket(sock, server_side=True)
@@ -136,6 +139,8 @@ class Listener:
             log.info("TLS handshake with %s failed: %s", _format_peer(address),
                      "timed out" if isinstance(exc, _HandshakeTimeout) else exc)
             return None
+        finally:
+            self._handshaking -= 1
 
     def _refuse(self, sock: socket.socket, address: tuple) -> None:
         self._refused += 1

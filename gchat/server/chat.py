@@ -100,18 +100,21 @@ class ChatServer:
 
     def shutdown(self) -> None:
         """Graceful shutdown (PROTOCOL.md 6, guarantee 5); returns once it is done."""
-        if self._shutdown is None:
-            self._shutdown = gevent.spawn(self._graceful_stop)
-        self._shutdown.join()
+        self._begin_shutdown().join()
 
     def request_shutdown(self) -> None:
         """Begin shutdown without waiting (safe from a signal handler); a second
         request closes every connection at once."""
-        if self._shutdown is None:
-            self._shutdown = gevent.spawn(self._graceful_stop)
-        else:
+        if self._shutdown is not None:
             for session in self.sessions():
                 session.disconnect("shutdown")
+            return
+        self._begin_shutdown()
+
+    def _begin_shutdown(self) -> gevent.Greenlet:
+        if self._shutdown is None:
+            self._shutdown = gevent.spawn(self._graceful_stop)
+        return self._shutdown
 
     def wait(self, timeout: float | None = None) -> bool:
         """Wait until the server has shut down."""
