@@ -101,16 +101,33 @@ def test_signal_gives_bye_shutdown_to_everyone_and_exit_0(spawn_server, signum):
     assert re.search(r"INFO .*session 1 disconnected from 127\.0\.0\.1:\d+ \(shutdown\)", log)
 
 
-def test_shutdown_does_not_wait_past_grace_for_a_client_that_never_reads(spawn_server):
-    server = spawn_server("--grace", "0.5", "--rate", "100000", "--burst", "100000")
+def stuff_a_sink(server: ServerProcess) -> Client:
+    """A registered client that never reads, with the socket buffers towards it full."""
     sink = server.client("sink")
     sink.join("r")
     pub = server.client("pub")
     pub.join("r")
-    for _ in range(20):  # fill the socket buffers towards the sink, which never reads
+    for _ in range(20):
         pub.send(*({"op": "say", "room": "r", "text": "x" * 4000} for _ in range(50)))
         pub.drain()
+    return sink
+
+
+def test_shutdown_does_not_wait_past_grace_for_a_client_that_never_reads(spawn_server):
+    server = spawn_server("--grace", "0.5", "--rate", "100000", "--burst", "100000")
+    stuff_a_sink(server)
     server.proc.send_signal(signal.SIGTERM)
+    assert server.finish(timeout=10) == 0
+
+
+def test_a_second_signal_closes_everything_at_once(spawn_server):
+    server = spawn_server("--grace", "600", "--rate", "100000", "--burst", "100000")
+    stuff_a_sink(server)
+    server.proc.send_signal(signal.SIGTERM)
+    with gevent.Timeout(10, AssertionError("no shutdown line")):
+        while b"shutting down" not in server.log:
+            server.log += server.proc.stderr.readline()
+    server.proc.send_signal(signal.SIGINT)
     assert server.finish(timeout=10) == 0
 
 
