@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import pytest
 
-from gchat.server import Settings
-
 
 def error_code(reply):
     assert reply["op"] == "error", reply
@@ -399,10 +397,6 @@ def test_valid_ids_are_echoed_with_type_and_value(connect, good_id):
     client.send({"op": "ping", "id": good_id})
     reply = client.recv()
     assert reply == {"op": "ok", "id": good_id}
-
-
-def test_settings_defaults_match_the_protocol():
-    assert Settings().limits()["rate"] == 50
 
 
 # -- precedence (PROTOCOL.md 2 and 7) ------------------------------------------------------------
