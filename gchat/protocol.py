@@ -21,6 +21,7 @@ __all__ = [
     "MAX_DEPTH",
     "BadFrame",
     "Request",
+    "bye",
     "decode_request",
     "encode",
     "encode_with_items",
@@ -165,6 +166,11 @@ _encoder = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"), check_cir
 def encode(frame: dict[str, Any]) -> bytes:
     """One frame as a line: compact UTF-8 JSON and a LF."""
     return (_encoder.encode(frame) + "\n").encode("utf-8")
+
+
+def bye(reason: str) -> bytes:
+    """The `bye` event sent just before the server closes (PROTOCOL.md 5)."""
+    return encode({"op": "bye", "reason": reason})
 
 
 def encode_with_items(frame: dict[str, Any], key: str, items: list[bytes]) -> bytes:

@@ -76,10 +76,6 @@ class RoomMaster(Generic[R]):
             room = self._rooms[name] = self._room_factory(name)
         return room
 
-    def remove(self, name: str) -> None:
-        """Forget the room called `name` (a no-op if there is none)."""
-        self._rooms.pop(name, None)
-
     def enter(self, name: str, session: Session) -> R:
         """Put `session` in the room `name`, creating the room if needed."""
         room = self.get_or_create(name)

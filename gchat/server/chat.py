@@ -25,7 +25,7 @@ from gevent.event import Event
 from .. import __version__
 from ..core import Listener, Room, RoomMaster, SessionLimits
 from ..errors import ConfigError, RequestError
-from ..protocol import encode, nick_key
+from ..protocol import bye, encode, nick_key
 from .config import Settings
 from .history import HistoryStore, MemoryHistory
 from .session import ChatSession
@@ -35,9 +35,13 @@ __all__ = ["ChatRoom", "ChatServer"]
 log = logging.getLogger(__name__)
 
 _PING = encode({"op": "ping"})
-_BYE_IDLE = encode({"op": "bye", "reason": "idle_timeout"})
-_BYE_SHUTDOWN = encode({"op": "bye", "reason": "shutdown"})
-_BYE_FULL = encode({"op": "bye", "reason": "server_full"})
+_BYE_IDLE = bye("idle_timeout")
+_BYE_SHUTDOWN = bye("shutdown")
+_BYE_FULL = bye("server_full")  # an extension: connections past --max-connections
+
+
+def _presence(room: str, nick: str | None, event: str, **extra: str) -> bytes:
+    return encode({"op": "presence", "room": room, "nick": nick, "event": event, **extra})
 
 
 class ChatRoom(Room):
@@ -222,8 +226,7 @@ class ChatServer:
         self.nicks[key] = session
         session.nick = nick
         for room in session.rooms.values():
-            event = {"op": "presence", "room": room.name, "nick": nick, "event": "rename", "old": old}
-            room.broadcast(encode(event), exclude=session)
+            room.broadcast(_presence(room.name, nick, "rename", old=old), exclude=session)
 
     # -- rooms ----------------------------------------------------------------------------------
 
@@ -231,8 +234,7 @@ class ChatServer:
         """Put `session` in room `name`, telling the members already there."""
         room = self.rooms.get_or_create(name)
         if room.members:
-            room.broadcast(encode({"op": "presence", "room": name, "nick": session.nick,
-                                   "event": "join"}))
+            room.broadcast(_presence(name, session.nick, "join"))
         room.enter(session)
         return room
 
@@ -240,8 +242,7 @@ class ChatServer:
         """Take `session` out of `room`; tell the rest with presence `event`."""
         self.rooms.leave(room.name, session)
         if room.members and not self.shutting_down:
-            room.broadcast(encode({"op": "presence", "room": room.name, "nick": session.nick,
-                                   "event": event}))
+            room.broadcast(_presence(room.name, session.nick, event))
 
     def room_exists(self, name: str) -> bool:
         """A room exists while it has members or stored history (PROTOCOL.md 3)."""

@@ -21,6 +21,7 @@ from ..errors import RequestError
 from ..protocol import (
     BadFrame,
     Request,
+    bye,
     decode_request,
     encode,
     encode_with_items,
@@ -73,6 +74,17 @@ def _optional_seq(body: dict[str, Any], name: str) -> int | None:
     if value is not None and not (is_integer(value) and value >= 0):
         raise _bad_args(f'"{name}" must be a non-negative integer')
     return value
+
+
+def _check_nick(nick: str) -> None:
+    if not valid_nick(nick):
+        raise RequestError("invalid_nick", f"{nick[:80]!r} is not a valid nick: a letter, "
+                           "then up to 31 letters, digits, _ or -")
+
+
+def _check_room(name: str) -> None:
+    if not valid_room(name):
+        raise RequestError("invalid_room", f"{name[:80]!r} is not a valid room name")
 
 
 def _timestamp() -> int:
@@ -134,10 +146,10 @@ class ChatSession(Session):
         limit = self.limits.max_frame
         self.send(encode({"op": "error", "id": None, "code": "frame_too_large",
                           "message": f"a frame may be at most {limit} bytes"}))
-        self.close("frame_too_large", _bye("frame_too_large"))
+        self.close("frame_too_large", bye("frame_too_large"))
 
     def slow_consumer_farewell(self) -> bytes:
-        return _bye("slow_consumer")
+        return bye("slow_consumer")
 
     # -- replies ------------------------------------------------------------------------
 
@@ -154,8 +166,7 @@ class ChatSession(Session):
         return room
 
     def _existing_room(self, name: str) -> str:
-        if not valid_room(name):
-            raise RequestError("invalid_room", f"{name[:80]!r} is not a valid room name")
+        _check_room(name)
         if not self.server.room_exists(name):
             raise RequestError("no_such_room", f"there is no room {name}")
         return name
@@ -170,9 +181,7 @@ class ChatSession(Session):
             raise _bad_args(f"this server speaks proto {PROTO}")
         token = _optional_string(body, "token")
         self.server.check_token(token)
-        if not valid_nick(nick):
-            raise RequestError("invalid_nick", f"{nick[:80]!r} is not a valid nick: a letter, "
-                               "then up to 31 letters, digits, _ or -")
+        _check_nick(nick)
         self.server.register(self, nick)
         settings = self.server.settings
         self._ok(request.id, session=self.session_id, nick=nick, server=self.server.name,
@@ -182,8 +191,7 @@ class ChatSession(Session):
         body = request.body
         name = _string(body, "room")
         after = _optional_seq(body, "after")
-        if not valid_room(name):
-            raise RequestError("invalid_room", f"{name[:80]!r} is not a valid room name")
+        _check_room(name)
         room = self.rooms.get(name)
         if room is None:
             if len(self.rooms) >= self.server.settings.max_rooms:
@@ -227,8 +235,7 @@ class ChatSession(Session):
 
     def op_nick(self, request: Request) -> None:
         nick = _string(request.body, "nick")
-        if not valid_nick(nick):
-            raise RequestError("invalid_nick", f"{nick[:80]!r} is not a valid nick")
+        _check_nick(nick)
         if nick != self.nick:
             self.server.rename(self, nick)
         self._ok(request.id, nick=nick)
@@ -270,7 +277,7 @@ class ChatSession(Session):
     def op_quit(self, request: Request) -> None:
         _optional_string(request.body, "reason")
         self._ok(request.id)
-        self.close("quit", _bye("quit"))
+        self.close("quit", bye("quit"))
 
     def op_stats(self, request: Request) -> None:
         """Extension: the server's live counts, for operators and the tests."""
@@ -280,10 +287,6 @@ class ChatSession(Session):
         max_text = self.server.settings.max_text
         if len(text) > max_text:
             raise RequestError("text_too_long", f"a text may be at most {max_text} characters")
-
-
-def _bye(reason: str) -> bytes:
-    return encode({"op": "bye", "reason": reason})
 
 
 _HANDLERS: dict[str, Callable[[ChatSession, Request], None]] = {
