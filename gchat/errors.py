@@ -3,6 +3,7 @@
     GchatError
     ├── ConnectError         the Connector could not reach or greet a server
     ├── ConfigError          a setting is invalid or the server cannot start
+    ├── StoreError           the history store cannot open, read or write
     └── RequestError         a request failed; carries its wire error code
                              (PROTOCOL.md section 2), becomes {"op":"error"}
 """
@@ -20,6 +21,10 @@ class ConnectError(GchatError):
 
 class ConfigError(GchatError):
     """Invalid configuration, or a resource the server needs is unavailable."""
+
+
+class StoreError(GchatError):
+    """The history store failed: at startup the server exits, later the request fails."""
 
 
 class RequestError(GchatError):

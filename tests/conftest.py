@@ -24,12 +24,14 @@ def pytest_runtest_call(item):
 
 
 @pytest.fixture
-def make_server():
-    """Start chat servers on 127.0.0.1, port 0, with Settings overrides."""
+def make_server(tmp_path):
+    """Start chat servers on 127.0.0.1, port 0, with Settings overrides; each has its
+    own SQLite history (the default store) unless `store` is given."""
     servers: list[ChatServer] = []
 
     def make(**overrides) -> ChatServer:
         overrides.setdefault("grace", 1.0)
+        overrides.setdefault("store", f"sqlite:{tmp_path / f'history-{len(servers)}.db'}")
         server = ChatServer(Settings(host="127.0.0.1", port=0, **overrides))
         server.start()
         servers.append(server)

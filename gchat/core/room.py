@@ -88,6 +88,11 @@ class RoomMaster(Generic[R]):
         room = self._rooms.get(name)
         if room is not None:
             room.leave(session)
-            if not room.members and not self._keep_empty(room):
-                del self._rooms[name]
+            self.forget_if_empty(name)
         return room
+
+    def forget_if_empty(self, name: str) -> None:
+        """Forget room `name` if it has no members and `keep_empty` does not keep it."""
+        room = self._rooms.get(name)
+        if room is not None and not room.members and not self._keep_empty(room):
+            del self._rooms[name]

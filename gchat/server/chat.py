@@ -3,8 +3,9 @@
 Strategy: plain dicts, touched only by greenlets of one hub, never across a blocking
 call: registered nicks (keyed by ASCII-folded nick), the RoomMaster, the history store.
 Every room event is encoded once and queued to each member with no blocking call in
-between, so each room's events have one order (PROTOCOL.md 6, guarantee 1). One
-sweeper greenlet enforces the idle timeout for every connection.
+between, so each room's events have one order (PROTOCOL.md 6, guarantee 1). A say
+waits for its message to be stored (GroupCommit, publish.py), which broadcasts it.
+One sweeper greenlet enforces the idle timeout for every connection.
 """
 
 from __future__ import annotations
@@ -28,7 +29,9 @@ from ..errors import ConfigError, RequestError
 from ..protocol import bye, encode, nick_key
 from .config import Settings
 from .history import HistoryStore, MemoryHistory
+from .publish import GroupCommit
 from .session import ChatSession
+from .sqlite_store import SqliteHistory
 
 __all__ = ["ChatRoom", "ChatServer"]
 
@@ -45,11 +48,13 @@ def _presence(room: str, nick: str | None, event: str, **extra: str) -> bytes:
 
 
 class ChatRoom(Room):
-    """A room with its seq counter: the seq of its newest message."""
+    """A room with its seq counters: `seq`, its newest delivered message, and
+    `next_seq`, the newest assigned (ahead while says wait to be stored)."""
 
     def __init__(self, name: str, seq: int = 0) -> None:
         super().__init__(name)
         self.seq = seq
+        self.next_seq = seq
 
     def nicks(self) -> list[str]:
         """Member nicks sorted by lower-cased nick (PROTOCOL.md 4)."""
@@ -63,8 +68,13 @@ class ChatServer:
 
     def __init__(self, settings: Settings, *, store: HistoryStore | None = None) -> None:
         self.settings = settings
-        self.store: HistoryStore = store if store is not None else MemoryHistory(settings.history_max)
-        self.rooms: RoomMaster[ChatRoom] = RoomMaster(self._new_room, keep_empty=lambda room: room.seq > 0)
+        self._given_store = store
+        self.store: HistoryStore = MemoryHistory(settings.history_max)  # replaced by start()
+        self.commits: GroupCommit | None = None
+        # An empty room is forgotten unless says wait to be stored; it is recreated from
+        # the store's last seq (PROTOCOL.md 4: seq never restarts while history is kept).
+        self.rooms: RoomMaster[ChatRoom] = RoomMaster(
+            self._new_room, keep_empty=lambda room: room.next_seq != room.seq)
         self.nicks: dict[str, ChatSession] = {}
         self.shutting_down = False
         self.session_limits = SessionLimits(
@@ -84,7 +94,9 @@ class ChatServer:
     # -- lifecycle ------------------------------------------------------------------------
 
     def start(self) -> None:
-        """Start listening; raises ConfigError when a port cannot be bound."""
+        """Open the history store and start listening; raises StoreError when the store
+        cannot be opened, ConfigError when a port cannot be bound."""
+        self.store = self._given_store if self._given_store is not None else self._open_store()
         started = []
         try:
             for listener in self.listeners:
@@ -93,7 +105,9 @@ class ChatServer:
         except ConfigError:
             for listener in started:
                 listener.stop_accepting()
+            self.store.close()
             raise
+        self.commits = GroupCommit(self.store, self._deliver)
         if self.settings.idle_timeout > 0:
             self._sweeper = gevent.spawn(self._sweep_idle)
 
@@ -132,6 +146,8 @@ class ChatServer:
             self._sweeper.kill()
         gevent.joinall([gevent.spawn(listener.stop, self.settings.grace, _BYE_SHUTDOWN)
                         for listener in self.listeners])
+        if self.commits is not None:
+            self.commits.close(self.settings.grace)  # says already accepted are stored
         self.store.close()
         log.info("shut down")
         self._stopped.set()
@@ -145,6 +161,12 @@ class ChatServer:
         except (OSError, ssl.SSLError) as exc:
             raise ConfigError(f"cannot load TLS certificate or key: {exc}") from exc
         return context
+
+    def _open_store(self) -> HistoryStore:
+        settings = self.settings
+        if settings.store == "memory":
+            return MemoryHistory(settings.history_max)
+        return SqliteHistory(settings.store_path, settings.history_max, settings.store_sync)
 
     def _new_session(self) -> ChatSession:
         return ChatSession(self)
@@ -269,15 +291,21 @@ class ChatServer:
         return self.store.latest(room.name, settings.history_on_join), False
 
     def publish(self, room: ChatRoom, sender: ChatSession, text: str) -> int:
-        """Store the next message of `room` and queue it to every member; its seq."""
-        seq = room.seq + 1
+        """Store the next message of `room`, then queue it to every member; return its
+        seq once both are done. Raises StoreError if it could not be stored."""
+        assert self.commits is not None, "start() the server first"
+        seq = room.next_seq = room.next_seq + 1
         event = encode({"op": "msg", "room": room.name, "from": sender.nick, "text": text,
                         "seq": seq, "ts": int(time.time() * 1000)})
         # PROTOCOL.md 6, guarantee 2: stored before anyone, the sender included, sees it.
-        self.store.append(room.name, seq, event[:-1])
+        self.commits.submit(room, seq, event)
+        return seq
+
+    def _deliver(self, room: ChatRoom, seq: int, event: bytes) -> None:
         room.seq = seq
         room.broadcast(event)
-        return seq
+        if not room.members:  # its members left while the message was being stored
+            self.rooms.forget_if_empty(room.name)
 
     def stats(self) -> dict[str, int]:
         """Live counts: connections, registered sessions, rooms, queued output."""

@@ -14,7 +14,7 @@ from typing import Any
 import click
 import gevent
 
-from ..errors import ConfigError
+from ..errors import ConfigError, StoreError
 from .chat import ChatServer
 from .config import Settings
 
@@ -65,7 +65,7 @@ def main(**options: Any) -> None:
     try:
         server = ChatServer(settings)
         server.start()
-    except ConfigError as exc:
+    except (ConfigError, StoreError) as exc:
         click.echo(f"gchat-server: {exc}", err=True)
         sys.exit(1)
     for signum in (signal.SIGTERM, signal.SIGINT):

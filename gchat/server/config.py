@@ -40,6 +40,9 @@ class Settings:
     max_queue_frames: int = _opt(10_000, "Outbound queue bound per session, frames.")
     max_clients: int = _opt(10_000, "Registered sessions at most (hello beyond: server_full).")
     max_connections: int | None = _opt(None, "Open connections at most [default: max-clients + 1000].")
+    store: str = _opt("sqlite:var/gchat.db", "History store: sqlite:PATH (durable) or memory (lost on exit).")
+    store_sync: str = _opt("full", "SQLite synchronous level: full (survives power loss) or normal "
+                           "(survives a process crash).")
     history_max: int = _opt(10_000, "Messages kept per room; the oldest are pruned.")
     grace: float = _opt(5.0, "On shutdown, how long connections may flush their goodbye.")
     log_level: str = _opt("INFO", "Logging level: DEBUG, INFO, WARNING or ERROR.")
@@ -58,8 +61,17 @@ class Settings:
             raise ConfigError("max-frame must be at least 2")
         if self.tls_port is not None and not (self.tls_cert and self.tls_key):
             raise ConfigError("--tls-port needs --tls-cert and --tls-key")
+        if self.store != "memory" and not (self.store.startswith("sqlite:") and self.store_path):
+            raise ConfigError(f"--store must be memory or sqlite:PATH, not {self.store!r}")
+        if self.store_sync not in ("full", "normal"):
+            raise ConfigError(f"--store-sync must be full or normal, not {self.store_sync!r}")
         if self.log_level.upper() not in ("DEBUG", "INFO", "WARNING", "ERROR"):
             raise ConfigError(f"unknown log level {self.log_level!r}")
+
+    @property
+    def store_path(self) -> str:
+        """The SQLite file of `store` ("" for the memory store)."""
+        return self.store.removeprefix("sqlite:") if self.store.startswith("sqlite:") else ""
 
     @property
     def connection_limit(self) -> int:

@@ -3,13 +3,15 @@
 A store keeps, per room, the `msg` events exactly as they were delivered (the encoded
 JSON bytes, no LF), keyed by seq, which counts from 1 with no gaps. Rooms hold their
 own seq counter, started from `last_seq` when the room is (re)created, so seq never
-restarts while a stored message is kept (PROTOCOL.md 4). The durable store implements
-the same interface.
+restarts while a stored message is kept (PROTOCOL.md 4). The server writes whole
+batches (group commit, publish.py); reads see only what `append_batch` has returned
+for. SqliteHistory (sqlite_store.py), the default, implements the same interface.
 """
 
 from __future__ import annotations
 
 from collections import deque
+from collections.abc import Sequence
 from itertools import islice
 from typing import Protocol
 
@@ -19,8 +21,10 @@ __all__ = ["HistoryStore", "MemoryHistory"]
 class HistoryStore(Protocol):
     """What the chat server needs of a history store. Items are oldest first."""
 
-    def append(self, room: str, seq: int, event: bytes) -> None:
-        """Store `event`, the room's message number `seq` (last_seq + 1)."""
+    def append_batch(self, messages: Sequence[tuple[str, int, bytes]]) -> None:
+        """Store (room, seq, event) messages, each seq its room's last_seq + 1, all or
+        none; block the calling greenlet (never the hub) until they are durable.
+        Raises StoreError."""
 
     def last_seq(self, room: str) -> int:
         """The seq of the room's newest stored message, 0 if none."""
@@ -52,12 +56,13 @@ class MemoryHistory:
         self._rooms: dict[str, deque[bytes]] = {}
         self._last: dict[str, int] = {}
 
-    def append(self, room: str, seq: int, event: bytes) -> None:
-        messages = self._rooms.get(room)
-        if messages is None:
-            messages = self._rooms[room] = deque(maxlen=self.history_max)
-        messages.append(event)
-        self._last[room] = seq
+    def append_batch(self, messages: Sequence[tuple[str, int, bytes]]) -> None:
+        for room, seq, event in messages:
+            stored = self._rooms.get(room)
+            if stored is None:
+                stored = self._rooms[room] = deque(maxlen=self.history_max)
+            stored.append(event)
+            self._last[room] = seq
 
     def last_seq(self, room: str) -> int:
         return self._last.get(room, 0)

@@ -17,7 +17,7 @@ from time import monotonic
 from typing import TYPE_CHECKING, Any
 
 from ..core import Session
-from ..errors import RequestError
+from ..errors import RequestError, StoreError
 from ..protocol import (
     BadFrame,
     Request,
@@ -135,6 +135,10 @@ class ChatSession(Session):
             handler(self, request)
         except RequestError as exc:
             self._error(request_id, exc.code, exc.message)
+        except StoreError:
+            # An extension code: the store failed (the server logged why), so nothing was
+            # done; for a say: not stored, not delivered, no seq used.
+            self._error(request_id, "unavailable", "history is unavailable; try again later")
         except Exception:
             log.exception("session %d: %s failed", self.session_id, op)
             self._error(request_id, "internal_error", "the server failed to handle this request")

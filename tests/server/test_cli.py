@@ -5,73 +5,14 @@ from __future__ import annotations
 import os
 import re
 import signal
-import sys
-from pathlib import Path
 
 import gevent
 import pytest
 from gevent import socket as gsocket
-from gevent import subprocess
 
 from gchat.server import Settings
 from tests.client import Client
-
-ROOT = Path(__file__).resolve().parents[2]
-LISTENING = re.compile(rb"listening on 127\.0\.0\.1:(\d+)")
-
-
-class ServerProcess:
-    """`python -m gchat.server` with the given flags; knows its port once it listens."""
-
-    def __init__(self, *args: str, env: dict[str, str] | None = None, command=None) -> None:
-        command = command or [sys.executable, "-m", "gchat.server", "--port", "0", *args]
-        self.proc = subprocess.Popen(command, cwd=ROOT, stderr=subprocess.PIPE, stdout=subprocess.DEVNULL,
-                                     env={**os.environ, **(env or {})}, start_new_session=True)
-        self.log = b""
-        self.port = None
-        with gevent.Timeout(20, AssertionError("the server did not start")):
-            while self.port is None:
-                line = self.proc.stderr.readline()
-                assert line, f"the server exited early:\n{self.log.decode()}"
-                self.log += line
-                if match := LISTENING.search(line):
-                    self.port = int(match.group(1))
-
-    def client(self, nick: str | None = None) -> Client:
-        client = Client(("127.0.0.1", self.port))
-        if nick:
-            client.hello(nick)
-        return client
-
-    def finish(self, timeout: float = 20) -> int:
-        """Wait for exit; return the exit code and keep the rest of stderr."""
-        with gevent.Timeout(timeout, AssertionError("the server did not exit")):
-            self.log += self.proc.stderr.read()
-            return self.proc.wait()
-
-    def kill(self) -> None:
-        if self.proc.poll() is None:
-            os.killpg(self.proc.pid, signal.SIGKILL)
-            self.proc.wait()
-
-
-@pytest.fixture
-def spawn_server():
-    processes: list[ServerProcess] = []
-
-    def spawn(*args: str, **kwargs) -> ServerProcess:
-        process = ServerProcess(*args, **kwargs)
-        processes.append(process)
-        return process
-
-    yield spawn
-    for process in processes:
-        process.kill()
-
-
-def run(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "gchat.server", *args], cwd=ROOT, capture_output=True,
-                          env={**os.environ, **(env or {})}, timeout=30)
+from tests.server.process import ROOT, ServerProcess, run
 
 
 def test_help_lists_every_option_with_its_variable_and_default():

@@ -1,0 +1,232 @@
+"""SqliteHistory: the durable history store, one SQLite file in WAL mode.
+
+Strategy: the event loop must never wait on the disk. All writes go to one dedicated
+native thread (a gevent ThreadPool of size 1) that owns the write connection; the
+caller's greenlet waits for it, the hub does not. The server hands whole batches to
+`append_batch` (group commit, see publish.py), so one transaction and one fsync cover
+every say that arrived while the previous batch was being written.
+
+Reads run in the hub on a second connection: WAL readers never wait for the writer,
+and every read is an indexed range of at most a few hundred rows. Reads are bounded by
+the seqs the server has published (kept in memory here), so a batch that the writer
+thread has committed but the server has not yet broadcast is never seen early.
+
+Durability (`synchronous`): FULL, the default, fsyncs the WAL at every commit, so an
+acknowledged message survives a crash of the process, the OS or the power (if the
+disk honours fsync). NORMAL fsyncs only at checkpoints: it survives a crash of the
+process (kill -9) but a power loss may roll back the last commits.
+
+One server owns a file: an flock on `PATH.lock` refuses a second server on the same
+database instead of letting two servers hand out the same seqs.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import logging
+import os
+import sqlite3
+from collections.abc import Sequence
+from pathlib import Path
+
+from gevent.threadpool import ThreadPool
+
+from ..errors import StoreError
+
+__all__ = ["SqliteHistory"]
+
+log = logging.getLogger(__name__)
+
+SCHEMA_VERSION = 1
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS messages (
+    room  TEXT    NOT NULL,
+    seq   INTEGER NOT NULL,
+    event BLOB    NOT NULL,
+    PRIMARY KEY (room, seq)
+) WITHOUT ROWID
+"""
+_BUSY_TIMEOUT_MS = 2000
+
+
+class SqliteHistory:
+    """History in the SQLite file `path`, at most `history_max` messages per room.
+
+    `synchronous` is "full" (durable on power loss) or "normal" (durable on a process
+    crash). Raises StoreError when the file cannot be opened, is not a gchat database,
+    or is locked by another program.
+    """
+
+    def __init__(self, path: str | os.PathLike[str], history_max: int = 10_000,
+                 synchronous: str = "full") -> None:
+        self.path = Path(path)
+        self.history_max = history_max
+        self._first: dict[str, int] = {}
+        self._last: dict[str, int] = {}
+        self._lock_file = self._lock()
+        self._pool = ThreadPool(1)
+        try:
+            self._writer = self._pool.apply(self._open_writer, (synchronous.upper(),))
+            self._reader = self._connect()
+            self._reader.execute("PRAGMA query_only = ON")
+        except sqlite3.Error as exc:
+            self._abandon()
+            raise StoreError(self._describe(exc)) from exc
+        except BaseException:
+            self._abandon()
+            raise
+
+    # -- opening -------------------------------------------------------------------------
+
+    def _lock(self) -> int:
+        if self.path.is_dir():
+            raise StoreError(f"cannot open history database {self.path}: it is a directory")
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            fd = os.open(f"{self.path}.lock", os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
+        except OSError as exc:
+            raise StoreError(f"cannot open history database {self.path}: {exc.strerror}") from exc
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError as exc:
+            os.close(fd)
+            raise StoreError(f"history database {self.path} is in use by another gchat server "
+                             f"(it holds {self.path}.lock)") from exc
+        return fd
+
+    def _connect(self) -> sqlite3.Connection:
+        return sqlite3.connect(self.path, isolation_level=None, check_same_thread=False,
+                               timeout=_BUSY_TIMEOUT_MS / 1000)
+
+    def _open_writer(self, synchronous: str) -> sqlite3.Connection:
+        """In the writer thread: schema, WAL, retention, and the bounds of every room."""
+        if synchronous not in ("FULL", "NORMAL"):
+            raise StoreError(f"unknown synchronous level {synchronous!r}")
+        conn = self._connect()
+        try:
+            version = conn.execute("PRAGMA user_version").fetchone()[0]
+            if version > SCHEMA_VERSION:
+                raise StoreError(f"history database {self.path} was written by a newer gchat "
+                                 f"(schema {version}, this one reads {SCHEMA_VERSION})")
+            mode = conn.execute("PRAGMA journal_mode = WAL").fetchone()[0]
+            if mode.lower() != "wal":
+                raise StoreError(f"history database {self.path} cannot use WAL (journal mode {mode})")
+            conn.execute(f"PRAGMA synchronous = {synchronous}")
+            conn.execute(_SCHEMA)
+            if version == 0:
+                tables = {row[0] for row in conn.execute("SELECT name FROM sqlite_master")}
+                if tables != {"messages"}:
+                    raise StoreError(f"{self.path} is a SQLite database, but not gchat's")
+                conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
+            self._load_bounds(conn)
+        except BaseException:
+            conn.close()
+            raise
+        return conn
+
+    def _load_bounds(self, conn: sqlite3.Connection) -> None:
+        rows = conn.execute("SELECT room, MIN(seq), MAX(seq) FROM messages GROUP BY room").fetchall()
+        conn.execute("BEGIN IMMEDIATE")
+        for room, first, last in rows:
+            keep_from = last - self.history_max + 1  # --history-max may have shrunk
+            if first < keep_from:
+                conn.execute("DELETE FROM messages WHERE room = ? AND seq < ?", (room, keep_from))
+                first = keep_from
+            self._first[room] = first
+            self._last[room] = last
+        conn.execute("COMMIT")
+        log.info("history: %s, %d rooms", self.path, len(rows))
+
+    def _describe(self, exc: sqlite3.Error) -> str:
+        text = str(exc)
+        if "locked" in text or "busy" in text:
+            return f"history database {self.path} is locked by another program"
+        if "not a database" in text or "malformed" in text:
+            return f"{self.path} is not a usable gchat database ({text}); move it aside to start afresh"
+        return f"cannot use history database {self.path}: {text}"
+
+    def _abandon(self) -> None:
+        self._pool.kill()
+        os.close(self._lock_file)
+
+    # -- writing --------------------------------------------------------------------------
+
+    def append_batch(self, messages: Sequence[tuple[str, int, bytes]]) -> None:
+        """Store `messages` (room, seq, event), durably, in one transaction. Blocks the
+        calling greenlet until the commit, never the hub; raises StoreError."""
+        prune: dict[str, int] = {}
+        for room, seq, _ in messages:
+            keep_from = seq - self.history_max + 1
+            if keep_from > self._first.get(room, 1):
+                prune[room] = keep_from
+        try:
+            self._pool.apply(self._write, (messages, prune))
+        except sqlite3.Error as exc:
+            log.error("history: cannot store %d messages: %s", len(messages), exc)
+            raise StoreError(self._describe(exc)) from exc
+        for room, seq, _ in messages:
+            self._first.setdefault(room, seq)
+            self._last[room] = seq
+        for room, keep_from in prune.items():
+            self._first[room] = keep_from
+
+    def _write(self, messages: Sequence[tuple[str, int, bytes]], prune: dict[str, int]) -> None:
+        conn = self._writer
+        conn.execute("BEGIN IMMEDIATE")
+        try:
+            conn.executemany("INSERT INTO messages (room, seq, event) VALUES (?, ?, ?)", messages)
+            for room, keep_from in prune.items():
+                conn.execute("DELETE FROM messages WHERE room = ? AND seq < ?", (room, keep_from))
+            conn.execute("COMMIT")
+        except BaseException:
+            if conn.in_transaction:
+                conn.execute("ROLLBACK")
+            raise
+
+    # -- reading ----------------------------------------------------------------------------
+
+    def last_seq(self, room: str) -> int:
+        return self._last.get(room, 0)
+
+    def first_seq(self, room: str) -> int:
+        return self._first.get(room, 0)
+
+    def latest(self, room: str, limit: int) -> list[bytes]:
+        return self._select("SELECT event FROM messages WHERE room = ? AND seq <= ? "
+                            "ORDER BY seq DESC LIMIT ?", (room, self.last_seq(room), limit), True)
+
+    def after(self, room: str, seq: int, limit: int) -> list[bytes]:
+        return self._select("SELECT event FROM messages WHERE room = ? AND seq > ? AND seq <= ? "
+                            "ORDER BY seq LIMIT ?", (room, seq, self.last_seq(room), limit), False)
+
+    def before(self, room: str, seq: int, limit: int) -> list[bytes]:
+        return self._select("SELECT event FROM messages WHERE room = ? AND seq < ? AND seq <= ? "
+                            "ORDER BY seq DESC LIMIT ?",
+                            (room, seq, self.last_seq(room), limit), True)
+
+    def _select(self, sql: str, args: tuple[object, ...], newest_first: bool) -> list[bytes]:
+        if args[0] not in self._last:
+            return []
+        try:
+            events = [row[0] for row in self._reader.execute(sql, args)]
+        except sqlite3.Error as exc:
+            log.error("history: cannot read %s: %s", args[0], exc)
+            raise StoreError(self._describe(exc)) from exc
+        if newest_first:
+            events.reverse()
+        return events
+
+    def rooms(self) -> list[str]:
+        return list(self._last)
+
+    def close(self) -> None:
+        """Finish the writer thread and close the database (idempotent)."""
+        if self._lock_file < 0:
+            return
+        try:
+            self._pool.apply(self._writer.close)
+        finally:
+            self._pool.kill()
+            self._reader.close()
+            os.close(self._lock_file)
+            self._lock_file = -1
