@@ -26,8 +26,9 @@ import fcntl
 import logging
 import os
 import sqlite3
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import Any, TypeVar, cast
 
 from gevent.threadpool import ThreadPool
 
@@ -47,6 +48,14 @@ CREATE TABLE IF NOT EXISTS messages (
 ) WITHOUT ROWID
 """
 _BUSY_TIMEOUT_MS = 2000
+T = TypeVar("T")
+
+
+def _capture(func: Callable[..., T], args: tuple[Any, ...]) -> tuple[T | None, Exception | None]:
+    try:
+        return func(*args), None
+    except Exception as exc:
+        return None, exc
 
 
 class SqliteHistory:
@@ -66,7 +75,7 @@ class SqliteHistory:
         self._lock_file = self._lock()
         self._pool = ThreadPool(1)
         try:
-            self._writer = self._pool.apply(self._open_writer, (synchronous.upper(),))
+            self._writer = self._in_writer(self._open_writer, synchronous.upper())
             self._reader = self._connect()
             self._reader.execute("PRAGMA query_only = ON")
         except sqlite3.Error as exc:
@@ -137,6 +146,14 @@ class SqliteHistory:
         conn.execute("COMMIT")
         log.info("history: %s, %d rooms", self.path, len(rows))
 
+    def _in_writer(self, func: Callable[..., T], *args: Any) -> T:
+        """Run `func` in the writer thread, parking only this greenlet; its exception is
+        raised here (left in the thread, gevent would print it as a crash)."""
+        result, error = self._pool.apply(_capture, (func, args))
+        if error is not None:
+            raise error
+        return cast(T, result)
+
     def _describe(self, exc: sqlite3.Error) -> str:
         text = str(exc)
         if "locked" in text or "busy" in text:
@@ -160,7 +177,7 @@ class SqliteHistory:
             if keep_from > self._first.get(room, 1):
                 prune[room] = keep_from
         try:
-            self._pool.apply(self._write, (messages, prune))
+            self._in_writer(self._write, messages, prune)
         except sqlite3.Error as exc:
             log.error("history: cannot store %d messages: %s", len(messages), exc)
             raise StoreError(self._describe(exc)) from exc
@@ -224,7 +241,7 @@ class SqliteHistory:
         if self._lock_file < 0:
             return
         try:
-            self._pool.apply(self._writer.close)
+            self._in_writer(self._writer.close)
         finally:
             self._pool.kill()
             self._reader.close()

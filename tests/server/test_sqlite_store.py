@@ -1,0 +1,161 @@
+"""SqliteHistory on a real SQLite file: the HistoryStore contract, reopening, and
+every way a database file can be unusable."""
+
+from __future__ import annotations
+
+import sqlite3
+
+import pytest
+
+from gchat.errors import StoreError
+from gchat.server.history import MemoryHistory
+from gchat.server.sqlite_store import SqliteHistory
+
+
+def event(room: str, seq: int) -> bytes:
+    return b'{"op":"msg","room":"%s","seq":%d}' % (room.encode(), seq)
+
+
+def fill(store, room: str, first: int, last: int, batch: int = 7) -> None:
+    messages = [(room, seq, event(room, seq)) for seq in range(first, last + 1)]
+    for start in range(0, len(messages), batch):
+        store.append_batch(messages[start:start + batch])
+
+
+@pytest.fixture
+def store(tmp_path):
+    store = SqliteHistory(tmp_path / "h.db", history_max=50)
+    yield store
+    store.close()
+
+
+@pytest.mark.parametrize("kind", ["sqlite", "memory"])
+def test_both_stores_page_history_the_same_way(kind, tmp_path):
+    store = SqliteHistory(tmp_path / "h.db", 50) if kind == "sqlite" else MemoryHistory(50)
+    try:
+        fill(store, "a", 1, 80)
+        fill(store, "#b", 1, 3)
+        assert (store.first_seq("a"), store.last_seq("a")) == (31, 80)  # pruned to 50
+        assert store.latest("a", 3) == [event("a", s) for s in (78, 79, 80)]
+        assert store.after("a", 0, 2) == [event("a", 31), event("a", 32)]
+        assert store.after("a", 77, 100) == [event("a", s) for s in (78, 79, 80)]
+        assert store.before("a", 34, 100) == [event("a", s) for s in (31, 32, 33)]
+        assert store.before("a", 1000, 2) == [event("a", 79), event("a", 80)]
+        assert store.after("a", 80, 10) == [] and store.before("a", 31, 10) == []
+        assert store.latest("nothing", 5) == [] and store.last_seq("nothing") == 0
+        assert sorted(store.rooms()) == ["#b", "a"]
+    finally:
+        store.close()
+
+
+def test_history_and_seq_survive_reopening(tmp_path):
+    path = tmp_path / "h.db"
+    first = SqliteHistory(path, 100)
+    fill(first, "lobby", 1, 12)
+    first.close()
+    second = SqliteHistory(path, 100)
+    try:
+        assert second.rooms() == ["lobby"]
+        assert (second.first_seq("lobby"), second.last_seq("lobby")) == (1, 12)
+        assert second.latest("lobby", 2) == [event("lobby", 11), event("lobby", 12)]
+    finally:
+        second.close()
+
+
+def test_a_smaller_history_max_prunes_on_open_but_keeps_the_seq(tmp_path):
+    path = tmp_path / "h.db"
+    first = SqliteHistory(path, 100)
+    fill(first, "r", 1, 40)
+    first.close()
+    second = SqliteHistory(path, 10)
+    try:
+        assert (second.first_seq("r"), second.last_seq("r")) == (31, 40)
+        assert second.after("r", 0, 100) == [event("r", s) for s in range(31, 41)]
+    finally:
+        second.close()
+
+
+def test_a_failed_batch_stores_nothing(store):
+    fill(store, "r", 1, 3)
+    with pytest.raises(StoreError):  # seq 3 again: the primary key refuses the whole batch
+        store.append_batch([("r", 4, event("r", 4)), ("r", 3, event("r", 3))])
+    assert store.last_seq("r") == 3
+    assert store.after("r", 0, 10) == [event("r", s) for s in (1, 2, 3)]
+    store.append_batch([("r", 4, event("r", 4))])
+    assert store.last_seq("r") == 4
+
+
+def test_reads_never_run_ahead_of_what_append_batch_returned(store, tmp_path):
+    fill(store, "r", 1, 2)
+    # Another connection commits seq 3 behind the store's back, as the writer thread
+    # does before the server has delivered a batch: readers must not see it yet.
+    other = sqlite3.connect(tmp_path / "h.db", isolation_level=None)
+    other.execute("INSERT INTO messages VALUES ('r', 3, x'00')")
+    other.close()
+    assert store.latest("r", 10) == [event("r", 1), event("r", 2)]
+    assert store.after("r", 0, 10) == [event("r", 1), event("r", 2)]
+
+
+def test_a_second_server_on_the_same_file_is_refused(store, tmp_path):
+    with pytest.raises(StoreError, match="in use by another gchat server"):
+        SqliteHistory(tmp_path / "h.db")
+
+
+def test_a_database_locked_by_another_program_is_a_clear_error(tmp_path):
+    path = tmp_path / "h.db"
+    SqliteHistory(path).close()
+    holder = sqlite3.connect(path, isolation_level=None)
+    holder.execute("PRAGMA journal_mode = DELETE")
+    holder.execute("BEGIN EXCLUSIVE")
+    try:
+        with pytest.raises(StoreError, match="locked by another program"):
+            SqliteHistory(path)
+    finally:
+        holder.execute("ROLLBACK")
+        holder.close()
+
+
+def test_a_file_that_is_not_a_database_is_a_clear_error(tmp_path):
+    path = tmp_path / "h.db"
+    path.write_bytes(b"this is not a database, it is a text file\n" * 200)
+    with pytest.raises(StoreError, match="not a usable gchat database"):
+        SqliteHistory(path)
+    assert path.read_bytes().startswith(b"this is not a database")  # left as it was
+
+
+def test_someone_elses_sqlite_database_is_refused(tmp_path):
+    path = tmp_path / "other.db"
+    other = sqlite3.connect(path)
+    other.execute("CREATE TABLE accounts (id INTEGER)")
+    other.commit()
+    other.close()
+    with pytest.raises(StoreError, match="not gchat's"):
+        SqliteHistory(path)
+
+
+def test_a_database_from_a_newer_gchat_is_refused(tmp_path):
+    path = tmp_path / "h.db"
+    SqliteHistory(path).close()
+    newer = sqlite3.connect(path)
+    newer.execute("PRAGMA user_version = 99")
+    newer.close()
+    with pytest.raises(StoreError, match="newer gchat"):
+        SqliteHistory(path)
+
+
+def test_a_directory_is_a_clear_error(tmp_path):
+    with pytest.raises(StoreError, match="is a directory"):
+        SqliteHistory(tmp_path)
+
+
+def test_the_parent_directory_is_created(tmp_path):
+    store = SqliteHistory(tmp_path / "var" / "deeper" / "h.db")
+    store.close()
+    assert (tmp_path / "var" / "deeper" / "h.db").is_file()
+
+
+def test_close_is_idempotent_and_releases_the_file(tmp_path):
+    store = SqliteHistory(tmp_path / "h.db")
+    store.close()
+    store.close()
+    SqliteHistory(tmp_path / "h.db").close()  # the lock is free again
