@@ -79,6 +79,21 @@ class Session:
     def on_connected(self) -> None:
         """The session is running: its socket is attached and the writer started."""
 
+    def on_data(self, data: bytes) -> None:
+        """Bytes arrived. Default: frame them into lines, call `on_recv` for each
+        non-blank one and `on_frame_too_large` on overflow. Override only to handle
+        the raw stream yourself (the benchmark counts lines without framing them)."""
+        lines = self._framer.feed(data)
+        if lines:
+            self.last_activity = monotonic()
+        for line in lines:
+            if self._state is not _OPEN:
+                return
+            if line.strip(b" \t\r"):
+                self.on_recv(line)
+        if self._framer.overflowed and self._state is _OPEN:
+            self.on_frame_too_large()
+
     def on_recv(self, line: bytes) -> None:
         """A complete, non-blank line arrived (LF and one CR before it removed)."""
 
@@ -256,7 +271,6 @@ class Session:
     def _read_lines(self) -> None:
         sock = self._sock
         assert sock is not None
-        framer = self._framer
         while True:
             try:
                 data = sock.recv(RECV_SIZE)
@@ -267,16 +281,7 @@ class Session:
                 break
             if self._state is not _OPEN:
                 continue  # closing: no more requests; read on until the socket closes
-            lines = framer.feed(data)
-            if lines:
-                self.last_activity = monotonic()
-            for line in lines:
-                if self._state is not _OPEN:
-                    break
-                if line.strip(b" \t\r"):
-                    self.on_recv(line)
-            if framer.overflowed and self._state is _OPEN:
-                self.on_frame_too_large()
+            self.on_data(data)
         # The peer closed its side: flush what it asked for, then close.
         self.close("eof")
 

@@ -1,0 +1,94 @@
+"""The `gchat-bench` command: run scenarios against gchat and the baselines, chart them."""
+
+from __future__ import annotations
+
+import shlex
+import sys
+from pathlib import Path
+
+import click
+from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
+
+from .load import main as load_main
+from .report import print_table, save_json, write_chart
+from .runner import ROOT, SCALES, SERVERS, BenchFailed, BenchRun, run_scenario
+
+__all__ = ["main"]
+
+SCENARIO_NAMES = ("fan-out", "many-rooms", "ping-pong", "idle")
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+def main() -> None:
+    """Benchmark gchat's greenlet concurrency against thread, asyncio and uvloop servers."""
+
+
+@main.command()
+@click.option("--scenario", "scenarios", multiple=True, type=click.Choice(SCENARIO_NAMES),
+              help="Scenario to run (repeatable) [default: all].")
+@click.option("--server", "servers", multiple=True, type=click.Choice(SERVERS),
+              help="Server under test (repeatable) [default: gchat].")
+@click.option("--duration", type=click.FloatRange(0.2, 20), default=10.0, show_default=True,
+              help="Seconds each scenario measures.")
+@click.option("--procs", type=click.IntRange(1, 16), default=1, show_default=True,
+              help="Load processes.")
+@click.option("--scale", type=click.Choice(sorted(SCALES)), default="full", show_default=True,
+              help="Scenario sizes: full (the published figures) or smoke (a quick check).")
+@click.option("--store", type=click.Choice(["sqlite", "memory"]), default="sqlite", show_default=True,
+              help="gchat's history store.")
+@click.option("--results", type=click.Path(file_okay=False, path_type=Path),
+              default=ROOT / "bench" / "results", show_default=True, help="Where to write the JSON.")
+@click.option("--profile", is_flag=True,
+              help="Run each server under py-spy; flame graphs go next to the JSON.")
+def run(scenarios: tuple[str, ...], servers: tuple[str, ...], duration: float, procs: int,
+        scale: str, store: str, results: Path, profile: bool) -> None:
+    """Run the scenarios; print a table and write one JSON file."""
+    scenarios = scenarios or SCENARIO_NAMES
+    servers = servers or ("gchat",)
+    runs: list[BenchRun] = []
+    columns = (TextColumn("{task.description}"), BarColumn(), TextColumn("{task.completed}/{task.total}"),
+               TimeElapsedColumn())
+    with Progress(*columns, transient=True) as progress:
+        task = progress.add_task("starting", total=len(scenarios) * len(servers))
+        for scenario in scenarios:
+            for server in servers:
+                progress.update(task, description=f"{scenario} on {server}")
+                try:
+                    flame = results / f"{scenario}-{server}.svg" if profile else None
+                    if flame:
+                        results.mkdir(parents=True, exist_ok=True)
+                    runs.append(run_scenario(server, scenario, SCALES[scale][scenario],
+                                             duration=duration, procs=procs, store=store, profile=flame))
+                except BenchFailed as exc:
+                    progress.console.print(f"[red]{scenario} on {server} failed:[/red] {exc}")
+                progress.advance(task)
+    print_table(runs)
+    path = save_json(runs, results, shlex.join(["gchat-bench", *sys.argv[1:]]))
+    click.echo(f"results: {path}")
+    for bench_run in runs:
+        if bench_run.figures.get("load_cpu_pct", 0) >= 90:
+            click.echo(f"note: the load of {bench_run.scenario} on {bench_run.server} used "
+                       f"{bench_run.figures['load_cpu_pct']}% of a core: it may measure itself; "
+                       "try more --procs", err=True)
+    if len(runs) < len(scenarios) * len(servers):
+        sys.exit(1)
+
+
+@main.command()
+@click.argument("result_file", type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@click.option("-o", "--output", type=click.Path(dir_okay=False, path_type=Path),
+              default=ROOT / "docs" / "benchmarks.png", show_default=True)
+def chart(result_file: Path, output: Path) -> None:
+    """Draw a results file as a PNG (needs matplotlib: requirements-bench.txt)."""
+    try:
+        write_chart(result_file, output)
+    except ImportError:
+        raise click.ClickException("the chart needs matplotlib: "
+                                   "pip install -r requirements-bench.txt") from None
+    click.echo(f"chart: {output}")
+
+
+@main.command(hidden=True)
+def load() -> None:
+    """A load process: serves one job from the runner on stdin/stdout."""
+    load_main()

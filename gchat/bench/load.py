@@ -1,0 +1,386 @@
+"""One load process: many client sessions as greenlets on the engine's Connector.
+
+Strategy: the runner (runner.py) starts several of these and talks to each over
+stdin/stdout, one JSON object per line: it sends the job, the process connects and
+registers its share of the sessions and answers `ready`; on `go` it runs the measured
+window and answers its counts. Clients that only need to count deliveries count LFs in
+the raw stream (`on_data`), so a Python load process can keep up with a server that
+delivers millions of lines a second; clients that measure latency parse their frames.
+Latency is send to receive: the sender puts `time.monotonic_ns()` (one clock for every
+process of the machine) at the start of the text.
+"""
+
+from __future__ import annotations
+
+import json
+import random
+import resource
+import sys
+import time
+from collections.abc import Callable
+from typing import Any, cast
+
+import gevent
+from gevent.event import AsyncResult, Event
+from gevent.pool import Pool
+
+from ..core import Connector, Session, SessionLimits
+from ..errors import GchatError
+
+__all__ = ["BenchSession", "run_job"]
+
+_LIMITS = SessionLimits(max_frame=1 << 24, max_queue_bytes=1 << 30, max_queue_frames=1 << 30)
+_OK = b'{"op":"ok"'
+_ERROR = b'{"op":"error"'
+_MSG = b'{"op":"msg"'
+
+
+class BenchError(GchatError):
+    """The server under test refused or dropped a benchmark client."""
+
+
+class BenchSession(Session):
+    """A benchmark client: requests wait for their reply; `on_msg` sees each msg it
+    parses; with `counting` set it only counts lines."""
+
+    def __init__(self) -> None:
+        super().__init__(limits=_LIMITS)
+        self.counting = False
+        self.lines = 0
+        self.on_msg: Callable[[bytes], None] | None = None
+        self._waiters: dict[int, AsyncResult] = {}
+        self._next_id = 0
+        self.gone = Event()
+
+    def on_data(self, data: bytes) -> None:
+        if self.counting:
+            self.lines += data.count(b"\n")
+        else:
+            super().on_data(data)
+
+    def on_recv(self, line: bytes) -> None:
+        if line.startswith(_MSG):
+            if self.on_msg is not None:
+                self.on_msg(line)
+        elif line.startswith(_OK) or line.startswith(_ERROR):
+            frame = json.loads(line)
+            waiter = self._waiters.pop(frame.get("id"), None)
+            if waiter is not None:
+                waiter.set(frame)
+
+    def on_disconnected(self, reason: str) -> None:
+        self.gone.set()
+        for waiter in self._waiters.values():
+            waiter.set({"op": "error", "code": "disconnected", "message": reason})
+        self._waiters.clear()
+
+    def submit(self, op: str, **fields: Any) -> AsyncResult:
+        """Send a request; the result is its reply frame."""
+        self._next_id += 1
+        waiter = self._waiters[self._next_id] = AsyncResult()
+        self.send(_encode({"op": op, "id": self._next_id, **fields}))
+        return waiter
+
+    def request(self, op: str, timeout: float = 30.0, **fields: Any) -> dict[str, Any]:
+        """Send a request and wait for its reply; BenchError unless it is ok."""
+        reply = reply_of(self.submit(op, **fields), timeout)
+        if reply["op"] != "ok":
+            raise BenchError(f"{op} failed: {reply.get('code')}: {reply.get('message')}")
+        return reply
+
+
+def reply_of(waiter: AsyncResult, timeout: float) -> dict[str, Any]:
+    """The reply frame a `submit` waiter holds, waiting up to `timeout` seconds."""
+    return cast(dict[str, Any], waiter.get(timeout=timeout))
+
+
+def _encode(frame: dict[str, Any]) -> bytes:
+    return json.dumps(frame, separators=(",", ":")).encode() + b"\n"
+
+
+def stamp(padding: int) -> str:
+    """A say's text: the send time, padded to `padding` characters."""
+    text = str(time.monotonic_ns())
+    return text + " " + "x" * max(0, padding - len(text) - 1)
+
+
+def sent_at(line: bytes) -> int:
+    """The send time in a msg line whose text came from `stamp` (no JSON parse)."""
+    start = line.index(b'"text":"') + 8
+    return int(line[start:line.index(b" ", start)])
+
+
+# -- connecting ---------------------------------------------------------------------------
+
+
+def connect_all(host: str, port: int, nicks: list[str], rooms: list[list[str]],
+                concurrency: int = 200) -> list[BenchSession]:
+    """Connect, hello and join a session per nick (its rooms from `rooms`)."""
+    connector = Connector(host, port, BenchSession, timeout=30)
+    sessions: list[BenchSession | None] = [None] * len(nicks)
+
+    def one(index: int) -> None:
+        session = connector.connect()
+        assert isinstance(session, BenchSession)
+        session.request("hello", nick=nicks[index])
+        for room in rooms[index]:
+            session.request("join", room=room)
+        sessions[index] = session
+
+    pool = Pool(concurrency)
+    for index in range(len(nicks)):
+        pool.spawn(one, index)
+    pool.join(raise_error=True)
+    return [s for s in sessions if s is not None]
+
+
+# -- the scenarios: each sets up, then `measure(duration)` returns its counts ----------------
+
+
+class Scenario:
+    """One process's share of a scenario."""
+
+    def __init__(self, job: dict[str, Any]) -> None:
+        self.job = job
+        self.host, self.port = job["host"], job["port"]
+        self.index, self.procs = job["proc"], job["procs"]
+        self.padding = job.get("padding", 64)
+
+    def mine(self, count: int) -> range:
+        """The share of `count` items that belongs to this process."""
+        return range(self.index, count, self.procs)
+
+    def setup(self) -> None:
+        raise NotImplementedError
+
+    def measure(self, duration: float) -> dict[str, Any]:
+        raise NotImplementedError
+
+
+class FanOut(Scenario):
+    """1 room, many subscribers, publishers with a window of unacknowledged says."""
+
+    def setup(self) -> None:
+        job = self.job
+        subs = list(self.mine(job["subscribers"]))
+        pubs = list(self.mine(job["publishers"]))
+        self.subscribers = connect_all(self.host, self.port, [f"s{i}" for i in subs], [["fan"]] * len(subs))
+        self.publishers = connect_all(self.host, self.port, [f"p{i}" for i in pubs], [["fan"]] * len(pubs))
+        for session in self.subscribers + self.publishers:
+            session.counting = True  # publishers: their oks are counted by on_data below
+
+    def measure(self, duration: float) -> dict[str, Any]:
+        window = self.job["window"]
+        for session in self.subscribers:
+            session.lines = 0
+        deadline = time.monotonic() + duration
+        acked = [0]
+
+        def publish(session: BenchSession) -> None:
+            session.counting = False
+            session.on_msg = None
+            in_flight = [0]
+            room = "fan"
+            done = Event()
+
+            def on_reply(_: Any) -> None:
+                in_flight[0] -= 1
+                acked[0] += 1
+                if time.monotonic() < deadline and session.is_open:
+                    in_flight[0] += 1
+                    session.submit("say", room=room, text=stamp(self.padding)).rawlink(on_reply)
+                elif in_flight[0] == 0:
+                    done.set()
+
+            for _ in range(window):
+                in_flight[0] += 1
+                session.submit("say", room=room, text=stamp(self.padding)).rawlink(on_reply)
+            done.wait(duration + 30)
+
+        started = time.monotonic()
+        gevent.joinall([gevent.spawn(publish, s) for s in self.publishers])
+        elapsed = time.monotonic() - started
+        # Deliveries are counted up to the end of the window, not while the queues drain.
+        delivered = sum(s.lines for s in self.subscribers)
+        return {"deliveries": delivered, "says": acked[0], "elapsed": elapsed}
+
+
+class ManyRooms(Scenario):
+    """Many rooms with a few subscribers each; publishers at a fixed total rate."""
+
+    def setup(self) -> None:
+        job = self.job
+        rooms, per_room, pubs = job["rooms"], job["subscribers_per_room"], job["publishers"]
+        subs = list(self.mine(rooms * per_room))
+        self.subscribers = connect_all(self.host, self.port, [f"s{i}" for i in subs],
+                                       [[f"room{i % rooms}"] for i in subs])
+        mine = list(self.mine(pubs))
+        self.pub_rooms = [[f"room{r}" for r in range(p, rooms, pubs)] for p in mine]
+        self.publishers = connect_all(self.host, self.port, [f"p{i}" for i in mine], self.pub_rooms)
+        self.latencies: list[int] = []
+        self.delivered = 0
+        for session in self.subscribers:
+            session.on_msg = self._on_msg
+        for session in self.publishers:
+            session.counting = True  # they need no msgs: only count, and read oks below
+
+    def _on_msg(self, line: bytes) -> None:
+        self.latencies.append(time.monotonic_ns() - sent_at(line))
+        self.delivered += 1
+
+    def measure(self, duration: float) -> dict[str, Any]:
+        job = self.job
+        rate = job["rate"] / job["publishers"]  # says per second per publisher
+        acked: dict[str, int] = {}
+        failed = [0]
+
+        def publish(session: BenchSession, rooms: list[str]) -> None:
+            session.counting = False
+            interval = 1.0 / rate
+            waiters = []
+            next_at = time.monotonic() + random.random() * interval  # spread the starts
+            end = time.monotonic() + duration
+            turn = 0
+            while next_at < end:
+                gevent.sleep(max(0.0, next_at - time.monotonic()))
+                room = rooms[turn % len(rooms)]
+                waiters.append((room, session.submit("say", room=room, text=stamp(self.padding))))
+                turn += 1
+                next_at += interval
+            for room, waiter in waiters:
+                reply = reply_of(waiter, 30)
+                if reply["op"] == "ok":
+                    acked[room] = acked.get(room, 0) + 1
+                else:
+                    failed[0] += 1
+
+        started = time.monotonic()
+        gevent.joinall([gevent.spawn(publish, session, rooms)
+                        for session, rooms in zip(self.publishers, self.pub_rooms, strict=True)])
+        elapsed = time.monotonic() - started
+        return {"says": sum(acked.values()), "failed": failed[0], "elapsed": elapsed,
+                "acked_rooms": acked}
+
+    def finish(self, acked_rooms: dict[str, int], timeout: float = 10.0) -> dict[str, Any]:
+        """Wait until every acknowledged say reached this process's subscribers of its
+        room (or the timeout); the counts, with what was expected."""
+        rooms = self.job["rooms"]
+        expected = sum(acked_rooms.get(f"room{i % rooms}", 0)
+                       for i in self.mine(rooms * self.job["subscribers_per_room"]))
+        deadline = time.monotonic() + timeout
+        while self.delivered < expected and time.monotonic() < deadline:
+            gevent.sleep(0.01)
+        return {"expected": expected, "delivered": self.delivered,
+                "latencies_us": [x // 1000 for x in self.latencies]}
+
+
+class PingPong(Scenario):
+    """Rooms of two; one say in flight per publisher; the round trip to its ok."""
+
+    def setup(self) -> None:
+        mine = list(self.mine(self.job["rooms"]))
+        names = [f"room{i}" for i in mine]
+        self.publishers = connect_all(self.host, self.port, [f"p{i}" for i in mine], [[n] for n in names])
+        self.receivers = connect_all(self.host, self.port, [f"r{i}" for i in mine], [[n] for n in names])
+        for session in self.receivers:
+            session.counting = True
+        self.rtts: list[int] = []
+
+    def measure(self, duration: float) -> dict[str, Any]:
+        end = time.monotonic() + duration
+        count = [0]
+
+        def play(session: BenchSession, room: str) -> None:
+            text = stamp(self.padding)
+            while time.monotonic() < end and session.is_open:
+                start = time.monotonic_ns()
+                reply = reply_of(session.submit("say", room=room, text=text), 30)
+                if reply["op"] != "ok":
+                    raise BenchError(f"say failed: {reply}")
+                self.rtts.append(time.monotonic_ns() - start)
+                count[0] += 1
+
+        started = time.monotonic()
+        players = [gevent.spawn(play, session, f"room{i}")
+                   for session, i in zip(self.publishers, self.mine(self.job["rooms"]), strict=True)]
+        gevent.joinall(players, raise_error=True)
+        return {"says": count[0], "elapsed": time.monotonic() - started,
+                "latencies_us": [x // 1000 for x in self.rtts]}
+
+
+class Idle(Scenario):
+    """Many registered, joined sessions held open; a probe pings meanwhile."""
+
+    def setup(self) -> None:
+        mine = list(self.mine(self.job["sessions"]))
+        rooms = self.job["rooms"]
+        started = time.monotonic()
+        self.sessions = connect_all(self.host, self.port, [f"i{i}" for i in mine],
+                                    [[f"room{i % rooms}"] for i in mine], concurrency=500)
+        self.setup_s = time.monotonic() - started
+
+    def measure(self, duration: float) -> dict[str, Any]:
+        rtts = []
+        if self.index == 0:
+            probe = connect_all(self.host, self.port, ["probe"], [[]])[0]
+            end = time.monotonic() + duration
+            while time.monotonic() < end:
+                start = time.monotonic_ns()
+                probe.request("ping")
+                rtts.append((time.monotonic_ns() - start) // 1000)
+                gevent.sleep(0.05)
+        else:
+            gevent.sleep(duration)
+        alive = sum(1 for s in self.sessions if s.is_open)
+        return {"sessions": len(self.sessions), "alive": alive, "setup_s": self.setup_s,
+                "latencies_us": rtts}
+
+
+SCENARIOS: dict[str, type[Scenario]] = {
+    "fan-out": FanOut, "many-rooms": ManyRooms, "ping-pong": PingPong, "idle": Idle,
+}
+
+
+# -- the process side of the runner's line protocol -------------------------------------------
+
+
+def _cpu() -> float:
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    return usage.ru_utime + usage.ru_stime
+
+
+def run_job(stdin: Any, stdout: Any) -> None:
+    """Serve one job from the runner: read it, set up, answer ready, measure on go."""
+
+    def say(message: dict[str, Any]) -> None:
+        stdout.write(json.dumps(message).encode() + b"\n")
+        stdout.flush()
+
+    _soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+    job = json.loads(stdin.readline())
+    scenario = SCENARIOS[job["scenario"]](job)
+    try:
+        scenario.setup()
+    except (GchatError, OSError) as exc:
+        say({"event": "failed", "error": str(exc)})
+        return
+    say({"event": "ready"})
+    command = json.loads(stdin.readline())
+    cpu = _cpu()
+    result = scenario.measure(command["duration"])
+    result["cpu_s"] = _cpu() - cpu
+    say({"event": "measured", **{k: v for k, v in result.items() if k != "latencies_us"}})
+    if isinstance(scenario, ManyRooms):
+        command = json.loads(stdin.readline())  # every process's acknowledged says
+        result.update(scenario.finish(command["acked_rooms"]))
+    say({"event": "result", **result})
+
+
+def main() -> None:
+    """`python -m gchat.bench.load`: serve one job on stdin/stdout."""
+    from gevent.fileobject import FileObject
+
+    stdin = FileObject(sys.stdin.fileno(), "rb", close=False)
+    stdout = FileObject(sys.stdout.fileno(), "wb", close=False)
+    run_job(stdin, stdout)

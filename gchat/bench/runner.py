@@ -1,0 +1,260 @@
+"""The benchmark runner: a server under test, load processes, and the figures.
+
+Strategy: the server runs as a subprocess pinned to CPU 0 (when the machine has two or
+more), the load processes (load.py) on the other CPUs, so the server's figure is what
+one core can do. Each scenario is a fresh server: start it, note its RSS, hand every
+load process its share, wait until all are `ready` (for `idle` that time is the
+figure), say `go`, collect. The load processes report their own CPU time: a load
+process near a full core measures itself, not the server.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import sys
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import gevent
+from gevent import subprocess
+
+from ..errors import GchatError
+
+__all__ = ["SCALES", "SERVERS", "BenchRun", "run_scenario"]
+
+ROOT = Path(__file__).resolve().parents[2]
+BASELINES = ROOT / "bench" / "baselines"
+
+SCALES: dict[str, dict[str, dict[str, Any]]] = {
+    "full": {
+        "fan-out": {"subscribers": 1000, "publishers": 10, "window": 16},
+        "many-rooms": {"rooms": 1000, "subscribers_per_room": 10, "publishers": 100, "rate": 2000},
+        "ping-pong": {"rooms": 100},
+        "idle": {"sessions": 10_000, "rooms": 100},
+    },
+    "smoke": {
+        "fan-out": {"subscribers": 20, "publishers": 2, "window": 4},
+        "many-rooms": {"rooms": 10, "subscribers_per_room": 3, "publishers": 5, "rate": 100},
+        "ping-pong": {"rooms": 5},
+        "idle": {"sessions": 50, "rooms": 5},
+    },
+}
+
+SERVERS = ("gchat", "threads", "asyncio", "uvloop")
+
+
+class BenchFailed(GchatError):
+    """A server under test or a load process failed."""
+
+
+@dataclass
+class BenchRun:
+    """What one scenario against one server gave."""
+
+    server: str
+    scenario: str
+    params: dict[str, Any]
+    duration: float
+    procs: int
+    figures: dict[str, Any] = field(default_factory=dict)
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def _rss(pid: int) -> int:
+    """Resident set size of `pid`, bytes."""
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) * 1024
+    return 0
+
+
+def _cpu_seconds(pid: int) -> float:
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def cpu_split() -> tuple[set[int] | None, set[int] | None]:
+    """(server CPUs, load CPUs): CPU 0 for the server, the rest for the load."""
+    cpus = sorted(os.sched_getaffinity(0))
+    if len(cpus) < 2:
+        return None, None
+    return {cpus[0]}, set(cpus[1:])
+
+
+def server_command(name: str, port: int, store: str) -> list[str]:
+    """The command line that serves `name` on 127.0.0.1:`port`."""
+    if name == "gchat":
+        return [sys.executable, "-m", "gchat.server", "--port", str(port), "--rate", "1000000000",
+                "--burst", "1000000000", "--idle-timeout", "0", "--max-clients", "50000",
+                "--max-connections", "60000", "--store", store, "--log-level", "WARNING"]
+    script = {"threads": "threads_server.py", "asyncio": "asyncio_server.py",
+              "uvloop": "asyncio_server.py"}[name]
+    command = [sys.executable, str(BASELINES / script), "--port", str(port)]
+    return command + (["--uvloop"] if name == "uvloop" else [])
+
+
+class _Process:
+    """A child process pinned to `cpus`, stdin/stdout as pipes."""
+
+    def __init__(self, command: list[str], cpus: set[int] | None, *, stdin: bool = False) -> None:
+        def pin() -> None:
+            if cpus:
+                os.sched_setaffinity(0, cpus)
+
+        self.proc = subprocess.Popen(command, cwd=ROOT, preexec_fn=pin, start_new_session=True,
+                                     stdin=subprocess.PIPE if stdin else subprocess.DEVNULL,
+                                     stdout=subprocess.PIPE if stdin else subprocess.DEVNULL,
+                                     stderr=subprocess.PIPE)
+
+    def tell(self, message: dict[str, Any]) -> None:
+        assert self.proc.stdin is not None
+        self.proc.stdin.write(json.dumps(message).encode() + b"\n")
+        self.proc.stdin.flush()
+
+    def hear(self, timeout: float) -> dict[str, Any]:
+        assert self.proc.stdout is not None
+        with gevent.Timeout(timeout, BenchFailed(f"no answer from a load process in {timeout:g} s")):
+            line = self.proc.stdout.readline()
+        if not line:
+            raise BenchFailed(f"a load process died: {self.stderr()}")
+        message: dict[str, Any] = json.loads(line)
+        if message.get("event") == "failed":
+            raise BenchFailed(f"a load process failed: {message['error']}")
+        return message
+
+    def stderr(self) -> str:
+        if self.proc.poll() is None:
+            return "(still running)"
+        assert self.proc.stderr is not None
+        return self.proc.stderr.read().decode(errors="replace")[-2000:]
+
+    def stop(self) -> None:
+        if self.proc.poll() is None:
+            try:
+                os.killpg(self.proc.pid, signal.SIGINT)  # SIGINT: py-spy, when profiling, writes its output
+                self.proc.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                os.killpg(self.proc.pid, signal.SIGKILL)
+                self.proc.wait()
+            except ProcessLookupError:
+                pass
+
+
+def _wait_listening(server: _Process, port: int, timeout: float = 30.0) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if server.proc.poll() is not None:
+            raise BenchFailed(f"the server exited: {server.stderr()}")
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=1).close()
+            return
+        except OSError:
+            gevent.sleep(0.05)
+    raise BenchFailed("the server did not listen")
+
+
+def percentile(sorted_values: list[int], fraction: float) -> float:
+    """The value at `fraction` (0..1) of `sorted_values`, nearest rank."""
+    if not sorted_values:
+        return 0.0
+    rank = min(len(sorted_values) - 1, max(0, int(fraction * len(sorted_values) + 0.5) - 1))
+    return float(sorted_values[rank])
+
+
+def run_scenario(server_name: str, scenario: str, params: dict[str, Any], *, duration: float,
+                 procs: int, store: str = "sqlite", profile: Path | None = None) -> BenchRun:
+    """Run `scenario` against a fresh `server_name`; its figures. With `profile`, the
+    server runs under py-spy, which writes a flame graph there (the server's RSS and
+    CPU figures are then py-spy's own)."""
+    run = BenchRun(server_name, scenario, params, duration, procs)
+    server_cpus, load_cpus = cpu_split()
+    port = _free_port()
+    with tempfile.TemporaryDirectory(prefix="gchat-bench-") as tmp:
+        store_arg = f"sqlite:{tmp}/bench.db" if store == "sqlite" else "memory"
+        command = server_command(server_name, port, store_arg)
+        if profile is not None:
+            form = "raw" if profile.suffix == ".txt" else "flamegraph"  # raw: collapsed stacks
+            command = ["py-spy", "record", "--nonblocking", "--idle", "-f", form, "-o", str(profile),
+                       "--", *command]
+        server = _Process(command, server_cpus)
+        loads: list[_Process] = []
+        try:
+            _wait_listening(server, port)
+            rss_before = _rss(server.proc.pid)
+            started = time.monotonic()
+            for index in range(procs):
+                load = _Process([sys.executable, "-m", "gchat.bench", "load"], load_cpus, stdin=True)
+                loads.append(load)
+                load.tell({"scenario": scenario, "host": "127.0.0.1", "port": port, "proc": index,
+                           "procs": procs, **params})
+            for load in loads:
+                load.hear(timeout=180)
+            setup_s = time.monotonic() - started
+            rss_ready = _rss(server.proc.pid)
+            cpu_before = _cpu_seconds(server.proc.pid)
+            for load in loads:
+                load.tell({"duration": duration})
+            measured = [load.hear(timeout=duration + 120) for load in loads]
+            server_cpu = _cpu_seconds(server.proc.pid) - cpu_before
+            if scenario == "many-rooms":
+                acked: dict[str, int] = {}
+                for part in measured:
+                    for room, count in part["acked_rooms"].items():
+                        acked[room] = acked.get(room, 0) + count
+                for load in loads:
+                    load.tell({"acked_rooms": acked})
+            results = [load.hear(timeout=60) for load in loads]
+            rss_after = _rss(server.proc.pid)
+        finally:
+            for process in [*loads, server]:
+                process.stop()
+    run.figures = _figures(scenario, params, results, setup_s, server_cpu,
+                           rss_before, rss_ready, rss_after)
+    return run
+
+
+def _figures(scenario: str, params: dict[str, Any], results: list[dict[str, Any]], setup_s: float,
+             server_cpu: float, rss_before: int, rss_ready: int, rss_after: int) -> dict[str, Any]:
+    elapsed = max(r.get("elapsed", 0.0) for r in results) or 1.0
+    latencies = sorted(x for r in results for x in r.get("latencies_us", []))
+    figures: dict[str, Any] = {
+        "setup_s": round(setup_s, 3),
+        "server_rss_mib": round(rss_after / 2**20, 1),
+        "load_cpu_pct": round(max(100 * r["cpu_s"] / max(elapsed, 1e-9) for r in results), 1),
+    }
+    if scenario != "idle":
+        figures["server_cpu_pct"] = round(100 * server_cpu / elapsed, 1)
+    if latencies:
+        figures.update({"p50_ms": percentile(latencies, 0.50) / 1000,
+                        "p99_ms": percentile(latencies, 0.99) / 1000,
+                        "p999_ms": percentile(latencies, 0.999) / 1000,
+                        "max_ms": latencies[-1] / 1000})
+    if scenario == "fan-out":
+        deliveries = sum(r["deliveries"] for r in results)
+        figures["deliveries_per_s"] = round(deliveries / elapsed)
+        figures["says_per_s"] = round(sum(r["says"] for r in results) / elapsed)
+    elif scenario == "many-rooms":
+        expected = sum(r["expected"] for r in results)
+        delivered = sum(r["delivered"] for r in results)
+        figures.update({"says_per_s": round(sum(r["says"] for r in results) / elapsed),
+                        "failed": sum(r["failed"] for r in results),
+                        "expected": expected, "delivered": delivered, "lost": expected - delivered})
+    elif scenario == "ping-pong":
+        figures["says_per_s"] = round(sum(r["says"] for r in results) / elapsed)
+    elif scenario == "idle":
+        sessions = sum(r["sessions"] for r in results)
+        figures.update({"sessions": sessions, "alive": sum(r["alive"] for r in results),
+                        "register_s": round(max(r["setup_s"] for r in results), 3),
+                        "rss_per_session_kib": round((rss_ready - rss_before) / max(1, sessions) / 1024, 2)})
+    return figures
