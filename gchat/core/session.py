@@ -2,10 +2,16 @@
 
 Strategy: the reader loop owns the socket's input. It feeds received bytes to a
 LineFramer and calls `on_recv` once per non-blank line, in order. Output goes through
-`send`, which never blocks: it appends the bytes to a bounded queue guarded by a
-semaphore and wakes the writer greenlet, the only greenlet that ever writes to the
-socket (two greenlets waiting on one gevent socket is an error by design). The writer
-joins everything queued into one `sendall`.
+`send`, which never blocks: it appends the bytes to a bounded queue and marks the
+session dirty. Once per turn of the event loop the hub's Flusher writes each dirty
+session's whole queue with one non-blocking send, so a broadcast of many messages
+costs each member one system call, not one per message. Whatever the socket does not
+take at once goes to a writer greenlet, spawned for that moment, which blocks on the
+socket until the queue is empty and then ends: an idle session holds only its reader.
+The queue's writer is whoever holds the session's semaphore (the Flusher tries it
+without waiting, the writer greenlet holds it until it is done), so exactly one
+greenlet ever writes to the socket (two greenlets waiting on one gevent socket is an
+error by design).
 
 A session ends once. `close()` ends it politely: it stops reading, queues a farewell
 frame and lets the writer flush for at most `linger` seconds before the socket closes.
@@ -18,17 +24,20 @@ from __future__ import annotations
 
 import logging
 import socket
+import ssl
+import weakref
 from dataclasses import dataclass
 from time import monotonic
 from typing import Any
 
 import gevent
 from gevent.event import Event
+from gevent.hub import Hub
 from gevent.lock import BoundedSemaphore
 
 from .framing import LineFramer
 
-__all__ = ["Session", "SessionLimits"]
+__all__ = ["Flusher", "Session", "SessionLimits"]
 
 log = logging.getLogger(__name__)
 
@@ -65,13 +74,14 @@ class Session:
         self.queued_frames = 0
         self._framer = LineFramer(self.limits.max_frame)
         self._sock: socket.socket | None = None
+        self._direct = True
         self._queue: list[bytes] = []
-        self._queue_lock = BoundedSemaphore(1)
-        self._wakeup = Event()
+        self._writing = BoundedSemaphore(1)  # held by whoever writes the queue to the socket
+        self._dirty = False  # in the Flusher's list
+        self._flusher = Flusher.for_current_hub()
         self._closed = Event()
         self._state = _OPEN
         self._overflowing = False
-        self._writer: gevent.Greenlet | None = None
         self._linger: gevent.Greenlet | None = None
 
     # -- hooks: no-op defaults, overridden by client and server sessions ---------
@@ -98,7 +108,7 @@ class Session:
         """A complete, non-blank line arrived (LF and one CR before it removed)."""
 
     def on_send(self, nbytes: int) -> None:
-        """`nbytes` bytes were written to the socket."""
+        """`nbytes` bytes were written to the socket. May run in the hub: must not block."""
 
     def on_disconnected(self, reason: str) -> None:
         """The session ended for `reason`; called exactly once."""
@@ -131,9 +141,12 @@ class Session:
 
     def _attach(self, sock: socket.socket) -> None:
         self._sock = sock
+        # TLS cannot take a non-blocking partial write from the Flusher: always use a writer.
+        self._direct = not isinstance(sock, ssl.SSLSocket)
         self.last_activity = monotonic()
-        self._writer = gevent.spawn(self._write_loop)
         self.on_connected()
+        if self._queue:
+            self._schedule_flush()  # sent before the socket was attached
 
     def wait_closed(self, timeout: float | None = None) -> bool:
         """Wait until the socket is closed; True if it is."""
@@ -150,16 +163,15 @@ class Session:
             return
         self._state = _CLOSING
         self.disconnect_reason = reason
-        with self._queue_lock:
-            if discard:
-                self.queued_bytes -= sum(map(len, self._queue))
-                self.queued_frames -= len(self._queue)
-                self._queue.clear()
-            if farewell is not None:
-                self._queue.append(farewell)
-                self.queued_bytes += len(farewell)
-                self.queued_frames += 1
-        self._wakeup.set()
+        if discard:
+            self.queued_bytes -= sum(map(len, self._queue))
+            self.queued_frames -= len(self._queue)
+            self._queue = []
+        if farewell is not None:
+            self._queue.append(farewell)
+            self.queued_bytes += len(farewell)
+            self.queued_frames += 1
+        self._schedule_flush()
         wait = self.limits.linger if linger is None else linger
         self._linger = gevent.spawn_later(wait, self._close_socket)
         self._notify_disconnected(reason)
@@ -185,15 +197,13 @@ class Session:
         current = gevent.getcurrent()
         if self._linger is not None and self._linger is not current:
             self._linger.kill(block=False)
-        with self._queue_lock:
-            self._queue.clear()
-            self.queued_bytes = self.queued_frames = 0
+        self._queue = []
+        self.queued_bytes = self.queued_frames = 0
         if self._sock is not None:
             try:
                 self._sock.close()  # a reader or writer waiting on it gets OSError
             except OSError:
                 pass
-        self._wakeup.set()  # a writer waiting for frames sees the end
         self._closed.set()
 
     # -- sending ------------------------------------------------------------------
@@ -207,57 +217,96 @@ class Session:
         if self._state is not _OPEN or self._overflowing:
             return False
         limits = self.limits
-        with self._queue_lock:
-            # PROTOCOL.md 7, queue bound: accept while the queue holds fewer than
-            # the limits *before* this frame, so one large reply always fits.
-            if (self.queued_bytes >= limits.max_queue_bytes
-                    or self.queued_frames >= limits.max_queue_frames):
-                self._overflowing = True
-            else:
-                self._queue.append(data)
-                self.queued_bytes += len(data)
-                self.queued_frames += 1
-        if self._overflowing:
+        # PROTOCOL.md 7, queue bound: accept while the queue holds fewer than the
+        # limits *before* this frame, so one large reply always fits.
+        if self.queued_bytes >= limits.max_queue_bytes or self.queued_frames >= limits.max_queue_frames:
+            self._overflowing = True
             # Close in a greenlet of its own, not here: the caller may be iterating
             # over a room's members, and closing changes rooms.
             gevent.spawn(self._drop_slow_consumer)
             return False
-        self._wakeup.set()
+        self._queue.append(data)
+        self.queued_bytes += len(data)
+        self.queued_frames += 1
+        if not self._dirty:
+            self._dirty = True
+            self._flusher.add(self)
         return True
+
+    def _schedule_flush(self) -> None:
+        if not self._dirty:
+            self._dirty = True
+            self._flusher.add(self)
 
     def _drop_slow_consumer(self) -> None:
         # PROTOCOL.md 6, guarantee 3: discard the queue; the farewell follows only
         # what is already being written, so it never splits a frame.
         self.close("slow_consumer", self.slow_consumer_farewell(), discard=True)
 
-    def _write_loop(self) -> None:
+    def _take_batch(self) -> tuple[bytes, int]:
+        batch, self._queue = self._queue, []
+        return (batch[0] if len(batch) == 1 else b"".join(batch)), len(batch)
+
+    def _flush(self) -> None:
+        """Called by the Flusher in the hub: write the queue if no writer is at it,
+        without blocking; leave the rest to a writer greenlet."""
+        self._dirty = False
+        if self._sock is None or self._state is _CLOSED or not self._writing.acquire(blocking=False):
+            return  # closed, or the writer greenlet owns the socket and will see the queue
+        if not self._queue:
+            self._writing.release()
+            self._finish_if_closing()
+            return
+        data, frames = self._take_batch()
+        sent = 0
+        if self._direct:
+            try:
+                sent = self._sock.send(data, 0, timeout=0.0)  # type: ignore[call-arg]  # gevent: never wait
+            except BlockingIOError:
+                pass
+            except OSError as exc:
+                self._writing.release()
+                gevent.spawn(self._lost, exc)  # hooks run in a greenlet, not in the hub
+                return
+        if sent == len(data):
+            self._writing.release()
+            self._written(sent, frames)
+            self._finish_if_closing()
+        else:
+            # The socket is full: a writer greenlet, holding the semaphore, finishes.
+            self.queued_bytes -= sent
+            gevent.spawn(self._write_loop, memoryview(data)[sent:], frames)
+
+    def _written(self, nbytes: int, frames: int) -> None:
+        self.queued_bytes = max(0, self.queued_bytes - nbytes)
+        self.queued_frames = max(0, self.queued_frames - frames)
+        try:
+            self.on_send(nbytes)
+        except Exception:
+            log.exception("session %s: on_send failed", self.session_id)
+            gevent.spawn(self.disconnect, "error")
+
+    def _finish_if_closing(self) -> None:
+        if self._state is _CLOSING and not self._queue:
+            self._close_socket()  # closing, and everything is flushed
+
+    def _write_loop(self, pending: memoryview | bytes, frames: int) -> None:
         sock = self._sock
         assert sock is not None
-        while True:
-            self._wakeup.wait()
-            with self._queue_lock:
-                batch = self._queue
-                self._queue = []
-                self._wakeup.clear()
-            if batch:
-                data = batch[0] if len(batch) == 1 else b"".join(batch)
+        try:
+            while True:
                 try:
-                    sock.sendall(data)
+                    sock.sendall(pending)
                 except OSError as exc:
                     self._lost(exc)
                     return
-                with self._queue_lock:
-                    self.queued_bytes = max(0, self.queued_bytes - len(data))
-                    self.queued_frames = max(0, self.queued_frames - len(batch))
-                try:
-                    self.on_send(len(data))
-                except Exception:
-                    log.exception("session %s: on_send failed", self.session_id)
-                    self.disconnect("error")
-                    return
-            if self._state is not _OPEN and not self._queue:
-                break  # closing, and everything is flushed
-        self._close_socket()
+                self._written(len(pending), frames)
+                if not self._queue or self._state is _CLOSED:
+                    break
+                pending, frames = self._take_batch()
+        finally:
+            self._writing.release()
+        self._finish_if_closing()
 
     # -- receiving ----------------------------------------------------------------
 
@@ -291,3 +340,43 @@ class Session:
         reason = "reset" if isinstance(exc, ConnectionResetError) else "error"
         log.debug("session %s: %s: %s", self.session_id, reason, exc)
         self.disconnect(reason)
+
+
+class Flusher:
+    """Writes the queue of every session that has output, once per event-loop turn.
+
+    `send` only queues; the first send of a turn schedules one callback, which then
+    writes each dirty session's whole queue at once. One Flusher per hub.
+    """
+
+    _by_hub: weakref.WeakKeyDictionary[Hub, Flusher] = weakref.WeakKeyDictionary()
+
+    def __init__(self, hub: Hub) -> None:
+        self._loop = hub.loop
+        self._dirty: list[Session] = []
+        self._scheduled = False
+
+    @classmethod
+    def for_current_hub(cls) -> Flusher:
+        """The Flusher of the calling thread's hub."""
+        hub = gevent.get_hub()
+        flusher = cls._by_hub.get(hub)
+        if flusher is None:
+            flusher = cls._by_hub[hub] = cls(hub)
+        return flusher
+
+    def add(self, session: Session) -> None:
+        """Write `session`'s queue at the end of this turn of the loop."""
+        self._dirty.append(session)
+        if not self._scheduled:
+            self._scheduled = True
+            self._loop.run_callback(self._flush)
+
+    def _flush(self) -> None:
+        self._scheduled = False
+        dirty, self._dirty = self._dirty, []
+        for session in dirty:
+            try:
+                session._flush()
+            except Exception:  # a bug must not stop the other sessions' output
+                log.exception("session %s: flush failed", session.session_id)

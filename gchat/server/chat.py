@@ -29,7 +29,7 @@ from ..errors import ConfigError, RequestError
 from ..protocol import bye, encode, nick_key
 from .config import Settings
 from .history import HistoryStore, MemoryHistory
-from .publish import GroupCommit
+from .publish import Batch, GroupCommit
 from .session import ChatSession
 from .sqlite_store import SqliteHistory
 
@@ -290,16 +290,17 @@ class ChatServer:
                 return self.store.after(room.name, after, missing), True
         return self.store.latest(room.name, settings.history_on_join), False
 
-    def publish(self, room: ChatRoom, sender: ChatSession, text: str) -> int:
-        """Store the next message of `room`, then queue it to every member; return its
-        seq once both are done. Raises StoreError if it could not be stored."""
+    def publish(self, room: ChatRoom, sender: ChatSession, text: str,
+                request_id: int | str | None) -> Batch:
+        """Assign the next seq of `room` to `text` and queue it to be stored, then
+        broadcast, then answered with the sender's ok; return the batch it is in."""
         assert self.commits is not None, "start() the server first"
         seq = room.next_seq = room.next_seq + 1
         event = encode({"op": "msg", "room": room.name, "from": sender.nick, "text": text,
                         "seq": seq, "ts": int(time.time() * 1000)})
+        ok = encode({"op": "ok", "id": request_id, "room": room.name, "seq": seq})
         # PROTOCOL.md 6, guarantee 2: stored before anyone, the sender included, sees it.
-        self.commits.submit(room, seq, event)
-        return seq
+        return self.commits.submit(room, seq, event, sender, ok, request_id)
 
     def _deliver(self, room: ChatRoom, seq: int, event: bytes) -> None:
         room.seq = seq

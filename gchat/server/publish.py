@@ -1,17 +1,21 @@
 """GroupCommit: says are stored in batches, then broadcast in seq order.
 
 Strategy (PROTOCOL.md 6, guarantee 2): a message is stored before anyone sees it, and
-its sender's `ok` comes after its `msg`. The say's greenlet assigns the seq, adds the
-message to the open batch and waits. One committer greenlet takes the open batch whole
-and stores it; the store may park that greenlet on its writer thread while new says
-fill the next batch, so one transaction serves every say that arrived meanwhile. Then,
-without yielding, the committer delivers each message of the batch in order and wakes
-the waiters. Batches are stored and delivered one at a time, in the order they were
-opened, so each room's messages reach its members in seq order.
+its sender's `ok` comes after its `msg`. A say assigns the seq, adds the message (with
+its encoded `ok`) to the open batch and returns at once, so a client's pipelined says
+join the same batch. One committer greenlet takes the open batch whole and stores it;
+the store may park that greenlet on its writer thread while new says fill the next
+batch, so one transaction serves every say that arrived meanwhile. Then, without
+yielding, the committer delivers each message of the batch in order, each followed by
+its sender's `ok`. Batches are stored and delivered one at a time, in the order they
+were opened, so each room's messages reach its members in seq order, and each
+sender's oks come in request order. (A session waits for its says to be delivered
+before it handles any other request: see ChatSession.)
 
 If the store fails, the batch and every say queued behind it fail (their seqs were
-assigned after the failed ones), and each room's seq counter steps back to its last
-delivered message, so seqs stay gapless.
+assigned after the failed ones): each sender gets an `unavailable` error instead of
+its `ok`, and each room's seq counter steps back to its last delivered message, so
+seqs stay gapless.
 """
 
 from __future__ import annotations
@@ -24,50 +28,56 @@ import gevent
 from gevent.event import Event
 
 from ..errors import StoreError
+from ..protocol import encode
 from .history import HistoryStore
 
 if TYPE_CHECKING:
     from .chat import ChatRoom
+    from .session import ChatSession
 
-__all__ = ["GroupCommit"]
+__all__ = ["Batch", "GroupCommit"]
 
 log = logging.getLogger(__name__)
 
 Deliver = Callable[["ChatRoom", int, bytes], None]
+# (room, seq, msg frame with its LF, sender, the sender's ok, the request's id)
+Pending = tuple["ChatRoom", int, bytes, "ChatSession", bytes, "int | str | None"]
 
 
-class _Batch:
+class Batch:
+    """Says stored in one transaction; `done` is set once they are delivered (or failed)."""
+
     __slots__ = ("done", "error", "messages")
 
     def __init__(self) -> None:
-        self.messages: list[tuple[ChatRoom, int, bytes]] = []
+        self.messages: list[Pending] = []
         self.done = Event()
         self.error: StoreError | None = None
 
 
 class GroupCommit:
     """Stores messages in `store` a batch at a time, then calls `deliver(room, seq,
-    event)` for each, in the order they were submitted."""
+    event)` for each and sends its sender the ok, in the order they were submitted."""
 
     def __init__(self, store: HistoryStore, deliver: Deliver) -> None:
         self.store = store
         self._deliver = deliver
-        self._open = _Batch()
+        self._open = Batch()
         self._wake = Event()
         self._idle = Event()
         self._idle.set()
         self._committer = gevent.spawn(self._run)
 
-    def submit(self, room: ChatRoom, seq: int, event: bytes) -> None:
-        """Store and deliver `event` (a msg frame with its LF), message `seq` of `room`;
-        return once it is delivered. Raises StoreError if it could not be stored."""
+    def submit(self, room: ChatRoom, seq: int, event: bytes, sender: ChatSession, ok: bytes,
+               request_id: int | str | None) -> Batch:
+        """Queue `event` (a msg frame with its LF), message `seq` of `room`, to be stored,
+        delivered, then answered with `ok`; return at once with the batch it is in."""
         batch = self._open
-        batch.messages.append((room, seq, event))
-        self._idle.clear()
-        self._wake.set()
-        batch.done.wait()
-        if batch.error is not None:
-            raise batch.error
+        batch.messages.append((room, seq, event, sender, ok, request_id))
+        if len(batch.messages) == 1:
+            self._idle.clear()
+            self._wake.set()
+        return batch
 
     def drain(self, timeout: float | None = None) -> bool:
         """Wait until every submitted message is stored and delivered."""
@@ -83,7 +93,7 @@ class GroupCommit:
             self._wake.wait()
             self._wake.clear()
             while self._open.messages:
-                batch, self._open = self._open, _Batch()
+                batch, self._open = self._open, Batch()
                 try:
                     self._commit(batch)
                 except StoreError as exc:
@@ -93,16 +103,22 @@ class GroupCommit:
                 batch.done.set()
             self._idle.set()
 
-    def _commit(self, batch: _Batch) -> None:
-        self.store.append_batch([(room.name, seq, event[:-1]) for room, seq, event in batch.messages])
+    def _commit(self, batch: Batch) -> None:
+        self.store.append_batch([(room.name, seq, event[:-1])
+                                 for room, seq, event, _, _, _ in batch.messages])
         deliver = self._deliver
-        for room, seq, event in batch.messages:
+        for room, seq, event, sender, ok, _ in batch.messages:
             deliver(room, seq, event)
+            sender.send(ok)
 
-    def _fail(self, batch: _Batch, error: StoreError) -> None:
-        queued, self._open = self._open, _Batch()
+    def _fail(self, batch: Batch, error: StoreError) -> None:
+        queued, self._open = self._open, Batch()
         for failed in (batch, queued):
             failed.error = error
-            for room, _, _ in failed.messages:
+            for room, _, _, sender, _, request_id in failed.messages:
                 room.next_seq = room.seq
+                # An extension code: the store failed (the server logged why), so the
+                # message was not stored, not delivered, and used no seq.
+                sender.send(encode({"op": "error", "id": request_id, "code": "unavailable",
+                                    "message": "history is unavailable; try again later"}))
         queued.done.set()

@@ -33,6 +33,7 @@ from .ratelimit import TokenBucket
 
 if TYPE_CHECKING:
     from .chat import ChatRoom, ChatServer
+    from .publish import Batch
 
 __all__ = ["ChatSession"]
 
@@ -101,11 +102,14 @@ class ChatSession(Session):
         self.rooms: dict[str, ChatRoom] = {}
         self.bucket = TokenBucket(server.settings.rate, server.settings.burst, monotonic())
         self.pinged_for = -1.0  # the last_activity a ping was sent for
+        self._says: Batch | None = None  # the batch of this session's latest say
 
     # -- engine hooks ---------------------------------------------------------------
 
     def on_recv(self, line: bytes) -> None:
         request = decode_request(line)
+        if self._says is not None and not (isinstance(request, Request) and request.op == "say"):
+            self._await_says()  # replies and effects in request order (PROTOCOL.md 6.1)
         if isinstance(request, BadFrame):
             self.bucket.take(monotonic())  # PROTOCOL.md 2: bad frames take a token too
             self._error(request.id, "bad_frame", request.reason)
@@ -136,8 +140,7 @@ class ChatSession(Session):
         except RequestError as exc:
             self._error(request_id, exc.code, exc.message)
         except StoreError:
-            # An extension code: the store failed (the server logged why), so nothing was
-            # done; for a say: not stored, not delivered, no seq used.
+            # An extension code: the store failed (the server logged why); nothing was done.
             self._error(request_id, "unavailable", "history is unavailable; try again later")
         except Exception:
             log.exception("session %d: %s failed", self.session_id, op)
@@ -161,7 +164,15 @@ class ChatSession(Session):
         self.send(encode({"op": "ok", "id": request_id, **fields}))
 
     def _error(self, request_id: int | str | None, code: str, message: str) -> None:
+        self._await_says()
         self.send(encode({"op": "error", "id": request_id, "code": code, "message": message}))
+
+    def _await_says(self) -> None:
+        """Wait until this session's says are delivered and answered: its says are
+        pipelined, every other request waits for them."""
+        if self._says is not None:
+            self._says.done.wait()
+            self._says = None
 
     def _joined(self, name: str) -> ChatRoom:
         room = self.rooms.get(name)
@@ -223,8 +234,9 @@ class ChatSession(Session):
         text = _text(body)
         self._check_text(text)
         room = self._joined(name)
-        seq = self.server.publish(room, self, text)
-        self._ok(request.id, room=name, seq=seq)
+        # Not waiting here lets the client's next says join the same batch; the ok
+        # comes from the GroupCommit, after the msg.
+        self._says = self.server.publish(room, self, text, request.id)
 
     def op_whisper(self, request: Request) -> None:
         body = request.body
