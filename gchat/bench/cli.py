@@ -38,10 +38,12 @@ def main() -> None:
               help="gchat's history store.")
 @click.option("--results", type=click.Path(file_okay=False, path_type=Path),
               default=ROOT / "bench" / "results", show_default=True, help="Where to write the JSON.")
+@click.option("--server-arg", "server_args", multiple=True,
+              help="Extra flag for gchat (repeatable), e.g. --server-arg=--gc-interval=0.")
 @click.option("--profile", is_flag=True,
               help="Run each server under py-spy; flame graphs go next to the JSON.")
 def run(scenarios: tuple[str, ...], servers: tuple[str, ...], duration: float, procs: int,
-        scale: str, store: str, results: Path, profile: bool) -> None:
+        scale: str, store: str, results: Path, server_args: tuple[str, ...], profile: bool) -> None:
     """Run the scenarios; print a table and write one JSON file."""
     scenarios = scenarios or SCENARIO_NAMES
     servers = servers or ("gchat",)
@@ -58,7 +60,8 @@ def run(scenarios: tuple[str, ...], servers: tuple[str, ...], duration: float, p
                     if flame:
                         results.mkdir(parents=True, exist_ok=True)
                     runs.append(run_scenario(server, scenario, SCALES[scale][scenario],
-                                             duration=duration, procs=procs, store=store, profile=flame))
+                                             duration=duration, procs=procs, store=store, profile=flame,
+                                             server_args=server_args))
                 except BenchFailed as exc:
                     progress.console.print(f"[red]{scenario} on {server} failed:[/red] {exc}")
                 progress.advance(task)

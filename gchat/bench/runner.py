@@ -173,16 +173,19 @@ def percentile(sorted_values: list[int], fraction: float) -> float:
 
 
 def run_scenario(server_name: str, scenario: str, params: dict[str, Any], *, duration: float,
-                 procs: int, store: str = "sqlite", profile: Path | None = None) -> BenchRun:
+                 procs: int, store: str = "sqlite", profile: Path | None = None,
+                 server_args: tuple[str, ...] = ()) -> BenchRun:
     """Run `scenario` against a fresh `server_name`; its figures. With `profile`, the
     server runs under py-spy, which writes a flame graph there (the server's RSS and
-    CPU figures are then py-spy's own)."""
+    CPU figures are then py-spy's own). `server_args` go to gchat's command line."""
     run = BenchRun(server_name, scenario, params, duration, procs)
     server_cpus, load_cpus = cpu_split()
     port = _free_port()
     with tempfile.TemporaryDirectory(prefix="gchat-bench-") as tmp:
         store_arg = f"sqlite:{tmp}/bench.db" if store == "sqlite" else "memory"
         command = server_command(server_name, port, store_arg)
+        if server_name == "gchat":
+            command += server_args
         if profile is not None:
             form = "raw" if profile.suffix == ".txt" else "flamegraph"  # raw: collapsed stacks
             command = ["py-spy", "record", "--nonblocking", "--idle", "-f", form, "-o", str(profile),

@@ -17,6 +17,7 @@ import gevent
 from ..errors import ConfigError, StoreError
 from .chat import ChatServer
 from .config import Settings
+from .gcpolicy import GcPolicy
 
 __all__ = ["main"]
 
@@ -70,6 +71,8 @@ def main(**options: Any) -> None:
         sys.exit(1)
     for signum in (signal.SIGTERM, signal.SIGINT):
         gevent.signal_handler(signum, server.request_shutdown)
+    if settings.gc_interval > 0:
+        GcPolicy(settings.gc_interval).start()
     for host, port in server.addresses:
         log.info("%s listening on %s:%d", server.name, host, port)
     server.wait()

@@ -41,9 +41,12 @@ class Settings:
     max_clients: int = _opt(10_000, "Registered sessions at most (hello beyond: server_full).")
     max_connections: int | None = _opt(None, "Open connections at most [default: max-clients + 1000].")
     store: str = _opt("sqlite:var/gchat.db", "History store: sqlite:PATH (durable) or memory (lost on exit).")
-    store_sync: str = _opt("full", "SQLite synchronous level: full (survives power loss) or normal "
-                           "(survives a process crash).")
+    store_sync: str = _opt("normal", "SQLite sync: normal (fsync about once a second: a crash of the "
+                           "process loses nothing, a power loss the last second) or full (fsync per "
+                           "commit: nothing lost on power loss either; slower).")
     history_max: int = _opt(10_000, "Messages kept per room; the oldest are pruned.")
+    gc_interval: float = _opt(60.0, "Seconds between scheduled garbage collections, which keep CPython's "
+                              "long full collections off the hot path; 0: CPython's own schedule.")
     grace: float = _opt(5.0, "On shutdown, how long connections may flush their goodbye.")
     log_level: str = _opt("INFO", "Logging level: DEBUG, INFO, WARNING or ERROR.")
 
@@ -54,7 +57,7 @@ class Settings:
         for name in positive:
             if getattr(self, name) <= 0:
                 raise ConfigError(f"{name.replace('_', '-')} must be positive, not {getattr(self, name)}")
-        for name in ("idle_timeout", "grace"):
+        for name in ("idle_timeout", "grace", "gc_interval"):
             if getattr(self, name) < 0:
                 raise ConfigError(f"{name.replace('_', '-')} must not be negative")
         if self.max_frame < 2:

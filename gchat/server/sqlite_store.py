@@ -11,10 +11,12 @@ and every read is an indexed range of at most a few hundred rows. Reads are boun
 the seqs the server has published (kept in memory here), so a batch that the writer
 thread has committed but the server has not yet broadcast is never seen early.
 
-Durability (`synchronous`): FULL, the default, fsyncs the WAL at every commit, so an
-acknowledged message survives a crash of the process, the OS or the power (if the
-disk honours fsync). NORMAL fsyncs only at checkpoints: it survives a crash of the
-process (kill -9) but a power loss may roll back the last commits.
+Durability (`synchronous`): with NORMAL, the default, a commit is written to the WAL
+(the OS's page cache) before the `ok`, and the checkpoint thread fsyncs the WAL once a
+second: an acknowledged message survives a crash of the process (kill -9), while a
+crash of the OS or a power loss may lose the last second of them (never corrupting the
+file). FULL fsyncs the WAL at every commit: nothing acknowledged is lost even on power
+loss (if the disk honours fsync), at the price of an fsync per batch.
 
 One server owns a file: an flock on `PATH.lock` refuses a second server on the same
 database instead of letting two servers hand out the same seqs.
@@ -30,6 +32,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any, TypeVar, cast
 
+import gevent
 from gevent.threadpool import ThreadPool
 
 from ..errors import StoreError
@@ -48,6 +51,7 @@ CREATE TABLE IF NOT EXISTS messages (
 ) WITHOUT ROWID
 """
 _BUSY_TIMEOUT_MS = 2000
+CHECKPOINT_INTERVAL = 1.0  # seconds
 T = TypeVar("T")
 
 
@@ -61,23 +65,27 @@ def _capture(func: Callable[..., T], args: tuple[Any, ...]) -> tuple[T | None, E
 class SqliteHistory:
     """History in the SQLite file `path`, at most `history_max` messages per room.
 
-    `synchronous` is "full" (durable on power loss) or "normal" (durable on a process
-    crash). Raises StoreError when the file cannot be opened, is not a gchat database,
+    `synchronous` is "normal" (durable on a process crash) or "full" (durable on
+    power loss too). Raises StoreError when the file cannot be opened, is not a gchat database,
     or is locked by another program.
     """
 
     def __init__(self, path: str | os.PathLike[str], history_max: int = 10_000,
-                 synchronous: str = "full") -> None:
+                 synchronous: str = "normal") -> None:
         self.path = Path(path)
         self.history_max = history_max
         self._first: dict[str, int] = {}
         self._last: dict[str, int] = {}
         self._lock_file = self._lock()
         self._pool = ThreadPool(1)
+        self._checkpoint_pool = ThreadPool(1)
+        self._checkpointer: gevent.Greenlet | None = None
         try:
             self._writer = self._in_writer(self._open_writer, synchronous.upper())
             self._reader = self._connect()
             self._reader.execute("PRAGMA query_only = ON")
+            self._checkpoint_conn = self._connect()
+            self._checkpointer = gevent.spawn(self._checkpoint_loop)
         except sqlite3.Error as exc:
             self._abandon()
             raise StoreError(self._describe(exc)) from exc
@@ -121,6 +129,8 @@ class SqliteHistory:
             if mode.lower() != "wal":
                 raise StoreError(f"history database {self.path} cannot use WAL (journal mode {mode})")
             conn.execute(f"PRAGMA synchronous = {synchronous}")
+            # Commits never checkpoint: the checkpoint thread does (see _checkpoint_loop).
+            conn.execute("PRAGMA wal_autocheckpoint = 0")
             conn.execute(_SCHEMA)
             if version == 0:
                 tables = {row[0] for row in conn.execute("SELECT name FROM sqlite_master")}
@@ -164,7 +174,20 @@ class SqliteHistory:
 
     def _abandon(self) -> None:
         self._pool.kill()
+        self._checkpoint_pool.kill()
         os.close(self._lock_file)
+
+    def _checkpoint_loop(self) -> None:
+        """Copy the WAL into the database once a second, in a thread of its own, so
+        a say's commit never waits for a checkpoint (a passive checkpoint runs beside
+        the writer; once it has copied everything the writer starts the WAL over)."""
+        while True:
+            gevent.sleep(CHECKPOINT_INTERVAL)
+            try:
+                self._checkpoint_pool.apply(_capture, (self._checkpoint_conn.execute,
+                                                       ("PRAGMA wal_checkpoint(PASSIVE)",)))
+            except Exception:
+                log.exception("history: checkpoint failed")
 
     # -- writing --------------------------------------------------------------------------
 
@@ -240,10 +263,14 @@ class SqliteHistory:
         """Finish the writer thread and close the database (idempotent)."""
         if self._lock_file < 0:
             return
+        if self._checkpointer is not None:
+            self._checkpointer.kill()
         try:
-            self._in_writer(self._writer.close)
+            self._checkpoint_pool.apply(self._checkpoint_conn.close)
+            self._in_writer(self._writer.close)  # the last connection checkpoints the WAL
         finally:
             self._pool.kill()
+            self._checkpoint_pool.kill()
             self._reader.close()
             os.close(self._lock_file)
             self._lock_file = -1
