@@ -1,7 +1,7 @@
 """What the baseline servers share: the protocol subset, with no I/O.
 
-The subset: hello, join, say (msg to every member, then ok) and ping; enough for every
-benchmark scenario. Like gchat, a msg is encoded once and the same bytes are queued to
+The subset: hello, join (with presence to the members), say (msg to every member, then
+ok) and ping; enough for every benchmark scenario. Like gchat, a msg is encoded once and the same bytes are queued to
 every member. No persistence, no rate limit, no idle timeout: these are the simplest
 honest servers of each concurrency model, not chat servers.
 """
@@ -56,6 +56,10 @@ class Chat:
         elif op == "join":
             name = request["room"]
             members = self.rooms.setdefault(name, {})
+            if id(peer) not in members:
+                presence = encode({"op": "presence", "room": name, "nick": peer.nick, "event": "join"})
+                for member in members.values():
+                    member.queue(presence)
             peer.rooms.add(name)
             members[id(peer)] = peer
             peer.queue(encode({"op": "ok", "id": rid, "room": name,

@@ -123,9 +123,13 @@ def connect_all(host: str, port: int, nicks: list[str], rooms: list[list[str]],
     def one(index: int) -> None:
         session = connector.connect()
         assert isinstance(session, BenchSession)
-        session.request("hello", nick=nicks[index])
-        for room in rooms[index]:
-            session.request("join", room=room)
+        # Pipelined, as the protocol allows: one round trip registers and joins.
+        waiters = [session.submit("hello", nick=nicks[index])]
+        waiters += [session.submit("join", room=room) for room in rooms[index]]
+        for op, waiter in zip(["hello"] + ["join"] * len(rooms[index]), waiters, strict=True):
+            reply = reply_of(waiter, 30)
+            if reply["op"] != "ok":
+                raise BenchError(f"{op} failed: {reply.get('code')}: {reply.get('message')}")
         sessions[index] = session
 
     pool = Pool(concurrency)

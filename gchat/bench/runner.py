@@ -36,7 +36,7 @@ SCALES: dict[str, dict[str, dict[str, Any]]] = {
         "fan-out": {"subscribers": 1000, "publishers": 10, "window": 16},
         "many-rooms": {"rooms": 1000, "subscribers_per_room": 10, "publishers": 100, "rate": 2000},
         "ping-pong": {"rooms": 100},
-        "idle": {"sessions": 10_000, "rooms": 100},
+        "idle": {"sessions": 10_000, "rooms": 1000},
     },
     "smoke": {
         "fan-out": {"subscribers": 20, "publishers": 2, "window": 4},
