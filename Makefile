@@ -4,7 +4,9 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: venv run-server test lint clean
+BENCH_STAMP := $(VENV)/.bench-installed
+
+.PHONY: venv run-server test lint bench clean
 
 venv: $(STAMP)
 
@@ -21,8 +23,17 @@ run-server: $(STAMP)
 test: $(STAMP)
 	$(PY) -m pytest $(ARGS)
 
+# The benchmark: gchat against the thread, asyncio and uvloop baselines (about 3 minutes).
+# ARGS adds options, e.g. make bench ARGS='--scenario fan-out --duration 5'.
+bench: $(BENCH_STAMP)
+	$(PY) -m gchat.bench run --server gchat --server threads --server asyncio --server uvloop $(ARGS)
+
+$(BENCH_STAMP): $(STAMP) requirements-bench.txt
+	$(PY) -m pip install --quiet -r requirements-bench.txt
+	touch $(BENCH_STAMP)
+
 lint: $(STAMP)
-	$(PY) -m ruff check gchat tests
+	$(PY) -m ruff check gchat tests bench
 	$(PY) -m mypy gchat
 
 clean:

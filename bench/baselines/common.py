@@ -1,9 +1,10 @@
 """What the baseline servers share: the protocol subset, with no I/O.
 
 The subset: hello, join (with presence to the members), say (msg to every member, then
-ok) and ping; enough for every benchmark scenario. Like gchat, a msg is encoded once and the same bytes are queued to
-every member. No persistence, no rate limit, no idle timeout: these are the simplest
-honest servers of each concurrency model, not chat servers.
+ok) and ping; enough for every benchmark scenario. Like gchat, a msg is encoded once
+and the same bytes are queued to every member. No persistence, no rate limit, no idle
+timeout: these are the simplest honest servers of each concurrency model, not chat
+servers.
 """
 
 from __future__ import annotations

@@ -1,0 +1,42 @@
+"""A one-second smoke of every benchmark scenario: the benchmark runs, end to end, with
+real server and load processes. No timing is asserted: figures belong to the benchmark."""
+
+from __future__ import annotations
+
+import json
+import sys
+
+import pytest
+from gevent import subprocess
+
+from tests.server.process import ROOT
+
+
+def bench(tmp_path, *args: str) -> dict:
+    result = subprocess.run([sys.executable, "-m", "gchat.bench", "run", "--scale", "smoke",
+                             "--duration", "1", "--results", str(tmp_path), *args],
+                            cwd=ROOT, capture_output=True, timeout=300)
+    assert result.returncode == 0, result.stderr.decode()[-3000:]
+    assert b"Traceback" not in result.stderr
+    [path] = tmp_path.glob("*.json")
+    return json.loads(path.read_text())
+
+
+def test_every_scenario_runs_against_gchat(tmp_path):
+    report = bench(tmp_path)
+    figures = {run["scenario"]: run["figures"] for run in report["runs"]}
+    assert set(figures) == {"fan-out", "many-rooms", "ping-pong", "idle"}
+    assert figures["fan-out"]["deliveries_per_s"] > 0
+    assert figures["many-rooms"]["expected"] > 0
+    assert figures["many-rooms"]["lost"] == 0 and figures["many-rooms"]["failed"] == 0
+    assert figures["ping-pong"]["says_per_s"] > 0
+    assert figures["idle"]["alive"] == figures["idle"]["sessions"] == 50
+    assert report["machine"]["nproc"] >= 1 and report["command"].startswith("gchat-bench run")
+
+
+@pytest.mark.parametrize("server", ["threads", "asyncio"])
+def test_the_baselines_speak_the_benchmark_subset(tmp_path, server):
+    report = bench(tmp_path, "--server", server, "--scenario", "many-rooms", "--scenario", "idle")
+    figures = {run["scenario"]: run["figures"] for run in report["runs"]}
+    assert figures["many-rooms"]["lost"] == 0 and figures["many-rooms"]["expected"] > 0
+    assert figures["idle"]["alive"] == 50
