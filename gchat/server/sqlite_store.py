@@ -52,6 +52,7 @@ CREATE TABLE IF NOT EXISTS messages (
 """
 _BUSY_TIMEOUT_MS = 2000
 CHECKPOINT_INTERVAL = 1.0  # seconds
+PAGE_SIZE = 1024
 T = TypeVar("T")
 
 
@@ -125,6 +126,9 @@ class SqliteHistory:
             if version > SCHEMA_VERSION:
                 raise StoreError(f"history database {self.path} was written by a newer gchat "
                                  f"(schema {version}, this one reads {SCHEMA_VERSION})")
+            if version == 0:
+                # Small pages: a commit writes one page per room it touches to the WAL.
+                conn.execute(f"PRAGMA page_size = {PAGE_SIZE}")  # only a new file takes it
             mode = conn.execute("PRAGMA journal_mode = WAL").fetchone()[0]
             if mode.lower() != "wal":
                 raise StoreError(f"history database {self.path} cannot use WAL (journal mode {mode})")
