@@ -10,6 +10,7 @@ from pathlib import Path
 
 import gevent
 from gevent import subprocess
+from gevent.event import Event
 
 from tests.client import Client
 
@@ -33,6 +34,14 @@ class ServerProcess:
                 self.log += line
                 if match := LISTENING.search(line):
                     self.port = int(match.group(1))
+        # Keep reading the log, so a chatty server never blocks on a full pipe.
+        self._grew = Event()
+        self._drain = gevent.spawn(self._read_log)
+
+    def _read_log(self) -> None:
+        while line := self.proc.stderr.readline():
+            self.log += line
+            self._grew.set()
 
     def client(self, nick: str | None = None) -> Client:
         client = Client(("127.0.0.1", self.port))
@@ -43,8 +52,15 @@ class ServerProcess:
     def finish(self, timeout: float = 20) -> int:
         """Wait for exit; return the exit code and keep the rest of stderr."""
         with gevent.Timeout(timeout, AssertionError("the server did not exit")):
-            self.log += self.proc.stderr.read()
+            self._drain.join()
             return self.proc.wait()
+
+    def wait_log(self, text: bytes, timeout: float = 10) -> None:
+        """Wait until the server's log holds `text`."""
+        with gevent.Timeout(timeout, AssertionError(f"{text!r} never appeared in the log")):
+            while text not in self.log:
+                self._grew.clear()
+                self._grew.wait()
 
     def kill(self) -> None:
         """SIGKILL the server (and anything it started), as a crash would."""

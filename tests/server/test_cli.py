@@ -6,7 +6,6 @@ import os
 import re
 import signal
 
-import gevent
 import pytest
 from gevent import socket as gsocket
 
@@ -65,9 +64,7 @@ def test_a_second_signal_closes_everything_at_once(spawn_server):
     server = spawn_server("--grace", "600", "--rate", "100000", "--burst", "100000")
     stuff_a_sink(server)
     server.proc.send_signal(signal.SIGTERM)
-    with gevent.Timeout(10, AssertionError("no shutdown line")):
-        while b"shutting down" not in server.log:
-            server.log += server.proc.stderr.readline()
+    server.wait_log(b"shutting down")
     server.proc.send_signal(signal.SIGINT)
     assert server.finish(timeout=10) == 0
 
