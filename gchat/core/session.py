@@ -113,6 +113,11 @@ class Session:
     def on_disconnected(self, reason: str) -> None:
         """The session ended for `reason`; called exactly once."""
 
+    def on_eof(self) -> None:
+        """The peer closed its side (EOF, maybe a half-close). Default: flush what it
+        asked for, then close."""
+        self.close("eof")
+
     def on_frame_too_large(self) -> None:
         """The peer sent a line longer than max_frame. Default: disconnect."""
         self.disconnect("frame_too_large")
@@ -331,8 +336,7 @@ class Session:
             if self._state is not _OPEN:
                 continue  # closing: no more requests; read on until the socket closes
             self.on_data(data)
-        # The peer closed its side: flush what it asked for, then close.
-        self.close("eof")
+        self.on_eof()
 
     def _lost(self, exc: OSError) -> None:
         if self._state is _CLOSED:

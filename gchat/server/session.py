@@ -149,7 +149,12 @@ class ChatSession(Session):
     def on_disconnected(self, reason: str) -> None:
         self.server.unregister(self)
 
+    def on_eof(self) -> None:
+        self._await_says()  # a half-closed client still gets a reply to every request
+        super().on_eof()
+
     def on_frame_too_large(self) -> None:
+        self._await_says()  # requests before the oversize frame are answered first
         limit = self.limits.max_frame
         self.send(encode({"op": "error", "id": None, "code": "frame_too_large",
                           "message": f"a frame may be at most {limit} bytes"}))
