@@ -6,7 +6,7 @@ STAMP := $(VENV)/.installed
 
 BENCH_STAMP := $(VENV)/.bench-installed
 
-.PHONY: venv run-server test lint bench clean
+.PHONY: venv run-server test lint bench soak clean
 
 venv: $(STAMP)
 
@@ -31,6 +31,15 @@ bench: $(BENCH_STAMP)
 $(BENCH_STAMP): $(STAMP) requirements-bench.txt
 	$(PY) -m pip install --quiet -r requirements-bench.txt
 	touch $(BENCH_STAMP)
+
+# The load tests of tests/reliability, bigger and longer: SOAK_CLIENTS subscribers for
+# SOAK_SECONDS, e.g. make soak SOAK_CLIENTS=2000 SOAK_SECONDS=300.
+SOAK_CLIENTS ?= 1000
+SOAK_SECONDS ?= 60
+soak: $(STAMP)
+	GCHAT_SOAK_CLIENTS=$(SOAK_CLIENTS) GCHAT_SOAK_SECONDS=$(SOAK_SECONDS) \
+	GCHAT_TEST_DEADLINE=$$(( $(SOAK_SECONDS) + 600 )) \
+		$(PY) -m pytest -s --timeout 0 tests/reliability/test_load.py $(ARGS)
 
 lint: $(STAMP)
 	$(PY) -m ruff check gchat tests bench

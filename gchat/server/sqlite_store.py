@@ -86,6 +86,10 @@ class SqliteHistory:
             self._reader = self._connect()
             self._reader.execute("PRAGMA query_only = ON")
             self._checkpoint_conn = self._connect()
+            # Each connection opens the WAL on first use: do it now, so the server's open
+            # files do not change under load (the reliability tests count them).
+            self._reader.execute("SELECT 1 FROM messages LIMIT 1").fetchall()
+            self._checkpoint_conn.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchall()
             self._checkpointer = gevent.spawn(self._checkpoint_loop)
         except sqlite3.Error as exc:
             self._abandon()

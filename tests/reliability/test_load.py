@@ -1,0 +1,144 @@
+"""Load against a live server: nothing acknowledged is lost (PROTOCOL.md 6, guarantees
+1 and 2), and once every client is gone the server is back where it started (guarantee
+4: no leaked sessions, rooms, file descriptors or memory).
+
+`make soak` runs these same tests bigger and longer: GCHAT_SOAK_CLIENTS subscribers and
+GCHAT_SOAK_SECONDS of load (defaults here: 40 and 2 s, part of `make test`).
+"""
+
+from __future__ import annotations
+
+import os
+import random
+import resource
+import socket
+import time
+
+import gevent
+import pytest
+from gevent.pool import Pool
+
+from tests.client import Client, Closed
+
+SUBSCRIBERS = int(os.environ.get("GCHAT_SOAK_CLIENTS", "40"))
+SECONDS = float(os.environ.get("GCHAT_SOAK_SECONDS", "2"))
+PUBLISHERS = max(2, SUBSCRIBERS // 10)
+ROOMS = max(1, SUBSCRIBERS // 20)
+RATE = 1000 / PUBLISHERS  # says per second per publisher: 1,000 says/s in all
+RSS_BOUND = 32 * 2**20  # growth allowed after the load, once every client is gone
+
+
+@pytest.fixture(autouse=True)
+def many_files():
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+    yield
+    resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
+
+
+class Subscriber:
+    """Reads everything, keeps each room's msg seqs in arrival order."""
+
+    def __init__(self, live, index: int) -> None:
+        self.client = live.client(f"sub{index}")
+        self.room = f"#load{index % ROOMS}"
+        self.first = self.client.join(self.room).get("history", [])
+        self.seqs: list[int] = []
+        self.texts: dict[int, str] = {}
+        self.reader = gevent.spawn(self._read)
+
+    def _read(self) -> None:
+        try:
+            while True:
+                frame = self.client.recv(timeout=60)
+                if frame["op"] == "msg":
+                    self.seqs.append(frame["seq"])
+                    self.texts[frame["seq"]] = frame["text"]
+        except (Closed, OSError):
+            pass
+
+
+def publish(live, index: int, acked: dict[str, dict[int, str]], deadline: float) -> None:
+    client = live.client(f"pub{index}")
+    room = f"#load{index % ROOMS}"
+    client.join(room)
+    sent = 0
+    next_at = time.monotonic()
+    while next_at < deadline:
+        gevent.sleep(max(0.0, next_at - time.monotonic()))
+        sent += 1
+        text = f"{index}:{sent}"
+        reply = client.request("say", room=room, text=text)
+        assert reply["op"] == "ok", reply
+        acked[room][reply["seq"]] = text
+        next_at += 1 / RATE
+    client.request("quit")
+
+
+def wait_until(condition, timeout: float, message: str) -> None:
+    with gevent.Timeout(timeout, AssertionError(message)):
+        while not condition():
+            gevent.sleep(0.05)
+
+
+def test_nothing_acknowledged_is_lost_and_nothing_leaks(live):
+    # Warm up (imports, first allocations), then note where the server starts.
+    warmup = live.client("warmup")
+    warmup.close()
+    start = live.stats()
+    fds0, rss0 = live.fds(), live.rss()
+
+    subscribers = [Subscriber(live, index) for index in range(SUBSCRIBERS)]
+    acked: dict[str, dict[int, str]] = {f"#load{r}": {} for r in range(ROOMS)}
+    deadline = time.monotonic() + SECONDS
+    publishers = [gevent.spawn(publish, live, index, acked, deadline) for index in range(PUBLISHERS)]
+    gevent.joinall(publishers, raise_error=True)
+
+    # Every subscriber kept up: it must hold every acknowledged say of its room, in seq
+    # order, no gap, no duplicate.
+    total = sum(len(room) for room in acked.values())
+    for subscriber in subscribers:
+        last = max(acked[subscriber.room], default=0)
+        wait_until(lambda s=subscriber, n=last: (s.seqs[-1] if s.seqs else 0) >= n, 30,
+                   f"{subscriber.room}: not every msg arrived")
+        assert subscriber.seqs == list(range(1, last + 1)), "a gap, a duplicate or a reordering"
+        for seq, text in acked[subscriber.room].items():
+            assert subscriber.texts[seq] == text
+    rss_peak = live.rss()
+    print(f"\n{PUBLISHERS} publishers, {SUBSCRIBERS} subscribers in {ROOMS} rooms, {SECONDS:g} s: "
+          f"{total} says acknowledged, {total * SUBSCRIBERS // ROOMS} deliveries expected and "
+          f"received, lost 0")
+
+    # Everyone leaves, some politely, some not.
+    for index, subscriber in enumerate(subscribers):
+        subscriber.reader.kill()
+        if index % 3 == 0:
+            subscriber.client.request("quit")
+        elif index % 3 == 1:
+            subscriber.client.sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER,
+                                              b"\x01\x00\x00\x00\x00\x00\x00\x00")
+        subscriber.client.close()
+    wait_until(lambda: live.stats()["sessions"] == start["sessions"], 30, "sessions were not released")
+    after = live.stats()
+    assert after["registered"] == start["registered"]
+    # Rooms without members or history are gone; the load rooms have history, so stay.
+    assert after["rooms"] == start["rooms"]
+    assert after["queued_bytes"] == after["queued_frames"] == 0
+    wait_until(lambda: live.fds() == fds0, 10, "file descriptors were not released")
+    rss = live.rss()
+    print(f"server RSS: {rss0 / 2**20:.1f} MiB before, {rss_peak / 2**20:.1f} MiB at the peak, "
+          f"{rss / 2**20:.1f} MiB after; file descriptors back to {fds0}")
+    assert rss - rss0 < RSS_BOUND
+
+
+def test_rooms_without_history_are_gone_once_empty(live):
+    before = live.stats()["rooms"]
+    clients = []
+    for index in range(50):
+        client = live.client(f"visitor{index}")
+        client.join(f"#empty{random.randrange(10)}")
+        clients.append(client)
+    assert live.stats()["rooms"] > before
+    for client in clients:
+        client.close()
+    wait_until(lambda: live.stats()["rooms"] == before, 10, "empty rooms were kept")
