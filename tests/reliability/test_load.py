@@ -16,9 +16,8 @@ import time
 
 import gevent
 import pytest
-from gevent.pool import Pool
 
-from tests.client import Client, Closed
+from tests.client import Closed
 
 SUBSCRIBERS = int(os.environ.get("GCHAT_SOAK_CLIENTS", "40"))
 SECONDS = float(os.environ.get("GCHAT_SOAK_SECONDS", "2"))
