@@ -298,3 +298,15 @@ def test_shutdown_says_bye_to_everyone_without_presence(make_server, connect):
         assert client.read_until_closed() == [{"op": "bye", "reason": "shutdown"}]
     with pytest.raises(OSError):
         Client(server.addresses[0])
+
+
+def test_pipelined_says_are_answered_before_frame_too_large(make_server, connect):
+    server = make_server(max_frame=200)
+    alice = connect("alice", target=server)
+    alice.join("r")
+    alice.send_raw(b'{"op":"say","room":"r","text":"one","id":1}\n'
+                   b'{"op":"say","room":"r","text":"two","id":2}\n' + b"x" * 300)
+    frames = alice.read_until_closed()
+    assert [(f["op"], f.get("id")) for f in frames] == [
+        ("msg", None), ("ok", 1), ("msg", None), ("ok", 2), ("error", None), ("bye", None)]
+    assert frames[-2]["code"] == "frame_too_large"
