@@ -13,7 +13,7 @@ import pytest
 from hypothesis import settings
 
 from gchat.server import ChatServer, Settings
-from tests.client import Client
+from tests.rawclient import Client
 
 TEST_DEADLINE = float(os.environ.get("GCHAT_TEST_DEADLINE", "30"))  # make soak raises it
 

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.client import Client
+from tests.rawclient import Client
 from tests.server.process import ServerProcess
 
 # The rate limit out of the way: the load is the point.
@@ -41,6 +41,17 @@ class Live:
 
     def fds(self) -> int:
         return len(os.listdir(f"/proc/{self.process.proc.pid}/fd"))
+
+    def open_files(self) -> list[str]:
+        """What the server's file descriptors point at (sockets, the database...)."""
+        fd_dir = f"/proc/{self.process.proc.pid}/fd"
+        files = []
+        for fd in os.listdir(fd_dir):
+            try:
+                files.append(os.readlink(f"{fd_dir}/{fd}"))
+            except FileNotFoundError:
+                pass  # closed meanwhile
+        return sorted(files)
 
     def rss(self) -> int:
         for line in Path(f"/proc/{self.process.proc.pid}/status").read_text().splitlines():

@@ -12,7 +12,7 @@ import gevent
 import pytest
 from gevent.pool import Pool
 
-from tests.client import Client, Closed
+from tests.rawclient import Client, Closed
 
 
 @pytest.fixture(autouse=True)

@@ -17,7 +17,7 @@ import time
 import gevent
 import pytest
 
-from tests.client import Closed
+from tests.rawclient import Closed
 
 SUBSCRIBERS = int(os.environ.get("GCHAT_SOAK_CLIENTS", "40"))
 SECONDS = float(os.environ.get("GCHAT_SOAK_SECONDS", "2"))
@@ -94,7 +94,10 @@ def test_nothing_acknowledged_is_lost_and_nothing_leaks(live):
     warmup = live.client("warmup")
     warmup.close()
     start = live.stats()
-    fds0, rss0 = live.fds(), live.rss()
+    # The probe that asked for the stats is gone from the server once only the listening
+    # socket is left: then count.
+    wait_until(lambda: sum(f.startswith("socket:") for f in live.open_files()) == 1, 10, "no quiet start")
+    fds0, rss0, files0 = live.fds(), live.rss(), live.open_files()
 
     subscribers = [Subscriber(live, index) for index in range(SUBSCRIBERS)]
     acked: dict[str, dict[int, str]] = {f"#load{r}": {} for r in range(ROOMS)}
@@ -140,7 +143,8 @@ def test_nothing_acknowledged_is_lost_and_nothing_leaks(live):
     # Rooms without members or history are gone; the load rooms have history, so stay.
     assert after["rooms"] == start["rooms"]
     assert after["queued_bytes"] == after["queued_frames"] == 0
-    wait_until(lambda: live.fds() == fds0, 10, "file descriptors were not released")
+    wait_until(lambda: live.fds() == fds0, 10,
+               f"file descriptors were not released: {files0} before, now {live.open_files()}")
     rss = live.rss()
     print(f"server RSS: {rss0 / 2**20:.1f} MiB before, {rss_peak / 2**20:.1f} MiB at the peak, "
           f"{rss / 2**20:.1f} MiB after; file descriptors back to {fds0}")

@@ -12,7 +12,7 @@ import gevent
 from gevent import subprocess
 from gevent.event import Event
 
-from tests.client import Client
+from tests.rawclient import Client
 
 ROOT = Path(__file__).resolve().parents[2]
 LISTENING = re.compile(rb"listening on 127\.0\.0\.1:(\d+)")

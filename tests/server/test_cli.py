@@ -10,7 +10,7 @@ import pytest
 from gevent import socket as gsocket
 
 from gchat.server import Settings
-from tests.client import Client
+from tests.rawclient import Client
 from tests.server.process import ROOT, ServerProcess, run
 
 

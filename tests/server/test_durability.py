@@ -9,7 +9,7 @@ import sqlite3
 import gevent
 import pytest
 
-from tests.client import Client, Closed
+from tests.rawclient import Client, Closed
 from tests.server.process import run
 
 FAST = ("--rate", "100000", "--burst", "100000")

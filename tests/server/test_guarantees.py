@@ -9,7 +9,7 @@ import struct
 import gevent
 import pytest
 
-from tests.client import Client
+from tests.rawclient import Client
 
 # -- framing (section 1) ----------------------------------------------------------------------
 

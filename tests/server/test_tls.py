@@ -10,7 +10,7 @@ from gevent import socket as gsocket
 from gevent import ssl as gssl
 from gevent import subprocess
 
-from tests.client import Client
+from tests.rawclient import Client
 
 
 @pytest.fixture(scope="module")

@@ -1,0 +1,88 @@
+"""What the user types: a plain line says it to the current room, a /command does the
+rest. Pure: `parse` takes a line and returns a Command (or an error to show), and
+`explain` turns a refused request into plain words with a hint."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from .chat import ChatClient
+    from .connection import RequestFailed
+
+__all__ = ["HELP", "Command", "explain", "parse"]
+
+HELP = """\
+Type a line to say it in the current room (start it with // to say a line that starts with /).
+  /join ROOM        join ROOM and make it current      /leave [ROOM]   leave ROOM (or the current one)
+  /switch ROOM      make a joined ROOM current         /msg NICK TEXT  whisper TEXT to NICK
+  /nick NAME        change your nick                   /rooms          list the rooms
+  /who [ROOM]       who is in ROOM                     /history [N]    the last N messages (default 20)
+  /help             this help                          /quit           leave (Ctrl-D too)"""
+
+# name: (the least and the most arguments, usage); the TEXT of /msg takes the rest of the line
+_COMMANDS: dict[str, tuple[int, int, str]] = {
+    "join": (1, 1, "/join ROOM"), "leave": (0, 1, "/leave [ROOM]"), "switch": (1, 1, "/switch ROOM"),
+    "msg": (2, 2, "/msg NICK TEXT"), "nick": (1, 1, "/nick NAME"), "rooms": (0, 0, "/rooms"),
+    "who": (0, 1, "/who [ROOM]"), "history": (0, 1, "/history [N]"), "quit": (0, 0, "/quit"),
+    "help": (0, 0, "/help"),
+}
+
+
+@dataclass(frozen=True)
+class Command:
+    """A parsed line: `name` (say for plain text) and its `args`, or an `error`."""
+
+    name: str
+    args: tuple[str, ...] = ()
+    error: str = ""
+    help: str = HELP
+
+
+def parse(line: str) -> Command | None:
+    """The command a typed line means; None for a blank line."""
+    line = line.rstrip("\r\n")
+    if not line.strip():
+        return None
+    if not line.startswith("/") or line.startswith("//"):
+        return Command("say", (line[1:] if line.startswith("//") else line,))
+    name, _, rest = line[1:].partition(" ")
+    name = name.lower()
+    if name not in _COMMANDS:
+        return Command(name, error=f"there is no command /{name}: type /help for the list")
+    least, most, usage = _COMMANDS[name]
+    words = rest.split(None, 1) if name == "msg" else rest.split()
+    if not least <= len(words) <= most:
+        return Command(name, error=f"usage: {usage}")
+    if name == "history" and words and not (words[0].isdigit() and 1 <= int(words[0]) <= 100):
+        return Command(name, error="usage: /history [N], N from 1 to 100")
+    return Command(name, tuple(words))
+
+
+_HINTS = {
+    "not_in_room": "you are not in {room}: /join {room} first",
+    "no_room": "you are in no room: /join one first",
+    "invalid_room": "{room!r} is not a room name: letters, digits, _ . - (up to 64), maybe after a #",
+    "no_such_room": "there is no room {room}: /rooms lists them",
+    "too_many_rooms": "you are in too many rooms: /leave one first",
+    "invalid_nick": "{nick!r} is not a nick: a letter, then up to 31 letters, digits, _ or -",
+    "nick_taken": "{nick} is taken: pick another",
+    "no_such_nick": "nobody is called {nick}: /who shows who is in a room",
+    "text_too_long": "that message is too long: split it",
+    "rate_limited": "slow down: the server allows only so many messages a second",
+    "disconnected": "not connected: the client is reconnecting, try again in a moment",
+    "timeout": "the server did not answer in time: try again",
+    "unavailable": "the server cannot store messages right now: try again later",
+}
+
+
+def explain(failure: RequestFailed, command: Command, client: ChatClient) -> str:
+    """A refused request in plain words, with a hint; the server's words otherwise."""
+    args = command.args
+    room = args[0] if args and command.name in ("join", "leave", "switch", "who") else client.current
+    nick = args[0] if args and command.name in ("nick", "msg") else client.nick
+    hint = _HINTS.get(failure.code)
+    if hint is None:
+        return f"/{command.name} failed: {failure.message or failure.code}"
+    return hint.format(room=room, nick=nick)

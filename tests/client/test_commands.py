@@ -1,0 +1,59 @@
+"""What the user types, parsed (pure), and how events look (pure)."""
+
+from __future__ import annotations
+
+import pytest
+
+from gchat.client.commands import Command, parse
+from gchat.client.view import format_event, format_result, nick_style
+
+
+@pytest.mark.parametrize(("line", "expected"), [
+    ("hello", Command("say", ("hello",))),
+    ("  spaced  out ", Command("say", ("  spaced  out ",))),
+    ("//slash at the start", Command("say", ("/slash at the start",))),
+    ("/join #dev", Command("join", ("#dev",))),
+    ("/JOIN lobby", Command("join", ("lobby",))),
+    ("/leave", Command("leave", ())),
+    ("/msg bob hi there, bob", Command("msg", ("bob", "hi there, bob"))),
+    ("/who", Command("who", ())),
+    ("/history 5", Command("history", ("5",))),
+    ("/quit\n", Command("quit", ())),
+])
+def test_lines_become_commands(line, expected):
+    assert parse(line) == expected
+
+
+@pytest.mark.parametrize("line", ["", "   ", "\n"])
+def test_blank_lines_do_nothing(line):
+    assert parse(line) is None
+
+
+@pytest.mark.parametrize(("line", "error"), [
+    ("/frobnicate", "there is no command /frobnicate: type /help for the list"),
+    ("/join", "usage: /join ROOM"),
+    ("/join a b", "usage: /join ROOM"),
+    ("/msg bob", "usage: /msg NICK TEXT"),
+    ("/history many", "usage: /history [N], N from 1 to 100"),
+    ("/history 500", "usage: /history [N], N from 1 to 100"),
+    ("/rooms now", "usage: /rooms"),
+])
+def test_mistakes_are_explained(line, error):
+    assert parse(line).error == error
+
+
+def test_a_nick_keeps_its_colour_whatever_its_case():
+    assert nick_style("Alice") == nick_style("alice")
+    assert len({nick_style(f"user{i}") for i in range(50)}) > 5
+
+
+def test_events_read_as_chat_lines():
+    msg = {"op": "msg", "room": "#dev", "from": "bob", "text": "hi", "seq": 3, "ts": 0}
+    text = "".join(t for _, t in format_event(msg, current="#dev"))
+    assert text.endswith("<bob> hi") and "#dev" not in text
+    assert "[#dev]" in "".join(t for _, t in format_event(msg, current="lobby"))
+    presence = {"op": "presence", "room": "#dev", "nick": "bob", "event": "rename", "old": "bobby"}
+    assert "bobby is now bob" in "".join(t for _, t in format_event(presence, current=None))
+    assert "dim" not in str(format_event(presence, current=None))  # presence is grey, not styled text
+    rooms = format_result("rooms", {"rooms": [{"room": "lobby", "members": 1}]}, current=None)
+    assert "".join(t for _, t in rooms[0]).split() == ["lobby", "1", "member"]
