@@ -13,7 +13,6 @@ import json
 import socket
 
 import gevent
-
 import pytest
 from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
