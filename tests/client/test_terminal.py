@@ -29,7 +29,8 @@ class Terminal:
         self.stream = pyte.ByteStream(self.screen)
         env = {**os.environ, "TERM": "xterm", "PROMPT_TOOLKIT_NO_CPR": "1"}
         command = ["-m", "gchat.client", "--port", str(port), "--nick", nick]
-        self.child = pexpect.spawn(sys.executable, command, cwd=str(ROOT), env=env, dimensions=(ROWS, COLUMNS))
+        self.child = pexpect.spawn(sys.executable, command, cwd=str(ROOT), env=env,
+                                   dimensions=(ROWS, COLUMNS))
 
     def pump(self, seconds: float = 0.05) -> None:
         try:
