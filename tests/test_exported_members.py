@@ -7,12 +7,13 @@ import sys
 
 import pytest
 
+import gchat.client
 import gchat.core
 import gchat.protocol
 import gchat.server
 
 
-@pytest.mark.parametrize("module", [gchat.core, gchat.server, gchat.protocol])
+@pytest.mark.parametrize("module", [gchat.core, gchat.server, gchat.protocol, gchat.client])
 def test_all_names_exist_and_have_docstrings(module):
     for name in module.__all__:
         member = getattr(module, name)
@@ -21,7 +22,8 @@ def test_all_names_exist_and_have_docstrings(module):
 
 
 def test_importing_the_library_does_not_monkey_patch():
-    code = ("import gchat.core, gchat.server, gchat.protocol, gevent.monkey, socket;"
+    code = ("import gchat.core, gchat.server, gchat.protocol, gchat.client, gchat.bench.runner,"
+            " gevent.monkey, socket;"
             "assert not gevent.monkey.is_module_patched('socket');"
             "assert socket.socket.__module__ == 'socket'")
     subprocess.run([sys.executable, "-c", code], check=True, timeout=30)
