@@ -16,6 +16,7 @@ import socket
 import ssl
 from collections.abc import Callable, Iterator
 from time import monotonic
+from typing import Any
 
 import gevent
 from gevent.event import Event
@@ -57,7 +58,7 @@ class Listener:
         self._host, self._port = host, port
         self._ssl_context = require_gevent_ssl(ssl_context)
         self._handshake_timeout = handshake_timeout
-        self._server = StreamServer((host, port), self._handle, backlog=backlog)
+        self._server = _Server((host, port), self._handle, backlog=backlog)
 
     @property
     def address(self) -> tuple[str, int]:
@@ -115,17 +116,27 @@ class Listener:
             sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         except OSError:
             pass
+        if self._ssl_context is None:
+            # No greenlet while idle: the session keeps the socket after this returns.
+            self._server.adopted.add(sock)
+            session.when_closed(lambda: self._forget(session, peer))
+            session.watch(sock)
+            return
         try:
-            session.run(sock)
+            session.run(sock)  # TLS: the session's reader is this greenlet
         except Exception:
             log.exception("session %d failed", session.session_id)
             session.disconnect("error")
         finally:
-            del self.sessions[session.session_id]
-            if not self.sessions:
-                self._no_sessions.set()
-            log.info("session %d disconnected from %s (%s)", session.session_id, peer,
-                     session.disconnect_reason)
+            self._forget(session, peer)
+
+    def _forget(self, session: Session, peer: str) -> None:
+        if self.sessions.pop(session.session_id, None) is None:
+            return
+        if not self.sessions:
+            self._no_sessions.set()
+        log.info("session %d disconnected from %s (%s)", session.session_id, peer,
+                 session.disconnect_reason)
 
     def _handshake(self, sock: socket.socket, address: tuple) -> socket.socket | None:
         """TLS server handshake in the connection's greenlet, under a timeout, so a
@@ -155,6 +166,21 @@ class Listener:
                 sock.send(self._reject)
             except OSError:
                 pass
+
+
+class _Server(StreamServer):
+    """A StreamServer that leaves open the sockets a session has adopted: it closes a
+    connection's socket when its handler returns, and a watched session outlives it."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.adopted: set[socket.socket] = set()
+
+    def do_close(self, sock: socket.socket, *args: Any) -> None:
+        if sock in self.adopted:
+            self.adopted.discard(sock)
+            return
+        super().do_close(sock, *args)
 
 
 class _HandshakeTimeout(Exception):

@@ -23,9 +23,11 @@ often. Socket errors are caught here and nowhere else, and become a disconnect.
 from __future__ import annotations
 
 import logging
+import os
 import socket
 import ssl
 import weakref
+from collections.abc import Callable
 from dataclasses import dataclass
 from time import monotonic
 from typing import Any
@@ -83,6 +85,7 @@ class Session:
         self._state = _OPEN
         self._overflowing = False
         self._linger: gevent.Greenlet | None = None
+        self._watcher: Any = None  # the read watcher of `watch`
 
     # -- hooks: no-op defaults, overridden by client and server sessions ---------
 
@@ -144,6 +147,22 @@ class Session:
         self._attach(sock)
         gevent.spawn(self._read_loop)
 
+    def watch(self, sock: socket.socket) -> None:
+        """Run the session with no greenlet at all while it is idle, and return at once.
+
+        A read watcher wakes a short-lived greenlet when bytes arrive; it reads until
+        the socket is empty, handing each chunk to `on_data`, then ends. A plain socket
+        only: TLS keeps decrypted bytes inside the SSL object, where no watcher sees
+        them, so it needs `run` or `start`.
+        """
+        self._attach(sock)
+        self._watcher = gevent.get_hub().loop.io(sock.fileno(), 1)
+        self._watcher.start(self._readable)
+
+    def when_closed(self, callback: Callable[[], None]) -> None:
+        """Call `callback` (in the hub: it must not block) once the socket is closed."""
+        self._closed.rawlink(lambda _event: callback())
+
     def _attach(self, sock: socket.socket) -> None:
         self._sock = sock
         # TLS cannot take a non-blocking partial write from the Flusher: always use a writer.
@@ -204,6 +223,10 @@ class Session:
             self._linger.kill(block=False)
         self._queue = []
         self.queued_bytes = self.queued_frames = 0
+        if self._watcher is not None:
+            self._watcher.stop()  # before the fd is closed, and maybe reused
+            self._watcher.close()
+            self._watcher = None
         if self._sock is not None:
             try:
                 self._sock.close()  # a reader or writer waiting on it gets OSError
@@ -314,6 +337,35 @@ class Session:
         self._finish_if_closing()
 
     # -- receiving ----------------------------------------------------------------
+
+    def _readable(self) -> None:
+        # In the hub: hand the reading to a greenlet, which may block in a hook.
+        if self._watcher is not None:
+            self._watcher.stop()
+        gevent.spawn(self._read_ready)
+
+    def _read_ready(self) -> None:
+        assert self._sock is not None
+        fd = self._sock.fileno()
+        try:
+            while self._state is not _CLOSED:
+                try:
+                    data = os.read(fd, RECV_SIZE)  # the fd is non-blocking: gevent made it so
+                except BlockingIOError:
+                    if self._watcher is not None and self._state is not _CLOSED:
+                        self._watcher.start(self._readable)  # idle again: no greenlet
+                    return
+                except OSError as exc:
+                    self._lost(exc)
+                    return
+                if not data:
+                    self.on_eof()
+                    return
+                if self._state is _OPEN:
+                    self.on_data(data)  # closing: read on, discarding, until the socket closes
+        except Exception:
+            log.exception("session %s: a receive hook failed", self.session_id)
+            self.disconnect("error")
 
     def _read_loop(self) -> None:
         try:
