@@ -259,5 +259,6 @@ def _figures(scenario: str, params: dict[str, Any], results: list[dict[str, Any]
         sessions = sum(r["sessions"] for r in results)
         figures.update({"sessions": sessions, "alive": sum(r["alive"] for r in results),
                         "register_s": round(max(r["setup_s"] for r in results), 3),
-                        "rss_per_session_kib": round((rss_ready - rss_before) / max(1, sessions) / 1024, 2)})
+                        # at the end of the hold: what idle sessions cost, once settled
+                        "rss_per_session_kib": round((rss_after - rss_before) / max(1, sessions) / 1024, 2)})
     return figures

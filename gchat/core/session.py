@@ -44,6 +44,7 @@ __all__ = ["Flusher", "Session", "SessionLimits"]
 log = logging.getLogger(__name__)
 
 RECV_SIZE = 65536
+READER_LINGER = 0.5  # seconds a watched session's reader waits for more before it ends
 
 _OPEN, _CLOSING, _CLOSED = "open", "closing", "closed"
 
@@ -352,8 +353,14 @@ class Session:
                 try:
                     data = os.read(fd, RECV_SIZE)  # the fd is non-blocking: gevent made it so
                 except BlockingIOError:
+                    if self._watcher is None or self._state is _CLOSED:
+                        return
+                    # A chatty peer keeps its reader for a moment; an idle one leaves none.
+                    with gevent.Timeout(READER_LINGER, False):  # type: ignore[arg-type]  # False: silent
+                        gevent.get_hub().wait(self._watcher)
+                        continue
                     if self._watcher is not None and self._state is not _CLOSED:
-                        self._watcher.start(self._readable)  # idle again: no greenlet
+                        self._watcher.start(self._readable)
                     return
                 except OSError as exc:
                     self._lost(exc)
