@@ -153,3 +153,35 @@ def test_reset_by_peer(pair):
     theirs.close()
     assert session.ended.wait(5)
     assert session.events[-1][1] in {"eof", "reset", "error"}
+
+
+def test_a_watched_session_reads_in_order_and_closes_once(pair):
+    ours, theirs = pair
+    session = Recorder()
+    session.watch(ours)  # no greenlet of its own: a read watcher wakes a reader
+    theirs.sendall(b"one\ntw")
+    theirs.sendall(b"o\n")
+    with gevent.Timeout(5, AssertionError("lines did not arrive")):
+        while len(session.lines) < 2:
+            gevent.sleep(0.01)
+    session.send(b"reply\n")
+    assert theirs.recv(100) == b"reply\n"
+    theirs.sendall(b"three\n")
+    theirs.close()
+    assert session.ended.wait(5)
+    assert session.wait_closed(5)
+    assert session.lines == [b"one", b"two", b"three"]
+    assert session.events == [("connected",), ("disconnected", "eof")]
+
+
+def test_a_watched_session_that_is_disconnected_stops_watching(pair):
+    ours, theirs = pair
+    session = Recorder()
+    closed = gevent.event.Event()
+    session.when_closed(closed.set)
+    session.watch(ours)
+    session.disconnect("kick")
+    session.disconnect("again")
+    assert closed.wait(5)
+    assert read_all(theirs) == b""
+    assert session.events == [("connected",), ("disconnected", "kick")]
