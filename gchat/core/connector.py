@@ -37,7 +37,7 @@ class Connector:
         sock = None
         try:
             with gevent.Timeout(self.timeout, ConnectError(f"{where}: timed out after {self.timeout:g} s")):
-                sock = gsocket.create_connection((self.host, self.port))
+                sock = _open_connection(self.host, self.port)
                 sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
                 if self.ssl_context is not None:
                     sock = self.ssl_context.wrap_socket(sock, server_hostname=self.host)
@@ -66,6 +66,24 @@ def require_gevent_ssl(context: ssl.SSLContext | None) -> ssl.SSLContext | None:
     if context is not None and not isinstance(context, gssl.SSLContext):
         raise TypeError("ssl_context must be a gevent.ssl.SSLContext (or monkey-patch ssl first)")
     return context
+
+
+def _open_connection(host: str, port: int) -> socket.socket:
+    """Connect to an IP address directly; resolve a name first. (gevent's resolver
+    runs getaddrinfo in a thread even for "127.0.0.1": a thousand clients notice.)"""
+    for family in (socket.AF_INET, socket.AF_INET6):
+        try:
+            socket.inet_pton(family, host)
+        except OSError:
+            continue
+        sock = gsocket.socket(family, socket.SOCK_STREAM)
+        try:
+            sock.connect((host, port))
+        except BaseException:
+            sock.close()
+            raise
+        return sock
+    return gsocket.create_connection((host, port))
 
 
 def _close_quietly(sock: socket.socket | None) -> None:
