@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import itertools
 import os
+import resource
 from pathlib import Path
 
 import pytest
@@ -58,6 +59,15 @@ class Live:
             if line.startswith("VmRSS:"):
                 return int(line.split()[1]) * 1024
         raise AssertionError("no VmRSS")
+
+
+@pytest.fixture(autouse=True)
+def many_files():
+    """Hundreds of clients in the test process: as many open files as allowed."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+    yield
+    resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
 
 
 @pytest.fixture(autouse=True)

@@ -5,22 +5,12 @@ tests/server/test_guarantees.py; docs/reliability.md maps each guarantee to its 
 
 from __future__ import annotations
 
-import resource
 import socket
 
 import gevent
-import pytest
 from gevent.pool import Pool
 
 from tests.rawclient import Client, Closed
-
-
-@pytest.fixture(autouse=True)
-def many_files():
-    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
-    resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
-    yield
-    resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
 
 
 def wait_until(condition, timeout: float = 10.0, message: str = "condition never held") -> None:

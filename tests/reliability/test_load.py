@@ -10,12 +10,10 @@ from __future__ import annotations
 
 import os
 import random
-import resource
 import socket
 import time
 
 import gevent
-import pytest
 
 from tests.rawclient import Closed
 
@@ -25,14 +23,6 @@ PUBLISHERS = max(2, SUBSCRIBERS // 10)
 ROOMS = max(1, SUBSCRIBERS // 20)
 RATE = 1000 / PUBLISHERS  # says per second per publisher: 1,000 says/s in all
 RSS_BOUND = 32 * 2**20  # growth allowed after the load, once every client is gone
-
-
-@pytest.fixture(autouse=True)
-def many_files():
-    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
-    resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
-    yield
-    resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
 
 
 class Subscriber:
