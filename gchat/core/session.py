@@ -1,13 +1,17 @@
 """Session: one connection, a reader and a single writer, and four hooks.
 
-Strategy: the reader loop owns the socket's input. It feeds received bytes to a
-LineFramer and calls `on_recv` once per non-blank line, in order. Output goes through
+Strategy: one reader at a time owns the socket's input and feeds received bytes to
+`on_data`, which frames them and calls `on_recv` once per non-blank line, in order.
+The reader is the caller's greenlet (`run`), a greenlet of its own (`start`), or, with
+`watch`, a greenlet that a read watcher starts when bytes arrive and that ends once
+the peer has been quiet for READER_LINGER: an idle watched session holds no greenlet
+at all. Output goes through
 `send`, which never blocks: it appends the bytes to a bounded queue and marks the
 session dirty. Once per turn of the event loop the hub's Flusher writes each dirty
 session's whole queue with one non-blocking send, so a broadcast of many messages
 costs each member one system call, not one per message. Whatever the socket does not
 take at once goes to a writer greenlet, spawned for that moment, which blocks on the
-socket until the queue is empty and then ends: an idle session holds only its reader.
+socket until the queue is empty and then ends.
 The queue's writer is whoever holds the session's semaphore (the Flusher tries it
 without waiting, the writer greenlet holds it until it is done), so exactly one
 greenlet ever writes to the socket (two greenlets waiting on one gevent socket is an
@@ -257,7 +261,7 @@ class Session:
         self._queue.append(data)
         self.queued_bytes += len(data)
         self.queued_frames += 1
-        if not self._dirty:
+        if not self._dirty:  # _schedule_flush, inlined: this runs once per member per message
             self._dirty = True
             self._flusher.add(self)
         return True
