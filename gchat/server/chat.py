@@ -3,8 +3,8 @@
 Strategy: plain dicts, touched only by greenlets of one hub, never across a blocking
 call: registered nicks (keyed by ASCII-folded nick), the RoomMaster, the history store.
 Every room event is encoded once and queued to each member with no blocking call in
-between, so each room's events have one order (PROTOCOL.md 6, guarantee 1). A say
-waits for its message to be stored (GroupCommit, publish.py), which broadcasts it.
+between, so each room's events have one order (PROTOCOL.md 6, guarantee 1). A say's
+message is stored, then broadcast, by the GroupCommit (publish.py).
 One sweeper greenlet enforces the idle timeout for every connection.
 """
 
