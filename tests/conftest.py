@@ -7,9 +7,11 @@ clients are greenlets of one hub, and clients use gevent sockets.
 from __future__ import annotations
 
 import os
+import shutil
 
 import gevent
 import pytest
+from gevent import subprocess
 from hypothesis import settings
 
 from gchat.server import ChatServer, Settings
@@ -23,6 +25,19 @@ def pytest_runtest_call(item):
     # A deadlock fails the test instead of hanging the suite (STYLE.md 10).
     with gevent.Timeout(TEST_DEADLINE, AssertionError(f"test did not finish in {TEST_DEADLINE:g} s")):
         yield
+
+
+@pytest.fixture(scope="session")
+def certificate(tmp_path_factory):
+    """A self-signed certificate and key for 127.0.0.1 (PEM files), made by openssl."""
+    if shutil.which("openssl") is None:
+        pytest.skip("openssl is needed to make a test certificate")
+    folder = tmp_path_factory.mktemp("tls")
+    cert, key = folder / "cert.pem", folder / "key.pem"
+    subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1",
+                    "-subj", "/CN=localhost", "-addext", "subjectAltName=IP:127.0.0.1",
+                    "-keyout", str(key), "-out", str(cert)], check=True, capture_output=True, timeout=60)
+    return cert, key
 
 
 @pytest.fixture

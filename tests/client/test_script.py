@@ -183,3 +183,17 @@ def test_the_client_reconnects_and_catches_up_without_gaps_or_duplicates(process
     assert [(m["seq"], m["text"]) for m in msgs] == [(2, "m2"), (3, "m3"), (4, "m4")]
     assert code == 0
     assert b"Traceback" not in client.err
+
+
+def test_the_client_speaks_tls(make_server, certificate):
+    cert, key = certificate
+    server = make_server(tls_port=0, tls_cert=str(cert), tls_key=str(key))
+    tls_port = server.addresses[1][1]
+    result = run_client(tls_port, "over tls\n/who\n", "--tls", "--ca-file", str(cert), "--nick", "secure",
+                        "--json")
+    assert result.returncode == 0, result.stderr
+    frames = [json.loads(line) for line in result.stdout.splitlines()]
+    assert [f["text"] for f in frames if f["op"] == "msg"] == ["over tls"]
+    assert frames[-1]["members"] == ["secure"]
+    untrusted = run_client(tls_port, "", "--tls", "--nick", "doubtful")  # the system CAs do not know it
+    assert untrusted.returncode == 1 and b"TLS handshake failed" in untrusted.stderr

@@ -2,27 +2,13 @@
 
 from __future__ import annotations
 
-import shutil
 import ssl
 
 import pytest
 from gevent import socket as gsocket
 from gevent import ssl as gssl
-from gevent import subprocess
 
 from tests.rawclient import Client
-
-
-@pytest.fixture(scope="module")
-def certificate(tmp_path_factory):
-    if shutil.which("openssl") is None:
-        pytest.skip("openssl is needed to make a test certificate")
-    folder = tmp_path_factory.mktemp("tls")
-    cert, key = folder / "cert.pem", folder / "key.pem"
-    subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1",
-                    "-subj", "/CN=localhost", "-addext", "subjectAltName=IP:127.0.0.1",
-                    "-keyout", str(key), "-out", str(cert)], check=True, capture_output=True, timeout=60)
-    return cert, key
 
 
 def test_tls_port_speaks_the_same_protocol(make_server, certificate):
