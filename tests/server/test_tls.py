@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import ssl
 
-import pytest
 from gevent import socket as gsocket
 from gevent import ssl as gssl
 
