@@ -25,14 +25,12 @@ import gevent
 from gevent.event import AsyncResult, Event
 from gevent.pool import Pool
 
-from ..core import Connector, Session, SessionLimits
+from ..client.connection import ClientSession
+from ..core import Connector
 from ..errors import GchatError
 
 __all__ = ["BenchSession", "run_job"]
 
-_LIMITS = SessionLimits(max_frame=1 << 24, max_queue_bytes=1 << 30, max_queue_frames=1 << 30)
-_OK = b'{"op":"ok"'
-_ERROR = b'{"op":"error"'
 _MSG = b'{"op":"msg"'
 
 
@@ -40,18 +38,15 @@ class BenchError(GchatError):
     """The server under test refused or dropped a benchmark client."""
 
 
-class BenchSession(Session):
-    """A benchmark client: requests wait for their reply; `on_msg` sees each msg it
-    parses; with `counting` set it only counts lines."""
+class BenchSession(ClientSession):
+    """The client's session, made cheap for load: a msg line goes to `on_msg` without
+    being parsed, and with `counting` set the session only counts lines."""
 
     def __init__(self) -> None:
-        super().__init__(limits=_LIMITS)
+        super().__init__()
         self.counting = False
         self.lines = 0
         self.on_msg: Callable[[bytes], None] | None = None
-        self._waiters: dict[int, AsyncResult] = {}
-        self._next_id = 0
-        self.gone = Event()
 
     def on_data(self, data: bytes) -> None:
         if self.counting:
@@ -63,40 +58,13 @@ class BenchSession(Session):
         if line.startswith(_MSG):
             if self.on_msg is not None:
                 self.on_msg(line)
-        elif line.startswith(_OK) or line.startswith(_ERROR):
-            frame = json.loads(line)
-            waiter = self._waiters.pop(frame.get("id"), None)
-            if waiter is not None:
-                waiter.set(frame)
-
-    def on_disconnected(self, reason: str) -> None:
-        self.gone.set()
-        for waiter in self._waiters.values():
-            waiter.set({"op": "error", "code": "disconnected", "message": reason})
-        self._waiters.clear()
-
-    def submit(self, op: str, **fields: Any) -> AsyncResult:
-        """Send a request; the result is its reply frame."""
-        self._next_id += 1
-        waiter = self._waiters[self._next_id] = AsyncResult()
-        self.send(_encode({"op": op, "id": self._next_id, **fields}))
-        return waiter
-
-    def request(self, op: str, timeout: float = 30.0, **fields: Any) -> dict[str, Any]:
-        """Send a request and wait for its reply; BenchError unless it is ok."""
-        reply = reply_of(self.submit(op, **fields), timeout)
-        if reply["op"] != "ok":
-            raise BenchError(f"{op} failed: {reply.get('code')}: {reply.get('message')}")
-        return reply
+        else:
+            super().on_recv(line)  # replies to their waiters; presence is dropped
 
 
 def reply_of(waiter: AsyncResult, timeout: float) -> dict[str, Any]:
     """The reply frame a `submit` waiter holds, waiting up to `timeout` seconds."""
     return cast(dict[str, Any], waiter.get(timeout=timeout))
-
-
-def _encode(frame: dict[str, Any]) -> bytes:
-    return json.dumps(frame, separators=(",", ":")).encode() + b"\n"
 
 
 def stamp(padding: int) -> str:
