@@ -4,6 +4,7 @@
     ├── ConnectError         the Connector could not reach or greet a server
     ├── ConfigError          a setting is invalid or the server cannot start
     ├── StoreError           the history store cannot open, read or write
+    ├── BackplaneError       the cluster's Redis cannot be reached or failed
     └── RequestError         a request failed; carries its wire error code
                              (PROTOCOL.md section 2), becomes {"op":"error"}
 """
@@ -25,6 +26,11 @@ class ConfigError(GchatError):
 
 class StoreError(GchatError):
     """The history store failed: at startup the server exits, later the request fails."""
+
+
+class BackplaneError(GchatError):
+    """The cluster backplane (Redis) failed: at startup the server exits, later the
+    request fails with `unavailable`."""
 
 
 class RequestError(GchatError):

@@ -26,7 +26,7 @@ from gevent.event import Event
 from .. import __version__
 from ..core import Listener, Room, RoomMaster, SessionLimits
 from ..errors import ConfigError, RequestError
-from ..protocol import bye, encode, nick_key
+from ..protocol import bye, encode, encode_with_items, nick_key
 from .config import Settings
 from .history import HistoryStore, MemoryHistory
 from .publish import Batch, GroupCommit
@@ -41,6 +41,10 @@ _PING = encode({"op": "ping"})
 _BYE_IDLE = bye("idle_timeout")
 _BYE_SHUTDOWN = bye("shutdown")
 _BYE_FULL = bye("server_full")  # an extension: connections past --max-connections
+
+
+def _whisper(sender: str | None, text: str) -> bytes:
+    return encode({"op": "whisper", "from": sender, "text": text, "ts": int(time.time() * 1000)})
 
 
 def _presence(room: str, nick: str | None, event: str, **extra: str) -> bytes:
@@ -236,6 +240,13 @@ class ChatServer:
         key = nick_key(nick)
         return self.nicks.get(key) if key is not None else None
 
+    def whisper(self, sender: ChatSession, to: str, text: str) -> None:
+        """Send a whisper to the session called `to`; `no_such_nick` if there is none."""
+        target = self.find(to)
+        if target is None:
+            raise RequestError("no_such_nick", f"nobody is called {to[:80]}")
+        target.send(_whisper(sender.nick, text))
+
     def rename(self, session: ChatSession, nick: str) -> None:
         """Rename `session`; `nick_taken` if another session has the nick."""
         old = session.nick
@@ -252,13 +263,23 @@ class ChatServer:
 
     # -- rooms ----------------------------------------------------------------------------------
 
-    def enter(self, session: ChatSession, name: str) -> ChatRoom:
-        """Put `session` in room `name`, telling the members already there."""
-        room = self.rooms.get_or_create(name)
-        if room.members:
-            room.broadcast(_presence(name, session.nick, "join"))
-        room.enter(session)
-        return room
+    def join(self, session: ChatSession, name: str, after: int | None,
+             request_id: int | str | None) -> None:
+        """Put `session` in room `name` (telling the members already there) and send
+        the join's ok with members and history; a rejoin only sends the ok."""
+        room = session.rooms.get(name)
+        if room is None:
+            room = self.rooms.get_or_create(name)
+            if room.members:
+                room.broadcast(_presence(name, session.nick, "join"))
+            room.enter(session)
+            session.rooms[name] = room
+        history, recovered = self.history_for_join(room, after)
+        fields: dict[str, Any] = {"op": "ok", "id": request_id, "room": name,
+                                  "members": room.nicks()}
+        if after is not None:
+            fields["recovered"] = recovered
+        session.send(encode_with_items(fields, "history", history))
 
     def leave(self, session: ChatSession, room: ChatRoom, event: str) -> None:
         """Take `session` out of `room`; tell the rest with presence `event`."""
@@ -278,6 +299,20 @@ class ChatServer:
             room = self.rooms.get(name)
             result.append({"room": name, "members": len(room) if room else 0})
         return result
+
+    def who(self, name: str) -> list[str]:
+        """The member nicks of room `name`, sorted by lower-cased nick."""
+        room = self.rooms.get(name)
+        return room.nicks() if room else []
+
+    def history(self, name: str, before: int | None, after: int | None,
+                limit: int) -> list[bytes]:
+        """The `history` op's messages of room `name`, oldest first (PROTOCOL.md 4)."""
+        if after is not None:
+            return self.store.after(name, after, limit)
+        if before is not None:
+            return self.store.before(name, before, limit)
+        return self.store.latest(name, limit)
 
     def history_for_join(self, room: ChatRoom, after: int | None) -> tuple[list[bytes], bool]:
         """The `history` of a join's ok and whether it `recovered` (PROTOCOL.md 4, 7)."""

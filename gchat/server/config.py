@@ -47,6 +47,10 @@ class Settings:
     history_max: int = _opt(10_000, "Messages kept per room; the oldest are pruned.")
     gc_interval: float = _opt(60.0, "Seconds between scheduled garbage collections, which keep CPython's "
                               "long full collections off the hot path; 0: CPython's own schedule.")
+    backplane: str | None = _opt(None, "Join a cluster: redis://HOST:PORT/DB, a Redis server that every "
+                                 "node shares (rooms, nicks, history); --store is then not used.")
+    node_timeout: float = _opt(5.0, "Cluster: a node silent this long is dead; the others send "
+                               "presence quit for its sessions and free their nicks.")
     grace: float = _opt(5.0, "On shutdown, how long connections may flush their goodbye.")
     log_level: str = _opt("INFO", "Logging level: DEBUG, INFO, WARNING or ERROR.")
 
@@ -57,6 +61,11 @@ class Settings:
         for name in positive:
             if getattr(self, name) <= 0:
                 raise ConfigError(f"{name.replace('_', '-')} must be positive, not {getattr(self, name)}")
+        if self.backplane is not None and not self.backplane.startswith(("redis://", "rediss://",
+                                                                           "unix://")):
+            raise ConfigError(f"--backplane must be a redis:// URL, not {self.backplane!r}")
+        if self.node_timeout < 0.2:
+            raise ConfigError("node-timeout must be at least 0.2 seconds")
         for name in ("idle_timeout", "grace", "gc_interval"):
             if getattr(self, name) < 0:
                 raise ConfigError(f"{name.replace('_', '-')} must not be negative")

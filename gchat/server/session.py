@@ -11,13 +11,12 @@ last enqueue of its events, so every member sees a room's events in one order.
 from __future__ import annotations
 
 import logging
-import time
 from collections.abc import Callable
 from time import monotonic
 from typing import TYPE_CHECKING, Any
 
 from ..core import Session
-from ..errors import RequestError, StoreError
+from ..errors import BackplaneError, RequestError, StoreError
 from ..protocol import (
     BadFrame,
     Request,
@@ -88,10 +87,6 @@ def _check_room(name: str) -> None:
         raise RequestError("invalid_room", f"{name[:80]!r} is not a valid room name")
 
 
-def _timestamp() -> int:
-    return int(time.time() * 1000)
-
-
 class ChatSession(Session):
     """A connection to the chat server: registration, rooms, and every op."""
 
@@ -142,6 +137,10 @@ class ChatSession(Session):
         except StoreError:
             # An extension code: the store failed (the server logged why); nothing was done.
             self._error(request_id, "unavailable", "history is unavailable; try again later")
+        except BackplaneError:
+            # The same extension code in a cluster: Redis is unreachable (logged).
+            self._error(request_id, "unavailable",
+                        "the cluster is unavailable; the request was not carried out, try again")
         except Exception:
             log.exception("session %d: %s failed", self.session_id, op)
             self._error(request_id, "internal_error", "the server failed to handle this request")
@@ -212,19 +211,10 @@ class ChatSession(Session):
         name = _string(body, "room")
         after = _optional_seq(body, "after")
         _check_room(name)
-        room = self.rooms.get(name)
-        if room is None:
-            if len(self.rooms) >= self.server.settings.max_rooms:
-                raise RequestError("too_many_rooms",
-                                   f"you may be in at most {self.server.settings.max_rooms} rooms")
-            room = self.server.enter(self, name)
-            self.rooms[name] = room
-        history, recovered = self.server.history_for_join(room, after)
-        fields: dict[str, Any] = {"op": "ok", "id": request.id, "room": name,
-                                  "members": room.nicks()}
-        if after is not None:
-            fields["recovered"] = recovered
-        self.send(encode_with_items(fields, "history", history))
+        if name not in self.rooms and len(self.rooms) >= self.server.settings.max_rooms:
+            raise RequestError("too_many_rooms",
+                               f"you may be in at most {self.server.settings.max_rooms} rooms")
+        self.server.join(self, name, after, request.id)
 
     def op_leave(self, request: Request) -> None:
         name = _string(request.body, "room")
@@ -248,10 +238,7 @@ class ChatSession(Session):
         to = _string(body, "to")
         text = _text(body)
         self._check_text(text)
-        target = self.server.find(to)
-        if target is None:
-            raise RequestError("no_such_nick", f"nobody is called {to[:80]}")
-        target.send(encode({"op": "whisper", "from": self.nick, "text": text, "ts": _timestamp()}))
+        self.server.whisper(self, to, text)
         self._ok(request.id)
 
     def op_nick(self, request: Request) -> None:
@@ -266,8 +253,7 @@ class ChatSession(Session):
 
     def op_who(self, request: Request) -> None:
         name = self._existing_room(_string(request.body, "room"))
-        room = self.server.rooms.get(name)
-        self._ok(request.id, room=name, members=room.nicks() if room else [])
+        self._ok(request.id, room=name, members=self.server.who(name))
 
     def op_history(self, request: Request) -> None:
         body = request.body
@@ -282,13 +268,7 @@ class ChatSession(Session):
         elif not (is_integer(limit) and 1 <= limit <= 100):
             raise _bad_args('"limit" must be an integer from 1 to 100')
         self._existing_room(name)
-        store = self.server.store
-        if after is not None:
-            messages = store.after(name, after, limit)
-        elif before is not None:
-            messages = store.before(name, before, limit)
-        else:
-            messages = store.latest(name, limit)
+        messages = self.server.history(name, before, after, limit)
         self.send(encode_with_items({"op": "ok", "id": request.id, "room": name},
                                     "messages", messages))
 

@@ -1,0 +1,549 @@
+"""RedisBackplane: the Redis server that the nodes of a gchat cluster share.
+
+Strategy: Redis holds what is cluster-wide; each node holds its own connections.
+Every change to shared state is one Lua script, which Redis runs atomically: it
+updates the keys and publishes what it did, as records (records.py), on one channel
+that every node subscribes to. Redis delivers a channel's messages to each subscriber
+in the order they were published, so every node applies every room's events in one
+order, the order the scripts ran in. A node applies its own records from the channel
+too, and answers its own clients from them (ClusterServer).
+
+Keys (prefix `gchat:`):
+    nodes                ZSET   node id -> deadline (ms, Redis clock); heartbeats move it
+    node-ids             STRING counter that numbers nodes
+    node:N:sessions      HASH   session id -> nick, the registered sessions of node N
+    node:N:rooms         SET    "session room", the memberships of node N's sessions
+    nick:LOWER           STRING "node session": who holds a nick (free once node is dead)
+    rooms                SET    every room that exists (members or history)
+    room:R:members       HASH   session id -> nick
+    room:R:seq           STRING the room's last seq
+    room:R:log           STREAM history: entry id "SEQ-0", fields m (the msg) and t (tag)
+
+A node that stops heartbeating for `node_timeout` seconds is dead: the first node to
+notice (each node looks once per heartbeat) removes its sessions, publishing a
+`presence quit` in each of their rooms, and frees their nicks. Session ids are
+`node * 10**9 + n`, so they are unique in the cluster.
+
+The client is redis-py; its sockets cooperate with gevent because the server's entry
+point monkey-patches. Commands are never retried (a say must not be published twice):
+a failure raises BackplaneError and the request fails with `unavailable`.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import gevent
+import redis
+from gevent.event import Event
+from redis.backoff import NoBackoff
+from redis.retry import Retry
+
+from ..errors import BackplaneError
+
+__all__ = ["SESSIONS_PER_NODE", "RedisBackplane"]
+
+log = logging.getLogger(__name__)
+
+SESSIONS_PER_NODE = 10**9
+CHANNEL = "gchat:events"
+
+_LUA_COMMON = r"""
+local P = 'gchat:'
+local function now_ms()
+  local t = redis.call('TIME')
+  return tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+end
+local function presence(room, nick, event, old)
+  local f = '{"op":"presence","room":"' .. room .. '","nick":"' .. nick .. '","event":"' .. event .. '"'
+  if old then f = f .. ',"old":"' .. old .. '"' end
+  return f .. '}'
+end
+local function room_seq(room)
+  return redis.call('GET', P .. 'room:' .. room .. ':seq') or '0'
+end
+local function presence_record(room, sid, tag, frame)
+  return 'P ' .. room .. ' ' .. room_seq(room) .. ' ' .. sid .. ' ' .. tag .. '\n' .. frame .. '\n'
+end
+local function forget_if_unused(room)
+  if redis.call('HLEN', P .. 'room:' .. room .. ':members') == 0
+      and redis.call('EXISTS', P .. 'room:' .. room .. ':log') == 0 then
+    redis.call('SREM', P .. 'rooms', room)
+  end
+end
+local function alive(node, now)
+  local deadline = redis.call('ZSCORE', P .. 'nodes', node)
+  return deadline ~= false and deadline ~= nil and tonumber(deadline) >= now
+end
+local function nick_free(key, me, now)
+  local holder = redis.call('GET', key)
+  if not holder or holder == me then return true end
+  return not alive(string.match(holder, '^(%S+) '), now)
+end
+local function leave(node, sid, room, event, records)
+  local mkey = P .. 'room:' .. room .. ':members'
+  local nick = redis.call('HGET', mkey, sid)
+  redis.call('SREM', P .. 'node:' .. node .. ':rooms', sid .. ' ' .. room)
+  if nick then
+    redis.call('HDEL', mkey, sid)
+    records[#records + 1] = presence_record(room, sid, '-', presence(room, nick, event))
+  end
+  forget_if_unused(room)
+end
+local function drop_node(node, records)
+  local skey = P .. 'node:' .. node .. ':sessions'
+  for _, m in ipairs(redis.call('SMEMBERS', P .. 'node:' .. node .. ':rooms')) do
+    local sid, room = string.match(m, '^(%S+) (%S+)$')
+    leave(node, sid, room, 'quit', records)
+  end
+  local flat = redis.call('HGETALL', skey)
+  for i = 1, #flat, 2 do
+    local key = P .. 'nick:' .. string.lower(flat[i + 1])
+    if redis.call('GET', key) == node .. ' ' .. flat[i] then redis.call('DEL', key) end
+  end
+  redis.call('DEL', skey, P .. 'node:' .. node .. ':rooms')
+  redis.call('ZREM', P .. 'nodes', node)
+end
+local function publish(records)
+  if #records > 0 then redis.call('PUBLISH', P .. 'events', table.concat(records)) end
+end
+"""
+
+_SCRIPTS = {
+    # ARGV: timeout_ms -> the new node's id
+    "new_node": """
+local node = redis.call('INCR', P .. 'node-ids')
+redis.call('ZADD', P .. 'nodes', now_ms() + tonumber(ARGV[1]), node)
+return node
+""",
+    # ARGV: node, timeout_ms -> 1 if the node was still known, 0 if it had been dropped
+    "heartbeat": """
+local known = redis.call('ZSCORE', P .. 'nodes', ARGV[1])
+redis.call('ZADD', P .. 'nodes', now_ms() + tonumber(ARGV[2]), ARGV[1])
+if known then return 1 else return 0 end
+""",
+    # -> how many dead nodes were dropped
+    "reap": """
+local dead = redis.call('ZRANGEBYSCORE', P .. 'nodes', '-inf', '(' .. now_ms())
+local records = {}
+for _, node in ipairs(dead) do drop_node(node, records) end
+publish(records)
+return #dead
+""",
+    # ARGV: node -> drop this node (graceful shutdown)
+    "drop": """
+local records = {}
+drop_node(ARGV[1], records)
+publish(records)
+return 1
+""",
+    # ARGV: node, session, nick -> 1, or 0 if the nick is taken
+    "claim": """
+local me = ARGV[1] .. ' ' .. ARGV[2]
+local key = P .. 'nick:' .. string.lower(ARGV[3])
+if not nick_free(key, me, now_ms()) then return 0 end
+redis.call('SET', key, me)
+redis.call('HSET', P .. 'node:' .. ARGV[1] .. ':sessions', ARGV[2], ARGV[3])
+return 1
+""",
+    # ARGV: node, session, nick, rooms... -> leave each room (presence quit), free the nick
+    "unregister": """
+local node, sid = ARGV[1], ARGV[2]
+local records = {}
+for i = 4, #ARGV do leave(node, sid, ARGV[i], 'quit', records) end
+local key = P .. 'nick:' .. string.lower(ARGV[3])
+if redis.call('GET', key) == node .. ' ' .. sid then redis.call('DEL', key) end
+redis.call('HDEL', P .. 'node:' .. node .. ':sessions', sid)
+publish(records)
+return 1
+""",
+    # ARGV: node, session, old nick, new nick, rooms... -> 1, or 0 if the new nick is taken
+    "rename": """
+local node, sid, old, new = ARGV[1], ARGV[2], ARGV[3], ARGV[4]
+local me = node .. ' ' .. sid
+local newkey, oldkey = P .. 'nick:' .. string.lower(new), P .. 'nick:' .. string.lower(old)
+if newkey ~= oldkey then
+  if not nick_free(newkey, me, now_ms()) then return 0 end
+  if redis.call('GET', oldkey) == me then redis.call('DEL', oldkey) end
+end
+redis.call('SET', newkey, me)
+redis.call('HSET', P .. 'node:' .. node .. ':sessions', sid, new)
+local records = {}
+for i = 5, #ARGV do
+  local room = ARGV[i]
+  local mkey = P .. 'room:' .. room .. ':members'
+  if redis.call('HEXISTS', mkey, sid) == 1 then
+    redis.call('HSET', mkey, sid, new)
+    records[#records + 1] = presence_record(room, sid, '-', presence(room, new, 'rename', old))
+  end
+end
+publish(records)
+return 1
+""",
+    # ARGV: node, session, nick, room, tag, after (-1: none), max_recover, history_on_join,
+    # rejoin (seq bound, -1: a new join) -> {seq, members..., '', history...}, recovered
+    "join": """
+local node, sid, nick, room, tag = ARGV[1], ARGV[2], ARGV[3], ARGV[4], ARGV[5]
+local after, max_recover, on_join = tonumber(ARGV[6]), tonumber(ARGV[7]), tonumber(ARGV[8])
+local rejoin = tonumber(ARGV[9])
+local mkey, log = P .. 'room:' .. room .. ':members', P .. 'room:' .. room .. ':log'
+local seq = tonumber(room_seq(room))
+if rejoin >= 0 then
+  seq = math.min(seq, rejoin)
+else
+  local had = redis.call('HLEN', mkey) > 0
+  redis.call('HSET', mkey, sid, nick)
+  redis.call('SADD', P .. 'node:' .. node .. ':rooms', sid .. ' ' .. room)
+  redis.call('SADD', P .. 'rooms', room)
+  publish({presence_record(room, sid, tag, presence(room, nick, 'join'))})
+end
+local history, recovered = nil, 0
+if after >= 0 and after <= seq then
+  if after == seq then
+    history, recovered = {}, 1
+  elseif seq - after <= max_recover then
+    local first = redis.call('XRANGE', log, '-', '+', 'COUNT', 1)
+    local first_seq = 0
+    if #first > 0 then first_seq = tonumber(string.match(first[1][1], '^(%d+)')) end
+    if first_seq <= after + 1 then
+      history, recovered = redis.call('XRANGE', log, (after + 1) .. '-0', seq .. '-0'), 1
+    end
+  end
+end
+if history == nil then
+  history = {}
+  local newest = redis.call('XREVRANGE', log, seq .. '-0', '-', 'COUNT', on_join)
+  for i = #newest, 1, -1 do history[#history + 1] = newest[i] end
+end
+local reply = {seq}
+for _, member in ipairs(redis.call('HVALS', mkey)) do reply[#reply + 1] = member end
+reply[#reply + 1] = ''
+for _, entry in ipairs(history) do reply[#reply + 1] = entry[2][2] end
+reply[#reply + 1] = recovered
+return reply
+""",
+    # ARGV: node, session, room -> leave (presence leave)
+    "leave": """
+local records = {}
+leave(ARGV[1], ARGV[2], ARGV[3], 'leave', records)
+publish(records)
+return 1
+""",
+    # ARGV: history_max, then room, tag, frame head, frame tail per message -> the seqs
+    "say": """
+local records, seqs = {}, {}
+local history_max = ARGV[1]
+for i = 2, #ARGV, 4 do
+  local room, tag = ARGV[i], ARGV[i + 1]
+  local seq = redis.call('INCR', P .. 'room:' .. room .. ':seq')
+  local frame = ARGV[i + 2] .. seq .. ARGV[i + 3]
+  redis.call('XADD', P .. 'room:' .. room .. ':log', 'MAXLEN', history_max, seq .. '-0',
+             'm', frame, 't', tag)
+  redis.call('SADD', P .. 'rooms', room)
+  records[#records + 1] = 'M ' .. room .. ' ' .. seq .. ' ' .. tag .. '\n' .. frame .. '\n'
+  seqs[#seqs + 1] = seq
+end
+publish(records)
+return seqs
+""",
+    # ARGV: nick, frame -> 1, or 0 if nobody alive holds the nick
+    "whisper": """
+local holder = redis.call('GET', P .. 'nick:' .. string.lower(ARGV[1]))
+if not holder then return 0 end
+local node, sid = string.match(holder, '^(%S+) (%S+)$')
+if not alive(node, now_ms()) then return 0 end
+publish({'W ' .. sid .. '\n' .. ARGV[2] .. '\n'})
+return 1
+""",
+    # -> room, member count, room, member count, ...
+    "rooms": """
+local reply = {}
+for _, room in ipairs(redis.call('SMEMBERS', P .. 'rooms')) do
+  reply[#reply + 1] = room
+  reply[#reply + 1] = redis.call('HLEN', P .. 'room:' .. room .. ':members')
+end
+return reply
+""",
+    # ARGV: node, timeout_ms, session count, (session, nick)..., (session, room)...
+    # -> the sessions whose nicks were taken meanwhile. Rewrites the node's state from
+    # its own: memberships that ended while Redis was unreachable get presence quit,
+    # memberships that Redis lost (a dropped node, a Redis without its data) get
+    # presence join.
+    "resync": """
+local node, now = ARGV[1], now_ms()
+redis.call('ZADD', P .. 'nodes', now + tonumber(ARGV[2]), node)
+local skey, rkey = P .. 'node:' .. node .. ':sessions', P .. 'node:' .. node .. ':rooms'
+local count = tonumber(ARGV[3])
+local nicks, conflicts, records = {}, {}, {}
+for i = 4, 3 + 2 * count, 2 do nicks[ARGV[i]] = ARGV[i + 1] end
+local old = redis.call('HGETALL', skey)
+for i = 1, #old, 2 do
+  local key = P .. 'nick:' .. string.lower(old[i + 1])
+  if nicks[old[i]] ~= old[i + 1] and redis.call('GET', key) == node .. ' ' .. old[i] then
+    redis.call('DEL', key)
+  end
+end
+redis.call('DEL', skey)
+for i = 4, 3 + 2 * count, 2 do
+  local sid, nick = ARGV[i], ARGV[i + 1]
+  local me = node .. ' ' .. sid
+  local key = P .. 'nick:' .. string.lower(nick)
+  if nick_free(key, me, now) then
+    redis.call('SET', key, me)
+    redis.call('HSET', skey, sid, nick)
+  else
+    conflicts[#conflicts + 1] = sid
+    nicks[sid] = nil
+  end
+end
+local wanted = {}
+for i = 4 + 2 * count, #ARGV, 2 do
+  if nicks[ARGV[i]] then wanted[ARGV[i] .. ' ' .. ARGV[i + 1]] = true end
+end
+for _, m in ipairs(redis.call('SMEMBERS', rkey)) do
+  if not wanted[m] then
+    local sid, room = string.match(m, '^(%S+) (%S+)$')
+    leave(node, sid, room, 'quit', records)
+  end
+end
+for m, _ in pairs(wanted) do
+  local sid, room = string.match(m, '^(%S+) (%S+)$')
+  if redis.call('HSET', P .. 'room:' .. room .. ':members', sid, nicks[sid]) == 1 then
+    records[#records + 1] = presence_record(room, sid, '-', presence(room, nicks[sid], 'join'))
+  end
+  redis.call('SADD', rkey, m)
+  redis.call('SADD', P .. 'rooms', room)
+end
+publish(records)
+return conflicts
+""",
+}
+
+
+def _messages(entries: list[Any]) -> list[bytes]:
+    """The msg frames of XRANGE entries [(id, {m: frame, t: tag})]."""
+    return [fields[b"m"] for _, fields in entries]
+
+
+class RedisBackplane:
+    """A connection to the cluster's Redis: node membership, scripts, history reads,
+    and a subscriber that hands each payload of the event channel to `on_payload`.
+
+    `state()` gives the node's own truth after a reconnect: (registered sessions as
+    (session id, nick), memberships as (session id, room)); `on_resync(conflicts)`
+    is called once the node is subscribed again, with the sessions whose nicks were
+    taken meanwhile.
+    """
+
+    def __init__(self, url: str, node_timeout: float, history_max: int, *,
+                 on_payload: Callable[[bytes], None],
+                 state: Callable[[], tuple[list[tuple[int, str]], list[tuple[int, str]]]],
+                 on_resync: Callable[[list[int]], None]) -> None:
+        self.url = url
+        self.node_timeout = node_timeout
+        self.history_max = history_max
+        self.node = 0
+        self.up = False
+        self._on_payload = on_payload
+        self._state = state
+        self._on_resync = on_resync
+        self._redis = redis.Redis.from_url(
+            url, socket_timeout=max(2.0, node_timeout / 2), socket_connect_timeout=2.0,
+            retry=Retry(NoBackoff(), 0), health_check_interval=0)
+        self._scripts = {name: self._redis.register_script(_LUA_COMMON + body)
+                         for name, body in _SCRIPTS.items()}
+        self._pubsub: Any = None
+        self._subscriber: gevent.Greenlet | None = None
+        self._lost = Event()
+        self._supervisor: gevent.Greenlet | None = None
+        self._stopping = False
+
+    # -- lifecycle ------------------------------------------------------------------
+
+    def start(self) -> None:
+        """Connect, take a node id and subscribe; raise BackplaneError if Redis
+        cannot be reached."""
+        self.node = int(self._call("new_node", self._timeout_ms()))
+        self._subscribe()
+        self.up = True
+        self._supervisor = gevent.spawn(self._supervise)
+        log.info("node %d joined the cluster at %s", self.node, self.url)
+
+    def stop(self) -> None:
+        """Leave the cluster: others see `presence quit` for this node's sessions."""
+        self._stopping = True
+        if self._supervisor is not None:
+            self._supervisor.kill()
+        try:
+            self._call("drop", self.node)
+        except BackplaneError as exc:
+            log.warning("could not leave the cluster cleanly (%s); the others drop this "
+                        "node after %g s", exc, self.node_timeout)
+        if self._subscriber is not None:
+            self._subscriber.kill()
+        self._redis.close()
+
+    def _timeout_ms(self) -> int:
+        return int(self.node_timeout * 1000)
+
+    def _subscribe(self) -> None:
+        if self._pubsub is not None:
+            self._pubsub.close()
+        self._pubsub = self._redis.pubsub()
+        try:
+            self._pubsub.subscribe(CHANNEL)
+            confirmation = self._pubsub.get_message(timeout=None)
+        except redis.RedisError as exc:
+            raise BackplaneError(f"backplane {self.url} is unavailable: {exc}") from exc
+        if not confirmation or confirmation["type"] != "subscribe":
+            raise BackplaneError(f"backplane {self.url}: unexpected reply {confirmation!r}")
+        self._lost.clear()
+        self._subscriber = gevent.spawn(self._listen, self._pubsub)
+
+    def _listen(self, pubsub: Any) -> None:
+        try:
+            for message in pubsub.listen():
+                if message["type"] == "message":
+                    self._on_payload(message["data"])
+        except redis.RedisError as exc:
+            if not self._stopping:
+                log.warning("backplane subscription lost: %s", exc)
+        finally:
+            self._lost.set()
+
+    def _supervise(self) -> None:
+        """Heartbeat and reap dead nodes; on any failure, reconnect and resync."""
+        interval = max(0.05, self.node_timeout / 5)
+        backoff = 0.1
+        while True:
+            try:
+                if not self.up:
+                    self._subscribe()
+                    self._resync()
+                    self.up = True
+                    backoff = 0.1
+                    log.info("backplane %s is back; node %d resynced", self.url, self.node)
+                if not self._call("heartbeat", self.node, self._timeout_ms()):
+                    log.warning("node %d had been dropped from the cluster; resyncing", self.node)
+                    self._resync()
+                if self._call("reap"):
+                    log.info("dropped dead nodes from the cluster")
+                if self._lost.wait(interval):
+                    raise BackplaneError("the subscription was lost")
+            except BackplaneError as exc:
+                if self.up:
+                    log.warning("backplane unavailable (%s); reconnecting", exc)
+                self.up = False
+                if self._subscriber is not None:
+                    self._subscriber.kill()
+                gevent.sleep(backoff)
+                backoff = min(backoff * 2, 2.0)
+
+    def _resync(self) -> None:
+        sessions, memberships = self._state()
+        args: list[Any] = [self.node, self._timeout_ms(), len(sessions)]
+        for session, nick in sessions:
+            args += [session, nick]
+        for session, room in memberships:
+            args += [session, room]
+        conflicts = self._call("resync", *args)
+        self._on_resync([int(sid) for sid in conflicts])
+
+    # -- commands ------------------------------------------------------------------
+
+    def _call(self, script: str, *args: Any) -> Any:
+        try:
+            return self._scripts[script](args=args)
+        except redis.RedisError as exc:
+            if isinstance(exc, redis.ResponseError):
+                log.error("backplane script %s failed: %s", script, exc)
+            raise BackplaneError(f"backplane {self.url} is unavailable: {exc}") from exc
+
+    def _command(self, *args: Any) -> Any:
+        try:
+            return self._redis.execute_command(*args)
+        except redis.RedisError as exc:
+            raise BackplaneError(f"backplane {self.url} is unavailable: {exc}") from exc
+
+    def claim(self, session: int, nick: str) -> bool:
+        """Take `nick` for `session` cluster-wide; False if a live session holds it."""
+        return bool(self._call("claim", self.node, session, nick))
+
+    def unregister(self, session: int, nick: str, rooms: Sequence[str]) -> None:
+        """Free the nick; leave `rooms` with presence quit."""
+        self._call("unregister", self.node, session, nick, *rooms)
+
+    def rename(self, session: int, old: str, new: str, rooms: Sequence[str]) -> bool:
+        """Rename cluster-wide, with presence rename in `rooms`; False if taken."""
+        return bool(self._call("rename", self.node, session, old, new, *rooms))
+
+    def join(self, session: int, nick: str, room: str, tag: str, after: int | None,
+             max_recover: int, history_on_join: int, rejoin_bound: int | None = None,
+             ) -> tuple[int, list[str], list[bytes], bool]:
+        """Join `room` (or, with `rejoin_bound`, only read it as of that seq): the
+        room's seq at the join, its member nicks, the join's history and whether it
+        recovered. A new join publishes presence join with `tag`."""
+        reply = self._call("join", self.node, session, nick, room, tag,
+                           -1 if after is None else after, max_recover, history_on_join,
+                           -1 if rejoin_bound is None else rejoin_bound)
+        end = reply.index(b"", 1)
+        return (int(reply[0]), [m.decode() for m in reply[1:end]], list(reply[end + 1:-1]),
+                bool(reply[-1]))
+
+    def leave(self, session: int, room: str) -> None:
+        """Leave `room`, with presence leave."""
+        self._call("leave", self.node, session, room)
+
+    def say(self, messages: Sequence[tuple[str, str, bytes, bytes]]) -> list[int]:
+        """Store and publish (room, tag, frame head, frame tail) messages: each frame is
+        head + seq + tail. Returns the seqs."""
+        args: list[Any] = [self.history_max]
+        for message in messages:
+            args.extend(message)
+        return [int(seq) for seq in self._call("say", *args)]
+
+    def whisper(self, nick: str, frame: bytes) -> bool:
+        """Send `frame` to whoever holds `nick`, on whichever node; False if nobody does."""
+        return bool(self._call("whisper", nick, frame))
+
+    def rooms(self) -> list[tuple[str, int]]:
+        """Every room in the cluster, with its member count."""
+        flat = self._call("rooms")
+        return [(flat[i].decode(), int(flat[i + 1])) for i in range(0, len(flat), 2)]
+
+    def room_exists(self, room: str) -> bool:
+        """Whether the room has members or history anywhere in the cluster."""
+        return bool(self._command("SISMEMBER", "gchat:rooms", room))
+
+    def members(self, room: str) -> list[str]:
+        """The nicks in `room`, cluster-wide, unsorted."""
+        return [m.decode() for m in self._command("HVALS", f"gchat:room:{room}:members")]
+
+    def after(self, room: str, seq: int, limit: int, until: int | None = None,
+              ) -> list[bytes]:
+        """The earliest `limit` stored messages with a seq above `seq` (up to `until`)."""
+        end = "+" if until is None else f"{until}-0"
+        return _messages(self._command("XRANGE", f"gchat:room:{room}:log", f"({seq}-0", end,
+                                       "COUNT", limit))
+
+    def before(self, room: str, seq: int, limit: int) -> list[bytes]:
+        """The latest `limit` stored messages with a seq below `seq`, oldest first."""
+        if seq <= 1:
+            return []
+        entries = self._command("XREVRANGE", f"gchat:room:{room}:log", f"({seq}-0", "-",
+                                "COUNT", limit)
+        return _messages(entries[::-1])
+
+    def latest(self, room: str, limit: int) -> list[bytes]:
+        """The newest `limit` stored messages, oldest first."""
+        return _messages(self._command("XREVRANGE", f"gchat:room:{room}:log", "+", "-",
+                                       "COUNT", limit)[::-1])
+
+    def tags_after(self, room: str, seq: int, limit: int) -> list[tuple[int, str, bytes]]:
+        """(seq, tag, frame) of stored messages after `seq`: a node catching up."""
+        entries = self._command("XRANGE", f"gchat:room:{room}:log", f"({seq}-0", "+",
+                                "COUNT", limit)
+        return [(int(entry_id.split(b"-")[0]), fields[b"t"].decode(), fields[b"m"])
+                for entry_id, fields in entries]

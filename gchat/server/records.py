@@ -1,0 +1,85 @@
+"""Records: what cluster nodes publish to each other on the backplane's event channel.
+
+A payload is one or more records, each a header line and a frame line, both ending in
+LF; the frame is the exact event that members receive (a JSON line, so it holds no raw
+LF). Headers are words separated by single spaces; nicks and room names hold no spaces
+(PROTOCOL.md 3), tags and session ids are made of digits and ':':
+
+    M <room> <seq> <tag>                 a msg of <room>; <tag> finds its sender's ok
+    P <room> <seq> <actor> <tag>         a presence event in <room> after msg <seq>;
+                                         <actor> (a session id) does not receive it;
+                                         <tag> completes the actor's join ("-": none)
+    W <session>                          a whisper to one session
+
+The Lua scripts of backplane.py write these; this module reads them, with no I/O, so
+it can be tested and fuzzed alone.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from ..errors import GchatError
+
+__all__ = ["BadRecord", "Msg", "Presence", "Record", "Whisper", "parse_records"]
+
+
+class BadRecord(GchatError):
+    """A payload on the event channel is not a well-formed list of records."""
+
+
+@dataclass(frozen=True, slots=True)
+class Msg:
+    room: str
+    seq: int
+    tag: str
+    frame: bytes  # with its LF
+
+
+@dataclass(frozen=True, slots=True)
+class Presence:
+    room: str
+    seq: int
+    actor: int
+    tag: str
+    frame: bytes
+
+
+@dataclass(frozen=True, slots=True)
+class Whisper:
+    session: int
+    frame: bytes
+
+
+Record = Msg | Presence | Whisper
+
+
+def _int(word: bytes) -> int:
+    if not word.isdigit():
+        raise BadRecord(f"not a number: {word[:40]!r}")
+    return int(word)
+
+
+def parse_records(payload: bytes) -> list[Record]:
+    """The records of one payload, in order; raises BadRecord."""
+    lines = payload.split(b"\n")
+    if lines[-1] != b"" or len(lines) % 2 != 1:
+        raise BadRecord("a payload is header and frame lines, each ending in LF")
+    records: list[Record] = []
+    for i in range(0, len(lines) - 1, 2):
+        words = lines[i].split(b" ")
+        frame = lines[i + 1] + b"\n"
+        kind, count = words[0], len(words)
+        try:
+            if kind == b"M" and count == 4:
+                records.append(Msg(words[1].decode(), _int(words[2]), words[3].decode(), frame))
+            elif kind == b"P" and count == 5:
+                records.append(Presence(words[1].decode(), _int(words[2]), _int(words[3]),
+                                        words[4].decode(), frame))
+            elif kind == b"W" and count == 2:
+                records.append(Whisper(_int(words[1]), frame))
+            else:
+                raise BadRecord(f"unknown record header {lines[i][:80]!r}")
+        except UnicodeDecodeError:
+            raise BadRecord(f"header is not UTF-8: {lines[i][:80]!r}") from None
+    return records
