@@ -113,19 +113,19 @@ end
 
 _SCRIPTS = {
     # ARGV: timeout_ms -> the new node's id
-    "new_node": """
+    "new_node": r"""
 local node = redis.call('INCR', P .. 'node-ids')
 redis.call('ZADD', P .. 'nodes', now_ms() + tonumber(ARGV[1]), node)
 return node
 """,
     # ARGV: node, timeout_ms -> 1 if the node was still known, 0 if it had been dropped
-    "heartbeat": """
+    "heartbeat": r"""
 local known = redis.call('ZSCORE', P .. 'nodes', ARGV[1])
 redis.call('ZADD', P .. 'nodes', now_ms() + tonumber(ARGV[2]), ARGV[1])
 if known then return 1 else return 0 end
 """,
     # -> how many dead nodes were dropped
-    "reap": """
+    "reap": r"""
 local dead = redis.call('ZRANGEBYSCORE', P .. 'nodes', '-inf', '(' .. now_ms())
 local records = {}
 for _, node in ipairs(dead) do drop_node(node, records) end
@@ -133,14 +133,14 @@ publish(records)
 return #dead
 """,
     # ARGV: node -> drop this node (graceful shutdown)
-    "drop": """
+    "drop": r"""
 local records = {}
 drop_node(ARGV[1], records)
 publish(records)
 return 1
 """,
     # ARGV: node, session, nick -> 1, or 0 if the nick is taken
-    "claim": """
+    "claim": r"""
 local me = ARGV[1] .. ' ' .. ARGV[2]
 local key = P .. 'nick:' .. string.lower(ARGV[3])
 if not nick_free(key, me, now_ms()) then return 0 end
@@ -149,7 +149,7 @@ redis.call('HSET', P .. 'node:' .. ARGV[1] .. ':sessions', ARGV[2], ARGV[3])
 return 1
 """,
     # ARGV: node, session, nick, rooms... -> leave each room (presence quit), free the nick
-    "unregister": """
+    "unregister": r"""
 local node, sid = ARGV[1], ARGV[2]
 local records = {}
 for i = 4, #ARGV do leave(node, sid, ARGV[i], 'quit', records) end
@@ -160,7 +160,7 @@ publish(records)
 return 1
 """,
     # ARGV: node, session, old nick, new nick, rooms... -> 1, or 0 if the new nick is taken
-    "rename": """
+    "rename": r"""
 local node, sid, old, new = ARGV[1], ARGV[2], ARGV[3], ARGV[4]
 local me = node .. ' ' .. sid
 local newkey, oldkey = P .. 'nick:' .. string.lower(new), P .. 'nick:' .. string.lower(old)
@@ -184,7 +184,7 @@ return 1
 """,
     # ARGV: node, session, nick, room, tag, after (-1: none), max_recover, history_on_join,
     # rejoin (seq bound, -1: a new join) -> {seq, members..., '', history...}, recovered
-    "join": """
+    "join": r"""
 local node, sid, nick, room, tag = ARGV[1], ARGV[2], ARGV[3], ARGV[4], ARGV[5]
 local after, max_recover, on_join = tonumber(ARGV[6]), tonumber(ARGV[7]), tonumber(ARGV[8])
 local rejoin = tonumber(ARGV[9])
@@ -225,14 +225,14 @@ reply[#reply + 1] = recovered
 return reply
 """,
     # ARGV: node, session, room -> leave (presence leave)
-    "leave": """
+    "leave": r"""
 local records = {}
 leave(ARGV[1], ARGV[2], ARGV[3], 'leave', records)
 publish(records)
 return 1
 """,
     # ARGV: history_max, then room, tag, frame head, frame tail per message -> the seqs
-    "say": """
+    "say": r"""
 local records, seqs = {}, {}
 local history_max = ARGV[1]
 for i = 2, #ARGV, 4 do
@@ -249,7 +249,7 @@ publish(records)
 return seqs
 """,
     # ARGV: nick, frame -> 1, or 0 if nobody alive holds the nick
-    "whisper": """
+    "whisper": r"""
 local holder = redis.call('GET', P .. 'nick:' .. string.lower(ARGV[1]))
 if not holder then return 0 end
 local node, sid = string.match(holder, '^(%S+) (%S+)$')
@@ -258,7 +258,7 @@ publish({'W ' .. sid .. '\n' .. ARGV[2] .. '\n'})
 return 1
 """,
     # -> room, member count, room, member count, ...
-    "rooms": """
+    "rooms": r"""
 local reply = {}
 for _, room in ipairs(redis.call('SMEMBERS', P .. 'rooms')) do
   reply[#reply + 1] = room
@@ -271,7 +271,7 @@ return reply
     # its own: memberships that ended while Redis was unreachable get presence quit,
     # memberships that Redis lost (a dropped node, a Redis without its data) get
     # presence join.
-    "resync": """
+    "resync": r"""
 local node, now = ARGV[1], now_ms()
 redis.call('ZADD', P .. 'nodes', now + tonumber(ARGV[2]), node)
 local skey, rkey = P .. 'node:' .. node .. ':sessions', P .. 'node:' .. node .. ':rooms'

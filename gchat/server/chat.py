@@ -84,9 +84,8 @@ class ChatServer:
         self.session_limits = SessionLimits(
             max_frame=settings.max_frame, max_queue_bytes=settings.max_queue_bytes,
             max_queue_frames=settings.max_queue_frames, linger=settings.grace)
-        ids = itertools.count(1)
-        common: dict[str, Any] = {"session_ids": ids, "max_sessions": settings.connection_limit,
-                                  "reject": _BYE_FULL}
+        common: dict[str, Any] = {"session_ids": self._session_ids(), "reject": _BYE_FULL,
+                                  "max_sessions": settings.connection_limit}
         self.listeners = [Listener(settings.host, settings.port, self._new_session, **common)]
         if settings.tls_port is not None:
             self.listeners.append(Listener(settings.host, settings.tls_port, self._new_session,
@@ -100,7 +99,7 @@ class ChatServer:
     def start(self) -> None:
         """Open the history store and start listening; raises StoreError when the store
         cannot be opened, ConfigError when a port cannot be bound."""
-        self.store = self._given_store if self._given_store is not None else self._open_store()
+        self._open_state()
         started = []
         try:
             for listener in self.listeners:
@@ -109,11 +108,27 @@ class ChatServer:
         except ConfigError:
             for listener in started:
                 listener.stop_accepting()
-            self.store.close()
+            self._close_state()
             raise
-        self.commits = GroupCommit(self.store, self._deliver)
+        self._start_publishing()
         if self.settings.idle_timeout > 0:
             self._sweeper = gevent.spawn(self._sweep_idle)
+
+    def _open_state(self) -> None:
+        self.store = self._given_store if self._given_store is not None else self._open_store()
+
+    def _start_publishing(self) -> None:
+        self.commits = GroupCommit(self.store, self._deliver)
+
+    def _drain(self, timeout: float) -> None:
+        if self.commits is not None:
+            self.commits.close(timeout)  # says already accepted are stored
+
+    def _close_state(self) -> None:
+        self.store.close()
+
+    def _session_ids(self) -> Iterator[int]:
+        return itertools.count(1)
 
     @property
     def addresses(self) -> list[tuple[str, int]]:
@@ -150,9 +165,8 @@ class ChatServer:
             self._sweeper.kill()
         gevent.joinall([gevent.spawn(listener.stop, self.settings.grace, _BYE_SHUTDOWN)
                         for listener in self.listeners])
-        if self.commits is not None:
-            self.commits.close(self.settings.grace)  # says already accepted are stored
-        self.store.close()
+        self._drain(self.settings.grace)
+        self._close_state()
         log.info("shut down")
         self._stopped.set()
 

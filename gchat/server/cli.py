@@ -16,6 +16,7 @@ import gevent
 
 from ..errors import ConfigError, StoreError
 from .chat import ChatServer
+from .cluster import ClusterServer
 from .config import Settings
 from .gcpolicy import GcPolicy
 
@@ -64,7 +65,7 @@ def main(**options: Any) -> None:
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     _raise_fd_limit()
     try:
-        server = ChatServer(settings)
+        server = ClusterServer(settings) if settings.backplane else ChatServer(settings)
         server.start()
     except (ConfigError, StoreError) as exc:
         click.echo(f"gchat-server: {exc}", err=True)

@@ -219,8 +219,8 @@ class ChatSession(Session):
     def op_leave(self, request: Request) -> None:
         name = _string(request.body, "room")
         room = self._joined(name)
-        del self.rooms[name]
         self.server.leave(self, room, "leave")
+        del self.rooms[name]
         self._ok(request.id, room=name)
 
     def op_say(self, request: Request) -> None:

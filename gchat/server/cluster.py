@@ -1,0 +1,398 @@
+"""ClusterServer: a chat server that is one node of a cluster sharing a Redis backplane.
+
+Strategy: every change to shared state (a nick, a membership, a message) is a script
+on the backplane, which publishes what it did on the event channel; every node, this
+one included, applies the channel's records in the order Redis sent them. So each
+room's events have one order on every node (PROTOCOL.md 6, guarantee 1), and a node
+answers its own clients from its own records:
+
+- say: says are batched; one script per batch assigns each message its seq, stores it
+  in the room's stream, and publishes it. When this node receives a message with one
+  of its tags, it has just delivered it to its local members, the sender among them,
+  so it sends the sender's ok then (the msg before the ok, guarantee 2).
+- join: the script adds the member, publishes `presence join` tagged for the joiner,
+  and returns the members and history as of that point (seq S). When the tagged record
+  arrives, the joiner is held: events after it are kept for it, and sent after the
+  join's ok, so history up to S followed by the live msgs from S+1 has no gap.
+- a session that ends is removed by a script run from its own greenlet, since a
+  session may end inside the hub (a slow consumer), where nothing may block.
+
+While Redis is unreachable, requests that need it fail with `unavailable`; sessions
+that end meanwhile are removed from Redis when it is back (the backplane's resync
+sends their presence quit), and each room's messages stored meanwhile by other nodes
+are caught up from the room's stream.
+"""
+
+from __future__ import annotations
+
+import itertools
+import logging
+import time
+from collections.abc import Iterator
+from typing import TYPE_CHECKING, Any
+
+import gevent
+from gevent.event import AsyncResult, Event
+
+from ..core import RoomMaster
+from ..errors import BackplaneError, ConfigError, RequestError
+from ..protocol import bye, encode, encode_with_items, nick_key
+from .backplane import SESSIONS_PER_NODE, RedisBackplane
+from .chat import ChatRoom, ChatServer, _whisper
+from .config import Settings
+from .publish import Batch
+from .records import BadRecord, Msg, Presence, Whisper, parse_records
+
+if TYPE_CHECKING:
+    from .session import ChatSession
+
+__all__ = ["ClusterServer"]
+
+log = logging.getLogger(__name__)
+
+_BYE_KICKED = bye("kicked")
+_SAY_FAILED = ("the cluster is unavailable: this message was not acknowledged and may not "
+               "have reached the room; try again")
+
+
+class ClusterRoom(ChatRoom):
+    """A room with local members; `joining` holds, per joining session id, the
+    events that arrived between its join and the join's ok."""
+
+    def __init__(self, name: str, seq: int = 0) -> None:
+        super().__init__(name, seq)
+        self.joining: dict[int, tuple[ChatSession, list[bytes]]] = {}
+
+    def hold(self, frame: bytes, exclude: int = 0) -> None:
+        for session_id, (_, held) in self.joining.items():
+            if session_id != exclude:
+                held.append(frame)
+
+    def admit(self, session: ChatSession) -> None:
+        """The join's ok was sent: make `session` a member and send what was held."""
+        entry = self.joining.pop(session.session_id, None)
+        if entry is None:
+            return  # it left meanwhile
+        self.enter(session)
+        for frame in entry[1]:
+            session.send(frame)
+
+
+class _SayBatch(Batch):
+    __slots__ = ("waiting",)
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.waiting = 0
+
+
+class ClusterServer(ChatServer):
+    """A chat server whose rooms, nicks and history are shared through Redis."""
+
+    def __init__(self, settings: Settings) -> None:
+        assert settings.backplane is not None
+        self.backplane = RedisBackplane(
+            settings.backplane, settings.node_timeout, settings.history_max,
+            on_payload=self._apply, state=self._state, on_resync=self._resynced)
+        super().__init__(settings)
+        self.rooms: RoomMaster[ClusterRoom] = RoomMaster(  # type: ignore[assignment]
+            self._new_room, keep_empty=lambda room: bool(room.joining))
+        self._echo_timeout = max(2.0, settings.node_timeout)
+        self._tags = itertools.count(1)
+        self._says: dict[str, tuple[ChatSession, int | str | None, _SayBatch]] = {}
+        self._joins: dict[str, tuple[ChatSession, AsyncResult[ClusterRoom]]] = {}
+        self._open = _SayBatch()
+        self._wake = Event()
+        self._idle = Event()
+        self._idle.set()
+        self._committer: gevent.Greenlet | None = None
+
+    # -- lifecycle (ChatServer's hooks) ----------------------------------------------
+
+    def _session_ids(self) -> Iterator[int]:
+        # Evaluated lazily: the node id is known once start() has joined the cluster.
+        return (self.backplane.node * SESSIONS_PER_NODE + n for n in itertools.count(1))
+
+    def _open_state(self) -> None:
+        try:
+            self.backplane.start()
+        except BackplaneError as exc:
+            raise ConfigError(f"cannot join the cluster: {exc}") from exc
+
+    def _start_publishing(self) -> None:
+        self._committer = gevent.spawn(self._commit_says)
+
+    def _drain(self, timeout: float) -> None:
+        self._idle.wait(timeout)
+        if self._committer is not None:
+            self._committer.kill()
+
+    def _close_state(self) -> None:
+        self.backplane.stop()
+
+    def _new_room(self, name: str) -> ClusterRoom:
+        return ClusterRoom(name)
+
+    def _tag(self) -> str:
+        return f"{self.backplane.node}:{next(self._tags)}"
+
+    def _local(self, session_id: int) -> ChatSession | None:
+        for listener in self.listeners:
+            session = listener.sessions.get(session_id)
+            if session is not None:
+                return session  # type: ignore[return-value]
+        return None
+
+    # -- registration -------------------------------------------------------------------
+
+    def register(self, session: ChatSession, nick: str) -> None:
+        key = nick.lower()
+        if key in self.nicks or not self.backplane.claim(session.session_id, nick):
+            raise RequestError("nick_taken", f"{nick} is taken")
+        if len(self.nicks) >= self.settings.max_clients or not session.is_open:
+            self._depart(session.session_id, nick, [])
+            raise RequestError("server_full", "the server is full, try again later")
+        self.nicks[key] = session
+        session.nick = nick
+
+    def unregister(self, session: ChatSession) -> None:
+        nick = session.nick
+        if nick is None:
+            return
+        if self.nicks.get(nick.lower()) is session:
+            del self.nicks[nick.lower()]
+        names = list(session.rooms)
+        for room in session.rooms.values():
+            self._forget_member(room, session)  # type: ignore[arg-type]
+        session.rooms.clear()
+        if not self.shutting_down:  # at shutdown the node leaves the cluster as a whole
+            # This may run in the hub (a slow consumer is closed by the flusher).
+            gevent.spawn(self._depart, session.session_id, nick, names)
+
+    def _depart(self, session_id: int, nick: str, rooms: list[str]) -> None:
+        try:
+            self.backplane.unregister(session_id, nick, rooms)
+        except BackplaneError as exc:
+            log.info("session %d left while the backplane was away (%s); resync will tell "
+                     "the cluster", session_id, exc)
+
+    def _forget_member(self, room: ClusterRoom, session: ChatSession) -> None:
+        room.joining.pop(session.session_id, None)
+        self.rooms.leave(room.name, session)
+
+    def rename(self, session: ChatSession, nick: str) -> None:
+        old = session.nick
+        assert old is not None
+        holder = self.nicks.get(nick.lower())
+        if holder is not None and holder is not session:
+            raise RequestError("nick_taken", f"{nick} is taken")
+        if not self.backplane.rename(session.session_id, old, nick, list(session.rooms)):
+            raise RequestError("nick_taken", f"{nick} is taken")
+        if self.nicks.get(old.lower()) is session:
+            del self.nicks[old.lower()]
+        self.nicks[nick.lower()] = session
+        session.nick = nick
+
+    def whisper(self, sender: ChatSession, to: str, text: str) -> None:
+        target = self.find(to)
+        frame = _whisper(sender.nick, text)
+        if target is not None:
+            target.send(frame)
+            return
+        key = nick_key(to)
+        if key is None or not self.backplane.whisper(key, frame[:-1]):
+            raise RequestError("no_such_nick", f"nobody is called {to[:80]}")
+
+    # -- rooms ------------------------------------------------------------------------------
+
+    def join(self, session: ChatSession, name: str, after: int | None,
+             request_id: int | str | None) -> None:
+        settings = self.settings
+        assert session.nick is not None
+        joined = session.rooms.get(name)
+        if joined is not None:  # a rejoin: read the room as this node has delivered it
+            _, members, history, recovered = self.backplane.join(
+                session.session_id, session.nick, name, "-", after, settings.max_recover,
+                settings.history_on_join, rejoin_bound=joined.seq)
+            session.send(self._join_ok(request_id, name, members, history, recovered, after))
+            return
+        tag = self._tag()
+        marker: AsyncResult[ClusterRoom] = AsyncResult()
+        self._joins[tag] = (session, marker)
+        try:
+            _, members, history, recovered = self.backplane.join(
+                session.session_id, session.nick, name, tag, after, settings.max_recover,
+                settings.history_on_join)
+            room = marker.get(timeout=self._echo_timeout)
+            assert room is not None
+        except gevent.Timeout:
+            raise BackplaneError("the join was not confirmed by the cluster in time") from None
+        finally:
+            self._joins.pop(tag, None)
+        session.send(self._join_ok(request_id, name, members, history, recovered, after))
+        room.admit(session)
+
+    @staticmethod
+    def _join_ok(request_id: int | str | None, name: str, members: list[str],
+                 history: list[bytes], recovered: bool, after: int | None) -> bytes:
+        fields: dict[str, Any] = {"op": "ok", "id": request_id, "room": name,
+                                  "members": sorted(members, key=str.lower)}
+        if after is not None:
+            fields["recovered"] = recovered
+        return encode_with_items(fields, "history", history)
+
+    def leave(self, session: ChatSession, room: ChatRoom, event: str) -> None:
+        self.backplane.leave(session.session_id, room.name)
+        self._forget_member(room, session)  # type: ignore[arg-type]
+
+    def room_exists(self, name: str) -> bool:
+        return self.backplane.room_exists(name)
+
+    def room_list(self) -> list[dict[str, Any]]:
+        return [{"room": name, "members": count}
+                for name, count in sorted(self.backplane.rooms())]
+
+    def who(self, name: str) -> list[str]:
+        return sorted(self.backplane.members(name), key=str.lower)
+
+    def history(self, name: str, before: int | None, after: int | None,
+                limit: int) -> list[bytes]:
+        if after is not None:
+            return self.backplane.after(name, after, limit)
+        if before is not None:
+            return self.backplane.before(name, before, limit)
+        return self.backplane.latest(name, limit)
+
+    # -- says ---------------------------------------------------------------------------------
+
+    def publish(self, room: ChatRoom, sender: ChatSession, text: str,
+                request_id: int | str | None) -> Batch:
+        tag = self._tag()
+        frame = encode({"op": "msg", "room": room.name, "from": sender.nick, "text": text,
+                        "seq": 0, "ts": int(time.time() * 1000)})[:-1]
+        cut = frame.rindex(b'"seq":0,"ts":') + 6  # the script puts the seq in between
+        batch = self._open
+        batch.messages.append((room.name, tag, frame[:cut], frame[cut + 1:]))  # type: ignore[arg-type]
+        batch.waiting += 1
+        self._says[tag] = (sender, request_id, batch)
+        if len(batch.messages) == 1:
+            self._idle.clear()
+            self._wake.set()
+        return batch
+
+    def _commit_says(self) -> None:
+        """One script per batch; its oks are sent as its records come back."""
+        while True:
+            self._wake.wait()
+            self._wake.clear()
+            while self._open.messages:
+                batch, self._open = self._open, _SayBatch()
+                try:
+                    self.backplane.say(batch.messages)  # type: ignore[arg-type]
+                except BackplaneError as exc:
+                    log.warning("%d says failed: %s", len(batch.messages), exc)
+                    self._fail(batch)
+                    continue
+                if not batch.done.wait(self._echo_timeout):
+                    log.warning("says were stored but not echoed within %g s", self._echo_timeout)
+                    self._fail(batch)
+            self._idle.set()
+
+    def _fail(self, batch: _SayBatch) -> None:
+        for _, tag, _, _ in batch.messages:  # type: ignore[misc]
+            pending = self._says.pop(tag, None)
+            if pending is not None:
+                sender, request_id, _ = pending
+                sender.send(encode({"op": "error", "id": request_id, "code": "unavailable",
+                                    "message": _SAY_FAILED}))
+        batch.done.set()
+
+    # -- the event channel ----------------------------------------------------------------------
+
+    def _apply(self, payload: bytes) -> None:
+        """Apply one payload of the event channel (runs in the subscriber greenlet)."""
+        try:
+            records = parse_records(payload)
+        except BadRecord as exc:
+            log.error("ignored a malformed backplane payload: %s", exc)
+            return
+        for record in records:
+            if type(record) is Msg:
+                self._apply_msg(record.room, record.seq, record.tag, record.frame)
+            elif type(record) is Presence:
+                self._apply_presence(record)
+            elif type(record) is Whisper:
+                target = self._local(record.session)
+                if target is not None and target.nick is not None:
+                    target.send(record.frame)
+
+    def _apply_msg(self, name: str, seq: int, tag: str, frame: bytes) -> None:
+        room = self.rooms.get(name)
+        if room is not None and seq > room.seq:
+            room.seq = seq
+            room.broadcast(frame)
+            if room.joining:
+                room.hold(frame)
+        pending = self._says.pop(tag, None)
+        if pending is not None:
+            sender, request_id, batch = pending
+            sender.send(encode({"op": "ok", "id": request_id, "room": name, "seq": seq}))
+            batch.waiting -= 1
+            if batch.waiting == 0:
+                batch.done.set()
+
+    def _apply_presence(self, record: Presence) -> None:
+        room = self.rooms.get(record.room)
+        if room is not None and not self.shutting_down:
+            room.broadcast(record.frame, exclude=room.members.get(record.actor))
+            if room.joining:
+                room.hold(record.frame, exclude=record.actor)
+        joining = self._joins.get(record.tag) if record.tag != "-" else None
+        if joining is None:
+            return
+        session, marker = joining
+        if not session.is_open:  # it ended while joining: undo the membership
+            gevent.spawn(self._depart_room, session.session_id, record.room)
+            marker.set_exception(BackplaneError("the session ended"))
+            return
+        room = self.rooms.get_or_create(record.room)
+        if not room.members and not room.joining:
+            room.seq = record.seq  # the first local member: deliver from here on
+        room.joining[session.session_id] = (session, [])
+        session.rooms[record.room] = room
+        marker.set(room)
+
+    def _depart_room(self, session_id: int, room: str) -> None:
+        try:
+            self.backplane.leave(session_id, room)
+        except BackplaneError:
+            pass  # resync removes it
+
+    # -- reconnecting -----------------------------------------------------------------------------
+
+    def _state(self) -> tuple[list[tuple[int, str]], list[tuple[int, str]]]:
+        sessions: list[tuple[int, str]] = []
+        memberships: list[tuple[int, str]] = []
+        for session in self.nicks.values():
+            assert session.nick is not None
+            sessions.append((session.session_id, session.nick))
+            memberships.extend((session.session_id, name) for name in session.rooms)
+        return sessions, memberships
+
+    def _resynced(self, conflicts: list[int]) -> None:
+        for session_id in conflicts:
+            session = self._local(session_id)
+            if session is not None:
+                log.warning("session %d lost its nick to another node while the backplane "
+                            "was away", session_id)
+                session.close("kicked", _BYE_KICKED)
+        for room in self.rooms:  # messages other nodes stored meanwhile
+            while True:
+                missed = self.backplane.tags_after(room.name, room.seq, 500)
+                for seq, tag, frame in missed:
+                    self._apply_msg(room.name, seq, tag, frame + b"\n")
+                if len(missed) < 500:
+                    break
+
+    def stats(self) -> dict[str, int]:
+        return {**super().stats(), "node": self.backplane.node}
