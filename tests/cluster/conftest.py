@@ -1,0 +1,97 @@
+"""Fixtures for the cluster tests: a real redis-server on a free loopback port, and
+gchat nodes as subprocesses sharing it."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import time
+
+import gevent
+import pytest
+from gevent import socket as gsocket
+from gevent import subprocess
+
+from tests.server.process import ServerProcess
+
+NODE_TIMEOUT = 1.0  # seconds: how soon a dead node's sessions get presence quit
+
+
+def _redis_server() -> str:
+    """The redis-server binary; installed from Debian's packages when missing (as root)."""
+    path = shutil.which("redis-server")
+    if path is None and os.geteuid() == 0 and shutil.which("apt-get"):
+        env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
+        subprocess.run(["apt-get", "install", "-y", "-qq", "redis-server"], env=env,
+                       stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, timeout=300)
+        path = shutil.which("redis-server")
+    if path is None:
+        pytest.fail("the cluster tests need redis-server: apt-get install redis-server")
+    return path
+
+
+def _free_port() -> int:
+    with gsocket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+class RedisServer:
+    """redis-server on 127.0.0.1 with its data (an append-only file) in `directory`."""
+
+    def __init__(self, directory) -> None:
+        self.binary = _redis_server()
+        self.directory = directory
+        self.port = _free_port()
+        self.url = f"redis://127.0.0.1:{self.port}/0"
+        self.proc: subprocess.Popen | None = None
+        self.start()
+
+    def start(self) -> None:
+        assert self.proc is None
+        self.proc = subprocess.Popen(
+            [self.binary, "--port", str(self.port), "--bind", "127.0.0.1", "--dir", str(self.directory),
+             "--appendonly", "yes", "--appendfsync", "everysec", "--save", "", "--logfile", str(self.directory / "redis.log")],
+            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        deadline = time.monotonic() + 10
+        while True:
+            try:
+                with gsocket.create_connection(("127.0.0.1", self.port), timeout=1) as probe:
+                    probe.sendall(b"PING\r\n")
+                    if probe.recv(64).startswith(b"+PONG"):
+                        return
+            except OSError:
+                pass
+            assert time.monotonic() < deadline, "redis-server did not start"
+            assert self.proc.poll() is None, (self.directory / "redis.log").read_text()
+            gevent.sleep(0.02)
+
+    def kill(self) -> None:
+        """SIGKILL: Redis keeps what its append-only file holds."""
+        if self.proc is not None:
+            self.proc.kill()
+            self.proc.wait()
+            self.proc = None
+
+
+@pytest.fixture
+def redis_server(tmp_path):
+    server = RedisServer(tmp_path)
+    yield server
+    server.kill()
+
+
+@pytest.fixture
+def spawn_node(redis_server, tmp_path):
+    """Start gchat nodes joined to `redis_server`; SIGKILLed after the test."""
+    nodes: list[ServerProcess] = []
+
+    def spawn(*args: str) -> ServerProcess:
+        node = ServerProcess("--backplane", redis_server.url, "--node-timeout", str(NODE_TIMEOUT),
+                             "--rate", "100000", "--burst", "100000", *args)
+        nodes.append(node)
+        return node
+
+    yield spawn
+    for node in nodes:
+        node.kill()

@@ -1,0 +1,165 @@
+"""Several gchat nodes sharing rooms through a real Redis (PROTOCOL.md 3: nicks unique
+per cluster; 6: one order per room on every node)."""
+
+from __future__ import annotations
+
+import gevent
+
+from tests.cluster.conftest import NODE_TIMEOUT
+
+
+def _room_events(frames, room):
+    return [f for f in frames if f.get("room") == room and f["op"] in ("msg", "presence")]
+
+
+def test_a_say_reaches_members_on_every_node_with_one_seq(spawn_node):
+    one, two = spawn_node(), spawn_node()
+    alice, bob = one.client("alice"), two.client("bob")
+    alice.join("lobby")
+    joined = bob.join("lobby")
+    assert joined["members"] == ["alice", "bob"]
+    assert alice.recv() == {"op": "presence", "room": "lobby", "nick": "bob", "event": "join"}
+
+    reply = alice.request("say", room="lobby", text="hi bob")
+    assert reply == {"op": "ok", "id": reply["id"], "room": "lobby", "seq": 1}
+    mine = alice.pending.popleft()  # the msg came before the ok
+    theirs = bob.recv()
+    assert mine == theirs and theirs["seq"] == 1 and theirs["from"] == "alice"
+    assert bob.request("say", room="lobby", text="hi alice")["seq"] == 2
+    assert alice.recv()["seq"] == 2
+
+
+def test_every_member_on_every_node_sees_one_order(spawn_node):
+    nodes = [spawn_node(), spawn_node()]
+    observers = [nodes[i % 2].client(f"watcher{i}") for i in range(4)]
+    for watcher in observers:
+        watcher.join("r")
+    senders = [nodes[i % 2].client(f"sender{i}") for i in range(4)]
+    for sender in senders:
+        sender.join("r")
+    per_sender = 50
+
+    def flood(index, client):
+        client.send(*({"op": "say", "room": "r", "text": f"{index}:{n}", "id": n}
+                      for n in range(per_sender)))
+        client.recv_until(lambda f: f.get("id") == per_sender - 1 and f["op"] == "ok", timeout=20)
+
+    def churn():  # presence interleaved with the messages
+        for n in range(5):
+            extra = nodes[n % 2].client(f"churn{n}")
+            extra.join("r")
+            extra.request("leave", room="r")
+
+    gevent.joinall([gevent.spawn(flood, i, c) for i, c in enumerate(senders)] + [gevent.spawn(churn)],
+                   raise_error=True)
+    total = per_sender * len(senders)
+    views = []
+    for watcher in observers:
+        frames = watcher.recv_until(lambda f: f.get("op") == "msg" and f["seq"] == total, timeout=20)
+        events = _room_events(frames, "r")
+        views.append([(e["op"], e.get("seq"), e.get("nick"), e.get("event")) for e in events])
+        seqs = [e["seq"] for e in events if e["op"] == "msg"]
+        assert seqs == list(range(1, total + 1))
+        for index in range(len(senders)):  # each sender's order is kept
+            texts = [e["text"] for e in events if e["op"] == "msg" and e["from"] == f"sender{index}"]
+            assert texts == [f"{index}:{n}" for n in range(per_sender)]
+    # The watchers joined before any sender: from the senders' joins on, their views agree.
+    tail = [view[view.index(("presence", None, "sender3", "join")):] for view in views]
+    assert all(view == tail[0] for view in tail), "members on different nodes saw different orders"
+
+
+def test_a_join_gets_history_then_live_messages_without_gap_or_duplicate(spawn_node):
+    one, two = spawn_node(), spawn_node()
+    talker = one.client("talker")
+    talker.join("busy")
+    count = 300
+    talker.send(*({"op": "say", "room": "busy", "text": f"m{n}", "id": n} for n in range(count)))
+    gevent.sleep(0)  # let the says start flowing while bob joins
+    bob = two.client("bob")
+    reply = bob.join("busy", after=0)
+    seqs = [m["seq"] for m in reply["history"]]
+    last = seqs[-1] if seqs else 0
+    assert seqs == list(range(1, last + 1)) and reply["recovered"] is True
+    if last < count:
+        live = bob.recv_until(lambda f: f.get("op") == "msg" and f["seq"] == count)
+        seqs += [f["seq"] for f in live if f["op"] == "msg"]
+    assert seqs == list(range(1, count + 1))
+
+
+def test_nicks_are_unique_across_the_cluster_and_freed_on_quit(spawn_node):
+    one, two = spawn_node(), spawn_node()
+    alice = one.client("alice")
+    rival = two.client()
+    assert rival.request("hello", nick="ALICE")["code"] == "nick_taken"
+    bob = two.client("bob")
+    assert bob.request("nick", nick="Alice")["code"] == "nick_taken"
+    assert alice.request("ping")["op"] == "ok"
+    owner = one.client("carol")
+    owner.request("quit")
+    assert owner.read_until_closed()[-1] == {"op": "bye", "reason": "quit"}
+    with gevent.Timeout(5, AssertionError("the nick was never freed")):
+        while rival.request("hello", nick="Carol")["op"] != "ok":
+            gevent.sleep(0.05)
+
+
+def test_who_rooms_whisper_and_history_are_cluster_wide(spawn_node):
+    one, two = spawn_node(), spawn_node()
+    alice, bob = one.client("alice"), two.client("bob")
+    alice.join("#a")
+    bob.join("#b")
+    alice.request("say", room="#a", text="stored on node one")
+    alice.pending.clear()  # its msg
+    assert bob.request("who", room="#a")["members"] == ["alice"]
+    rooms = bob.request("rooms")["rooms"]
+    assert rooms == [{"room": "#a", "members": 1}, {"room": "#b", "members": 1}]
+    messages = bob.request("history", room="#a")["messages"]
+    assert [m["text"] for m in messages] == ["stored on node one"]
+
+    assert bob.request("whisper", to="ALICE", text="psst")["op"] == "ok"
+    whisper = alice.recv()
+    assert (whisper["op"], whisper["from"], whisper["text"]) == ("whisper", "bob", "psst")
+    assert bob.request("whisper", to="nobody", text="x")["code"] == "no_such_nick"
+    assert bob.request("who", room="#none")["code"] == "no_such_room"
+
+
+def test_rename_is_seen_on_every_node(spawn_node):
+    one, two = spawn_node(), spawn_node()
+    alice, bob = one.client("alice"), two.client("bob")
+    alice.join("lobby")
+    bob.join("lobby")
+    alice.recv()  # bob's join
+    assert bob.request("nick", nick="robert")["nick"] == "robert"
+    assert alice.recv() == {"op": "presence", "room": "lobby", "nick": "robert", "event": "rename",
+                            "old": "bob"}
+    assert alice.request("who", room="lobby")["members"] == ["alice", "robert"]
+    one.client("bob")  # the old nick is free again
+
+
+def test_a_killed_node_s_sessions_quit_within_the_bound(spawn_node):
+    one, two = spawn_node(), spawn_node()
+    alice = one.client("alice")
+    alice.join("lobby")
+    doomed = two.client("bob")
+    doomed.join("lobby")
+    alice.recv()  # bob's join
+    two.kill()
+    bound = NODE_TIMEOUT * 2 + 1  # the timeout, a heartbeat, and slack for a loaded machine
+    assert alice.recv(timeout=bound) == {"op": "presence", "room": "lobby", "nick": "bob",
+                                         "event": "quit"}
+    assert alice.request("who", room="lobby")["members"] == ["alice"]
+    one.client("bob")  # its nick is free
+    assert alice.request("say", room="lobby", text="still here")["op"] == "ok"
+
+
+def test_history_and_seq_outlive_every_node(spawn_node):
+    first = spawn_node()
+    alice = first.client("alice")
+    alice.join("kept")
+    for n in range(3):
+        alice.request("say", room="kept", text=f"m{n}")
+    first.kill()
+    second = spawn_node()
+    bob = second.client("bob")
+    reply = bob.join("kept")
+    assert [m["seq"] for m in reply["history"]] == [1, 2, 3]
+    assert bob.request("say", room="kept", text="more")["seq"] == 4
