@@ -33,6 +33,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable, Sequence
+from time import monotonic
 from typing import Any
 
 import gevent
@@ -359,6 +360,7 @@ class RedisBackplane:
         self._lost = Event()
         self._supervisor: gevent.Greenlet | None = None
         self._stopping = False
+        self._reap_after = 0.0
 
     # -- lifecycle ------------------------------------------------------------------
 
@@ -368,6 +370,7 @@ class RedisBackplane:
         self.node = int(self._call("new_node", self._timeout_ms()))
         self._subscribe()
         self.up = True
+        self._reap_after = monotonic() + self.node_timeout
         self._supervisor = gevent.spawn(self._supervise)
         log.info("node %d joined the cluster at %s", self.node, self.url)
 
@@ -417,18 +420,22 @@ class RedisBackplane:
         """Heartbeat and reap dead nodes; on any failure, reconnect and resync."""
         interval = max(0.05, self.node_timeout / 5)
         backoff = 0.1
+        # Other nodes reconnect within this after an outage; a node back from one waits
+        # as long before it judges others dead (they had no chance to heartbeat).
+        max_backoff = min(2.0, self.node_timeout / 2)
         while True:
             try:
                 if not self.up:
                     self._subscribe()
                     self._resync()
                     self.up = True
+                    self._reap_after = monotonic() + self.node_timeout
                     backoff = 0.1
                     log.info("backplane %s is back; node %d resynced", self.url, self.node)
                 if not self._call("heartbeat", self.node, self._timeout_ms()):
                     log.warning("node %d had been dropped from the cluster; resyncing", self.node)
                     self._resync()
-                if self._call("reap"):
+                if monotonic() >= self._reap_after and self._call("reap"):
                     log.info("dropped dead nodes from the cluster")
                 if self._lost.wait(interval):
                     raise BackplaneError("the subscription was lost")
@@ -439,7 +446,7 @@ class RedisBackplane:
                 if self._subscriber is not None:
                     self._subscriber.kill()
                 gevent.sleep(backoff)
-                backoff = min(backoff * 2, 2.0)
+                backoff = min(backoff * 2, max_backoff)
 
     def _resync(self) -> None:
         sessions, memberships = self._state()

@@ -63,7 +63,7 @@ def _int(word: bytes) -> int:
 def parse_records(payload: bytes) -> list[Record]:
     """The records of one payload, in order; raises BadRecord."""
     lines = payload.split(b"\n")
-    if lines[-1] != b"" or len(lines) % 2 != 1:
+    if len(lines) < 3 or lines[-1] != b"" or len(lines) % 2 != 1:
         raise BadRecord("a payload is header and frame lines, each ending in LF")
     records: list[Record] = []
     for i in range(0, len(lines) - 1, 2):

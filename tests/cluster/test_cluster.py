@@ -3,9 +3,12 @@ per cluster; 6: one order per room on every node)."""
 
 from __future__ import annotations
 
+import socket
+
 import gevent
 
 from tests.cluster.conftest import NODE_TIMEOUT
+from tests.server.process import run
 
 
 def _room_events(frames, room):
@@ -163,3 +166,76 @@ def test_history_and_seq_outlive_every_node(spawn_node):
     reply = bob.join("kept")
     assert [m["seq"] for m in reply["history"]] == [1, 2, 3]
     assert bob.request("say", room="kept", text="more")["seq"] == 4
+
+
+def test_nodes_ride_out_a_redis_restart_with_clear_errors(spawn_node, redis_server):
+    one, two = spawn_node(), spawn_node()
+    alice, bob, carol = one.client("alice"), two.client("bob"), two.client("carol")
+    for client in (alice, bob, carol):
+        client.join("lobby")
+    assert alice.request("say", room="lobby", text="before")["seq"] == 1
+    bob.recv_until(lambda f: f.get("op") == "msg")
+    alice.pending.clear()
+
+    redis_server.kill()
+    for node in (one, two):
+        node.wait_log(b"backplane unavailable")
+    failed = alice.request("say", room="lobby", text="during the outage")
+    assert failed["code"] == "unavailable" and "not acknowledged" in failed["message"]
+    assert bob.request("who", room="lobby")["code"] == "unavailable"
+    carol.request("quit")  # ends while Redis is away: the cluster learns it later
+
+    redis_server.start()
+    for node in (one, two):
+        node.wait_log(b"is back", timeout=10)
+    assert alice.request("say", room="lobby", text="after")["seq"] == 2  # seq kept (AOF)
+    seen = alice.recv_until(lambda f: f.get("op") == "msg" and f["seq"] == 2)
+    assert [f for f in seen if f["op"] == "presence"] == [
+        {"op": "presence", "room": "lobby", "nick": "carol", "event": "quit"}]
+    got = bob.recv_until(lambda f: f.get("op") == "msg" and f["seq"] == 2)
+    assert [f["text"] for f in got if f["op"] == "msg"] == ["after"]  # nothing silently lost
+    assert bob.request("who", room="lobby")["members"] == ["alice", "bob"]
+
+
+def test_a_node_shut_down_tells_the_others_at_once(spawn_node):
+    one, two = spawn_node(), spawn_node("--grace", "1")
+    alice, bob = one.client("alice"), two.client("bob")
+    alice.join("lobby")
+    bob.join("lobby")
+    alice.recv()  # bob's join
+    two.proc.terminate()
+    assert bob.read_until_closed() == [{"op": "bye", "reason": "shutdown"}]  # no presence
+    assert two.finish() == 0
+    # Sooner than a crash would be noticed: the node left the cluster as it stopped.
+    assert alice.recv(timeout=NODE_TIMEOUT) == {"op": "presence", "room": "lobby", "nick": "bob",
+                                                "event": "quit"}
+
+
+def test_a_slow_consumer_on_one_node_is_dropped_and_the_others_see_it_quit(spawn_node):
+    one, two = spawn_node(), spawn_node("--max-queue-frames", "50")
+    alice, sleeper = one.client("alice"), two.client("sleeper")
+    alice.join("lobby")
+    sleeper.join("lobby")
+    alice.recv()  # sleeper's join
+    sleeper.sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)  # and never reads
+    text = "x" * 4000
+    with gevent.Timeout(20, AssertionError("the sleeper was never dropped")):
+        while True:
+            alice.send(*({"op": "say", "room": "lobby", "text": text} for _ in range(20)))
+            frames = alice.drain()
+            quits = [f for f in frames if f["op"] == "presence"]
+            if quits:
+                break
+    assert quits == [{"op": "presence", "room": "lobby", "nick": "sleeper", "event": "quit"}]
+    assert alice.request("who", room="lobby")["members"] == ["alice"]
+
+
+def test_a_bad_backplane_is_a_usage_error_and_an_unreachable_one_a_clear_exit(redis_server):
+    bad = run("--backplane", "http://localhost:6379")
+    assert bad.returncode == 2 and b"--backplane must be a redis:// URL" in bad.stderr
+    port = redis_server.port
+    redis_server.kill()
+    down = run("--backplane", f"redis://127.0.0.1:{port}/0", "--port", "0")
+    assert down.returncode == 1
+    assert down.stderr.startswith(b"gchat-server: cannot join the cluster: ")
+    assert b"Traceback" not in down.stderr

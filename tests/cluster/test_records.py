@@ -1,0 +1,52 @@
+"""The backplane's records, parsed without sockets (records.py)."""
+
+from __future__ import annotations
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from gchat.server.records import BadRecord, Msg, Presence, Whisper, parse_records
+
+MSG = b'{"op":"msg","room":"r","from":"a","text":"hi","seq":7,"ts":1}'
+JOIN = b'{"op":"presence","room":"r","nick":"a","event":"join"}'
+
+
+def test_a_payload_holds_records_in_order():
+    payload = b"M r 7 1:5\n%s\nP r 7 1000000002 1:6\n%s\nW 2000000001\n{}\n" % (MSG, JOIN)
+    assert parse_records(payload) == [
+        Msg("r", 7, "1:5", MSG + b"\n"),
+        Presence("r", 7, 1000000002, "1:6", JOIN + b"\n"),
+        Whisper(2000000001, b"{}\n"),
+    ]
+
+
+@pytest.mark.parametrize("payload", [
+    b"", b"M r 7 1:5\n", b"M r 7 1:5\n{}", b"M r x 1:5\n{}\n", b"M r 7\n{}\n", b"X r 7 t\n{}\n",
+    b"P r 7 -1 -\n{}\n", b"W\n{}\n", b"M \xff 7 t\n{}\n", b"M r 7 t\n{}\nM r 8 t\n",
+])
+def test_a_malformed_payload_is_rejected_whole(payload):
+    with pytest.raises(BadRecord):
+        parse_records(payload)
+
+
+@given(st.binary(max_size=200))
+def test_any_bytes_give_records_or_bad_record(payload):
+    try:
+        records = parse_records(payload)
+    except BadRecord:
+        return
+    assert records and all(r.frame.endswith(b"\n") for r in records)
+
+
+@given(st.lists(st.tuples(st.from_regex(r"#?[A-Za-z0-9][A-Za-z0-9_.-]{0,63}", fullmatch=True),
+                          st.integers(0, 2**53), st.text("0123456789:", min_size=1, max_size=20)),
+                max_size=5))
+def test_msg_records_round_trip(messages):
+    payload = b"".join(b"M %s %d %s\n%s\n" % (room.encode(), seq, tag.encode(), MSG)
+                       for room, seq, tag in messages)
+    if not messages:
+        with pytest.raises(BadRecord):
+            parse_records(payload)
+        return
+    assert parse_records(payload) == [Msg(room, seq, tag, MSG + b"\n") for room, seq, tag in messages]
