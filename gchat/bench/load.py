@@ -82,14 +82,15 @@ def sent_at(line: bytes) -> int:
 # -- connecting ---------------------------------------------------------------------------
 
 
-def connect_all(host: str, port: int, nicks: list[str], rooms: list[list[str]],
-                concurrency: int = 200) -> list[BenchSession]:
-    """Connect, hello and join a session per nick (its rooms from `rooms`)."""
-    connector = Connector(host, port, BenchSession, timeout=30)
+def connect_all(host: str, ports: list[int], nicks: list[str], rooms: list[list[str]],
+                concurrency: int = 200, offset: int = 0) -> list[BenchSession]:
+    """Connect, hello and join a session per nick (its rooms from `rooms`). With
+    several ports (cluster nodes), session i goes to port i + `offset`, round robin."""
+    connectors = [Connector(host, port, BenchSession, timeout=30) for port in ports]
     sessions: list[BenchSession | None] = [None] * len(nicks)
 
     def one(index: int) -> None:
-        session = connector.connect()
+        session = connectors[(index + offset) % len(connectors)].connect()
         assert isinstance(session, BenchSession)
         # Pipelined, as the protocol allows: one round trip registers and joins.
         waiters = [session.submit("hello", nick=nicks[index])]
@@ -115,7 +116,7 @@ class Scenario:
 
     def __init__(self, job: dict[str, Any]) -> None:
         self.job = job
-        self.host, self.port = job["host"], job["port"]
+        self.host, self.ports = job["host"], job["ports"]
         self.index, self.procs = job["proc"], job["procs"]
         self.padding = job.get("padding", 64)
 
@@ -137,8 +138,8 @@ class FanOut(Scenario):
         job = self.job
         subs = list(self.mine(job["subscribers"]))
         pubs = list(self.mine(job["publishers"]))
-        self.subscribers = connect_all(self.host, self.port, [f"s{i}" for i in subs], [["fan"]] * len(subs))
-        self.publishers = connect_all(self.host, self.port, [f"p{i}" for i in pubs], [["fan"]] * len(pubs))
+        self.subscribers = connect_all(self.host, self.ports, [f"s{i}" for i in subs], [["fan"]] * len(subs))
+        self.publishers = connect_all(self.host, self.ports, [f"p{i}" for i in pubs], [["fan"]] * len(pubs))
         for session in self.subscribers + self.publishers:
             session.counting = True  # publishers: their oks are counted by on_data below
 
@@ -185,11 +186,11 @@ class ManyRooms(Scenario):
         job = self.job
         rooms, per_room, pubs = job["rooms"], job["subscribers_per_room"], job["publishers"]
         subs = list(self.mine(rooms * per_room))
-        self.subscribers = connect_all(self.host, self.port, [f"s{i}" for i in subs],
+        self.subscribers = connect_all(self.host, self.ports, [f"s{i}" for i in subs],
                                        [[f"room{i % rooms}"] for i in subs])
         mine = list(self.mine(pubs))
         self.pub_rooms = [[f"room{r}" for r in range(p, rooms, pubs)] for p in mine]
-        self.publishers = connect_all(self.host, self.port, [f"p{i}" for i in mine], self.pub_rooms)
+        self.publishers = connect_all(self.host, self.ports, [f"p{i}" for i in mine], self.pub_rooms)
         self.latencies: list[int] = []
         self.delivered = 0
         for session in self.subscribers:
@@ -253,8 +254,9 @@ class PingPong(Scenario):
     def setup(self) -> None:
         mine = list(self.mine(self.job["rooms"]))
         names = [f"room{i}" for i in mine]
-        self.publishers = connect_all(self.host, self.port, [f"p{i}" for i in mine], [[n] for n in names])
-        self.receivers = connect_all(self.host, self.port, [f"r{i}" for i in mine], [[n] for n in names])
+        self.publishers = connect_all(self.host, self.ports, [f"p{i}" for i in mine], [[n] for n in names])
+        self.receivers = connect_all(self.host, self.ports, [f"r{i}" for i in mine], [[n] for n in names],
+                                     offset=1)  # on a cluster, each pair spans two nodes
         for session in self.receivers:
             session.counting = True
         self.rtts: list[int] = []
@@ -288,14 +290,14 @@ class Idle(Scenario):
         mine = list(self.mine(self.job["sessions"]))
         rooms = self.job["rooms"]
         started = time.monotonic()
-        self.sessions = connect_all(self.host, self.port, [f"i{i}" for i in mine],
+        self.sessions = connect_all(self.host, self.ports, [f"i{i}" for i in mine],
                                     [[f"room{i % rooms}"] for i in mine], concurrency=500)
         self.setup_s = time.monotonic() - started
 
     def measure(self, duration: float) -> dict[str, Any]:
         rtts = []
         if self.index == 0:
-            probe = connect_all(self.host, self.port, ["probe"], [[]])[0]
+            probe = connect_all(self.host, self.ports, ["probe"], [[]])[0]
             end = time.monotonic() + duration
             while time.monotonic() < end:
                 start = time.monotonic_ns()

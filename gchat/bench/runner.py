@@ -46,7 +46,10 @@ SCALES: dict[str, dict[str, dict[str, Any]]] = {
     },
 }
 
-SERVERS = ("gchat", "threads", "asyncio", "uvloop")
+SERVERS = ("gchat", "threads", "asyncio", "uvloop", "gchat-redis", "gchat-cluster")
+# gchat joined to a Redis backplane: one node (what the backplane costs) or two nodes,
+# sessions spread over both (what a cluster gives). Nothing is pinned for these.
+CLUSTER_NODES = {"gchat-redis": 1, "gchat-cluster": 2}
 
 
 class BenchFailed(GchatError):
@@ -93,7 +96,10 @@ def cpu_split() -> tuple[set[int] | None, set[int] | None]:
 
 
 def server_command(name: str, port: int, store: str) -> list[str]:
-    """The command line that serves `name` on 127.0.0.1:`port`."""
+    """The command line that serves `name` on 127.0.0.1:`port` (`store` is gchat's
+    --store, or for a cluster node its --backplane URL)."""
+    if name in CLUSTER_NODES:
+        return [*server_command("gchat", port, "memory"), "--backplane", store]
     if name == "gchat":
         return [sys.executable, "-m", "gchat.server", "--port", str(port), "--rate", "1000000000",
                 "--burst", "1000000000", "--idle-timeout", "0", "--max-clients", "50000",
@@ -180,36 +186,49 @@ def run_scenario(server_name: str, scenario: str, params: dict[str, Any], *, dur
     CPU figures are then py-spy's own). `server_args` go to gchat's command line."""
     run = BenchRun(server_name, scenario, params, duration, procs)
     server_cpus, load_cpus = cpu_split()
-    port = _free_port()
+    nodes = CLUSTER_NODES.get(server_name, 1)
+    if server_name in CLUSTER_NODES:
+        server_cpus = load_cpus = None  # nodes, Redis and the load share the machine
+    ports = [_free_port() for _ in range(nodes)]
     with tempfile.TemporaryDirectory(prefix="gchat-bench-") as tmp:
-        store_arg = f"sqlite:{tmp}/bench.db" if store == "sqlite" else "memory"
-        command = server_command(server_name, port, store_arg)
-        if server_name == "gchat":
-            command += server_args
-        if profile is not None:
-            form = "raw" if profile.suffix == ".txt" else "flamegraph"  # raw: collapsed stacks
-            command = ["py-spy", "record", "--nonblocking", "--idle", "-f", form, "-o", str(profile),
-                       "--", *command]
-        server = _Process(command, server_cpus)
+        redis_server = _start_redis(tmp) if server_name in CLUSTER_NODES else None
+        if redis_server is not None:
+            store_arg = redis_server[1]
+        else:
+            store_arg = f"sqlite:{tmp}/bench.db" if store == "sqlite" else "memory"
+        servers: list[_Process] = []
         loads: list[_Process] = []
         try:
-            _wait_listening(server, port)
-            rss_before = _rss(server.proc.pid)
+            for port in ports:
+                command = server_command(server_name, port, store_arg)
+                if server_name.startswith("gchat"):
+                    command += server_args
+                if profile is not None:
+                    form = "raw" if profile.suffix == ".txt" else "flamegraph"  # raw: collapsed stacks
+                    command = ["py-spy", "record", "--nonblocking", "--idle", "-f", form, "-o",
+                               str(profile.with_stem(f"{profile.stem}-{port}") if nodes > 1 else profile),
+                               "--", *command]
+                servers.append(_Process(command, server_cpus))
+            for server, port in zip(servers, ports, strict=True):
+                _wait_listening(server, port)
+            rss_before = _total(_rss, servers)
             started = time.monotonic()
             for index in range(procs):
                 load = _Process([sys.executable, "-m", "gchat.bench", "load"], load_cpus, stdin=True)
                 loads.append(load)
-                load.tell({"scenario": scenario, "host": "127.0.0.1", "port": port, "proc": index,
+                load.tell({"scenario": scenario, "host": "127.0.0.1", "ports": ports, "proc": index,
                            "procs": procs, **params})
             for load in loads:
                 load.hear(timeout=180)
             setup_s = time.monotonic() - started
-            rss_ready = _rss(server.proc.pid)
-            cpu_before = _cpu_seconds(server.proc.pid)
+            cpu_before = _total(_cpu_seconds, servers)
+            redis_cpu_before = _cpu_seconds(redis_server[0].proc.pid) if redis_server else 0.0
             for load in loads:
                 load.tell({"duration": duration})
             measured = [load.hear(timeout=duration + 120) for load in loads]
-            server_cpu = _cpu_seconds(server.proc.pid) - cpu_before
+            server_cpu = _total(_cpu_seconds, servers) - cpu_before
+            if redis_server is not None:
+                run.figures["redis_cpu_s"] = _cpu_seconds(redis_server[0].proc.pid) - redis_cpu_before
             if scenario == "many-rooms":
                 acked: dict[str, int] = {}
                 for part in measured:
@@ -218,17 +237,41 @@ def run_scenario(server_name: str, scenario: str, params: dict[str, Any], *, dur
                 for load in loads:
                     load.tell({"acked_rooms": acked})
             results = [load.hear(timeout=60) for load in loads]
-            rss_after = _rss(server.proc.pid)
+            rss_after = _total(_rss, servers)
         finally:
-            for process in [*loads, server]:
+            for process in [*loads, *servers]:
                 process.stop()
+            if redis_server is not None:
+                redis_server[0].stop()
+    redis_cpu = run.figures.pop("redis_cpu_s", None)
     run.figures = _figures(scenario, params, results, setup_s, server_cpu,
-                           rss_before, rss_ready, rss_after)
+                           rss_before, rss_after)
+    if redis_cpu is not None:
+        elapsed = max(r.get("elapsed", 0.0) for r in results) or 1.0
+        run.figures["redis_cpu_pct"] = round(100 * redis_cpu / elapsed, 1)
     return run
 
 
+def _total(measure: Any, processes: list[_Process]) -> Any:
+    """`measure(pid)` summed over `processes` (RSS or CPU of a cluster's nodes)."""
+    return sum(measure(process.proc.pid) for process in processes)
+
+
+def _start_redis(directory: str) -> tuple[_Process, str]:
+    """A redis-server for a cluster run (as `make run-cluster` configures it); its URL."""
+    port = _free_port()
+    command = ["redis-server", "--port", str(port), "--bind", "127.0.0.1", "--dir", directory,
+               "--appendonly", "yes", "--appendfsync", "everysec", "--save", ""]
+    try:
+        process = _Process(command, None)
+    except FileNotFoundError:
+        raise BenchFailed("a cluster run needs redis-server: apt-get install redis-server") from None
+    _wait_listening(process, port)
+    return process, f"redis://127.0.0.1:{port}/0"
+
+
 def _figures(scenario: str, params: dict[str, Any], results: list[dict[str, Any]], setup_s: float,
-             server_cpu: float, rss_before: int, rss_ready: int, rss_after: int) -> dict[str, Any]:
+             server_cpu: float, rss_before: int, rss_after: int) -> dict[str, Any]:
     elapsed = max(r.get("elapsed", 0.0) for r in results) or 1.0
     latencies = sorted(x for r in results for x in r.get("latencies_us", []))
     figures: dict[str, Any] = {

@@ -9,6 +9,7 @@ import sys
 import pytest
 from gevent import subprocess
 
+from tests.cluster.conftest import redis_server_binary
 from tests.server.process import ROOT
 
 
@@ -40,3 +41,11 @@ def test_the_baselines_speak_the_benchmark_subset(tmp_path, server):
     figures = {run["scenario"]: run["figures"] for run in report["runs"]}
     assert figures["many-rooms"]["lost"] == 0 and figures["many-rooms"]["expected"] > 0
     assert figures["idle"]["alive"] == 50
+
+
+def test_a_two_node_cluster_runs_the_benchmark(tmp_path):
+    redis_server_binary()  # installed when missing, or a clear failure
+    report = bench(tmp_path, "--server", "gchat-cluster", "--scenario", "fan-out", "--scenario", "many-rooms")
+    figures = {run["scenario"]: run["figures"] for run in report["runs"]}
+    assert figures["fan-out"]["deliveries_per_s"] > 0 and figures["fan-out"]["redis_cpu_pct"] >= 0
+    assert figures["many-rooms"]["lost"] == 0 and figures["many-rooms"]["failed"] == 0

@@ -17,7 +17,7 @@ from tests.server.process import ServerProcess
 NODE_TIMEOUT = 1.0  # seconds: how soon a dead node's sessions get presence quit
 
 
-def _redis_server() -> str:
+def redis_server_binary() -> str:
     """The redis-server binary; installed from Debian's packages when missing (as root)."""
     path = shutil.which("redis-server")
     if path is None and os.geteuid() == 0 and shutil.which("apt-get"):
@@ -40,7 +40,7 @@ class RedisServer:
     """redis-server on 127.0.0.1 with its data (an append-only file) in `directory`."""
 
     def __init__(self, directory) -> None:
-        self.binary = _redis_server()
+        self.binary = redis_server_binary()
         self.directory = directory
         self.port = _free_port()
         self.url = f"redis://127.0.0.1:{self.port}/0"
