@@ -49,6 +49,7 @@ __all__ = ["SESSIONS_PER_NODE", "RedisBackplane"]
 log = logging.getLogger(__name__)
 
 SESSIONS_PER_NODE = 10**9
+POOL_SIZE = 16  # connections to Redis per node, besides the subscriber's
 CHANNEL = "gchat:events"
 
 _LUA_COMMON = r"""
@@ -350,9 +351,12 @@ class RedisBackplane:
         self._on_payload = on_payload
         self._state = state
         self._on_resync = on_resync
-        self._redis = redis.Redis.from_url(
-            url, socket_timeout=max(2.0, node_timeout / 2), socket_connect_timeout=2.0,
-            retry=Retry(NoBackoff(), 0), health_check_interval=0)
+        timeout = max(2.0, node_timeout / 2)
+        # A bounded pool: requests beyond it wait their turn for a connection.
+        pool = redis.BlockingConnectionPool.from_url(
+            url, max_connections=POOL_SIZE, timeout=timeout, socket_timeout=timeout,
+            socket_connect_timeout=2.0, retry=Retry(NoBackoff(), 0), health_check_interval=0)
+        self._redis = redis.Redis(connection_pool=pool)
         self._scripts = {name: self._redis.register_script(_LUA_COMMON + body)
                          for name, body in _SCRIPTS.items()}
         self._pubsub: Any = None

@@ -36,6 +36,21 @@ def _free_port() -> int:
         return probe.getsockname()[1]
 
 
+class RespClient:
+    """Just enough of Redis's protocol to send an admin command and read a one-line reply."""
+
+    def __init__(self, address: tuple[str, int]) -> None:
+        self.sock = gsocket.create_connection(address, timeout=5)
+
+    def command(self, *words: str) -> bytes:
+        self.sock.sendall(b"*%d\r\n" % len(words) + b"".join(
+            b"$%d\r\n%s\r\n" % (len(w.encode()), w.encode()) for w in words))
+        reply = b""
+        while not reply.endswith(b"\r\n"):
+            reply += self.sock.recv(4096)
+        return reply.rstrip()
+
+
 class RedisServer:
     """redis-server on 127.0.0.1 with its data (an append-only file) in `directory`."""
 
@@ -66,6 +81,10 @@ class RedisServer:
             assert time.monotonic() < deadline, "redis-server did not start"
             assert self.proc.poll() is None, (self.directory / "redis.log").read_text()
             gevent.sleep(0.02)
+
+    def client(self) -> RespClient:
+        """A raw connection for admin commands (CLIENT KILL ...)."""
+        return RespClient(("127.0.0.1", self.port))
 
     def kill(self) -> None:
         """SIGKILL: Redis keeps what its append-only file holds."""

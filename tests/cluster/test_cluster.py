@@ -239,3 +239,23 @@ def test_a_bad_backplane_is_a_usage_error_and_an_unreachable_one_a_clear_exit(re
     assert down.returncode == 1
     assert down.stderr.startswith(b"gchat-server: cannot join the cluster: ")
     assert b"Traceback" not in down.stderr
+
+
+def test_a_lost_subscription_is_caught_up_without_loss_or_duplicate(spawn_node, redis_server):
+    one, two = spawn_node(), spawn_node()
+    talker, listener = one.client("talker"), two.client("listener")
+    talker.join("flood")
+    listener.join("flood")
+    total = 400
+    talker.send(*({"op": "say", "room": "flood", "text": f"m{n}", "id": n} for n in range(total)))
+    # Meanwhile Redis drops every node's subscription, as a network blip would.
+    admin = redis_server.client()
+    killed = admin.command("CLIENT", "KILL", "TYPE", "pubsub")
+    assert killed.startswith(b":") and int(killed[1:]) >= 1
+    replies = talker.recv_until(lambda f: f.get("id") == total - 1, timeout=20)
+    acked = {f["seq"] for f in replies if f["op"] == "ok"}
+    last = max(acked)
+    frames = listener.recv_until(lambda f: f.get("op") == "msg" and f["seq"] >= last, timeout=20)
+    seqs = [f["seq"] for f in frames if f["op"] == "msg"]
+    assert seqs == list(range(1, last + 1)), "a member missed or repeated messages"
+    assert acked <= set(seqs)
