@@ -102,10 +102,13 @@ def connect_all(host: str, ports: list[int], nicks: list[str], rooms: list[list[
         sessions[index] = session
 
     pool = Pool(concurrency)
-    for index in range(len(nicks)):
-        pool.spawn(one, index)
-    pool.join(raise_error=True)
-    return [s for s in sessions if s is not None]
+    greenlets = [pool.spawn(one, index) for index in range(len(nicks))]
+    pool.join()
+    # Every session or none: a missing subscriber would count as lost messages.
+    for greenlet in greenlets:
+        if greenlet.exception is not None:
+            raise greenlet.exception
+    return cast(list[BenchSession], sessions)
 
 
 # -- the scenarios: each sets up, then `measure(duration)` returns its counts ----------------
