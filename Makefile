@@ -6,7 +6,7 @@ STAMP := $(VENV)/.installed
 
 BENCH_STAMP := $(VENV)/.bench-installed
 
-.PHONY: venv run-server test lint bench soak clean
+.PHONY: venv run-server run-cluster test lint bench soak clean
 
 venv: $(STAMP)
 
@@ -19,6 +19,10 @@ $(STAMP): requirements.txt
 # The last line runs the server in the foreground (exec), so Ctrl-C and SIGTERM reach it.
 run-server: $(STAMP)
 	exec $(PY) -m gchat.server $(ARGS)
+
+# A local cluster: redis-server and two nodes (7070, 7071) sharing it (needs redis-server).
+run-cluster: $(STAMP)
+	exec bin/gchat-cluster $(ARGS)
 
 test: $(STAMP)
 	$(PY) -m pytest $(ARGS)

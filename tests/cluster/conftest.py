@@ -30,7 +30,7 @@ def redis_server_binary() -> str:
     return path
 
 
-def _free_port() -> int:
+def free_port() -> int:
     with gsocket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
         return probe.getsockname()[1]
@@ -57,7 +57,7 @@ class RedisServer:
     def __init__(self, directory) -> None:
         self.binary = redis_server_binary()
         self.directory = directory
-        self.port = _free_port()
+        self.port = free_port()
         self.url = f"redis://127.0.0.1:{self.port}/0"
         self.proc: subprocess.Popen | None = None
         self.start()
