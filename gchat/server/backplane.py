@@ -35,6 +35,7 @@ import logging
 from collections.abc import Callable, Sequence
 from time import monotonic
 from typing import Any
+from urllib.parse import urlsplit, urlunsplit
 
 import gevent
 import redis
@@ -44,7 +45,7 @@ from redis.retry import Retry
 
 from ..errors import BackplaneError
 
-__all__ = ["SESSIONS_PER_NODE", "RedisBackplane"]
+__all__ = ["SESSIONS_PER_NODE", "RedisBackplane", "redact"]
 
 log = logging.getLogger(__name__)
 
@@ -324,6 +325,16 @@ return conflicts
 }
 
 
+def redact(url: str) -> str:
+    """`url` with any password replaced by ***, fit for a log."""
+    parts = urlsplit(url)
+    if parts.password is None:
+        return url
+    netloc = parts.netloc.rpartition("@")
+    user = netloc[0].partition(":")[0]
+    return urlunsplit(parts._replace(netloc=f"{user}:***@{netloc[2]}"))
+
+
 def _messages(entries: list[Any]) -> list[bytes]:
     """The msg frames of XRANGE entries [(id, {m: frame, t: tag})]."""
     return [fields[b"m"] for _, fields in entries]
@@ -343,7 +354,7 @@ class RedisBackplane:
                  on_payload: Callable[[bytes], None],
                  state: Callable[[], tuple[list[tuple[int, str]], list[tuple[int, str]]]],
                  on_resync: Callable[[list[int]], None]) -> None:
-        self.url = url
+        self.url = redact(url)  # for messages: never show a password
         self.node_timeout = node_timeout
         self.history_max = history_max
         self.node = 0
@@ -351,10 +362,11 @@ class RedisBackplane:
         self._on_payload = on_payload
         self._state = state
         self._on_resync = on_resync
+        self._secret_url = url
         timeout = max(2.0, node_timeout / 2)
         # A bounded pool: requests beyond it wait their turn for a connection.
         pool = redis.BlockingConnectionPool.from_url(
-            url, max_connections=POOL_SIZE, timeout=timeout, socket_timeout=timeout,
+            self._secret_url, max_connections=POOL_SIZE, timeout=timeout, socket_timeout=timeout,
             socket_connect_timeout=2.0, retry=Retry(NoBackoff(), 0), health_check_interval=0)
         self._redis = redis.Redis(connection_pool=pool)
         self._scripts = {name: self._redis.register_script(_LUA_COMMON + body)

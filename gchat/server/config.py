@@ -47,8 +47,9 @@ class Settings:
     history_max: int = _opt(10_000, "Messages kept per room; the oldest are pruned.")
     gc_interval: float = _opt(60.0, "Seconds between scheduled garbage collections, which keep CPython's "
                               "long full collections off the hot path; 0: CPython's own schedule.")
-    backplane: str | None = _opt(None, "Join a cluster: redis://HOST:PORT/DB, a Redis server that every "
-                                 "node shares (rooms, nicks, history); --store is then not used.")
+    backplane: str | None = _opt(None, "Join a cluster: redis://[:PASSWORD@]HOST:PORT/DB, a Redis server "
+                                 "that every node shares (rooms, nicks, history); --store is then not "
+                                 "used. With a password, prefer GCHAT_BACKPLANE: flags show in ps.")
     node_timeout: float = _opt(5.0, "Cluster: a node silent this long is dead; the others send "
                                "presence quit for its sessions and free their nicks.")
     grace: float = _opt(5.0, "On shutdown, how long connections may flush their goodbye.")

@@ -235,10 +235,11 @@ def test_a_bad_backplane_is_a_usage_error_and_an_unreachable_one_a_clear_exit(re
     assert bad.returncode == 2 and b"--backplane must be a redis:// URL" in bad.stderr
     port = redis_server.port
     redis_server.kill()
-    down = run("--backplane", f"redis://127.0.0.1:{port}/0", "--port", "0")
+    down = run("--port", "0", env={"GCHAT_BACKPLANE": f"redis://:s3cret@127.0.0.1:{port}/0"})
     assert down.returncode == 1
-    assert down.stderr.startswith(b"gchat-server: cannot join the cluster: ")
-    assert b"Traceback" not in down.stderr
+    assert down.stderr.startswith(b"gchat-server: cannot join the cluster: backplane "
+                                  b"redis://:***@127.0.0.1:")  # the password is not shown
+    assert b"s3cret" not in down.stderr and b"Traceback" not in down.stderr
 
 
 def test_a_lost_subscription_is_caught_up_without_loss_or_duplicate(spawn_node, redis_server):
