@@ -260,3 +260,38 @@ def test_a_lost_subscription_is_caught_up_without_loss_or_duplicate(spawn_node, 
     seqs = [f["seq"] for f in frames if f["op"] == "msg"]
     assert seqs == list(range(1, last + 1)), "a member missed or repeated messages"
     assert acked <= set(seqs)
+
+
+def test_every_say_acknowledged_before_redis_is_killed_is_in_the_history_after(spawn_node, redis_server):
+    node = spawn_node()
+    talker = node.client("talker")
+    talker.join("kept")
+    sent = [0]
+
+    def flood():  # says keep coming while Redis dies under them
+        while True:
+            talker.send(*({"op": "say", "room": "kept", "text": f"m{n}", "id": n}
+                          for n in range(sent[0], sent[0] + 50)))
+            sent[0] += 50
+            gevent.sleep(0.005)
+
+    sender = gevent.spawn(flood)
+    frames = talker.recv_until(lambda f: f.get("op") == "ok" and f["id"] >= 300)
+    redis_server.kill()
+    frames += talker.recv_until(lambda f: f.get("op") == "error")
+    sender.kill()
+    frames += talker.recv_until(lambda f: f.get("id") == sent[0] - 1, timeout=20)
+    acked = [f["seq"] for f in frames if f["op"] == "ok"]
+    failed = [f for f in frames if f["op"] == "error"]
+    assert len(acked) + len(failed) == sent[0]  # every say answered: none silently lost
+    assert all(f["code"] == "unavailable" for f in failed)
+
+    redis_server.start()
+    node.wait_log(b"is back", timeout=10)
+    reader = node.client("reader")
+    stored: list[int] = []
+    while page := reader.request("history", room="kept", after=stored[-1] if stored else 0,
+                                 limit=100)["messages"]:
+        stored += [m["seq"] for m in page]
+    assert set(acked) <= set(stored), f"{len(set(acked) - set(stored))} acknowledged says were lost"
+    assert stored == list(range(1, len(stored) + 1))
