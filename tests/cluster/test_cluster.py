@@ -3,6 +3,8 @@ per cluster; 6: one order per room on every node)."""
 
 from __future__ import annotations
 
+import os
+import signal
 import socket
 
 import gevent
@@ -295,3 +297,24 @@ def test_every_say_acknowledged_before_redis_is_killed_is_in_the_history_after(s
         stored += [m["seq"] for m in page]
     assert set(acked) <= set(stored), f"{len(set(acked) - set(stored))} acknowledged says were lost"
     assert stored == list(range(1, len(stored) + 1))
+
+
+def test_a_node_judged_dead_that_comes_back_rejoins_its_sessions(spawn_node):
+    one, two = spawn_node(), spawn_node()
+    alice, bob = one.client("alice"), two.client("bob")
+    alice.join("lobby")
+    bob.join("lobby")
+    alice.recv()  # bob's join
+    os.kill(two.proc.pid, signal.SIGSTOP)  # a node cut off for longer than --node-timeout
+    try:
+        quit_ = alice.recv(timeout=NODE_TIMEOUT * 2 + 1)
+        assert quit_ == {"op": "presence", "room": "lobby", "nick": "bob", "event": "quit"}
+        assert alice.request("who", room="lobby")["members"] == ["alice"]
+    finally:
+        os.kill(two.proc.pid, signal.SIGCONT)
+    two.wait_log(b"had been dropped from the cluster")
+    # Its session is still connected: the cluster learns it again, and every view matches who.
+    assert alice.recv(timeout=5) == {"op": "presence", "room": "lobby", "nick": "bob", "event": "join"}
+    assert alice.request("who", room="lobby")["members"] == ["alice", "bob"]
+    assert bob.request("say", room="lobby", text="back")["op"] == "ok"
+    assert alice.recv_until(lambda f: f["op"] == "msg")[-1]["text"] == "back"
