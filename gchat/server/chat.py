@@ -43,10 +43,6 @@ _BYE_SHUTDOWN = bye("shutdown")
 _BYE_FULL = bye("server_full")  # an extension: connections past --max-connections
 
 
-def _whisper(sender: str | None, text: str) -> bytes:
-    return encode({"op": "whisper", "from": sender, "text": text, "ts": int(time.time() * 1000)})
-
-
 def _presence(room: str, nick: str | None, event: str, **extra: str) -> bytes:
     return encode({"op": "presence", "room": room, "nick": nick, "event": event, **extra})
 
@@ -256,10 +252,16 @@ class ChatServer:
 
     def whisper(self, sender: ChatSession, to: str, text: str) -> None:
         """Send a whisper to the session called `to`; `no_such_nick` if there is none."""
-        target = self.find(to)
-        if target is None:
+        frame = encode({"op": "whisper", "from": sender.nick, "text": text,
+                        "ts": int(time.time() * 1000)})
+        if not self._send_whisper(to, frame):
             raise RequestError("no_such_nick", f"nobody is called {to[:80]}")
-        target.send(_whisper(sender.nick, text))
+
+    def _send_whisper(self, to: str, frame: bytes) -> bool:
+        target = self.find(to)
+        if target is not None:
+            target.send(frame)
+        return target is not None
 
     def rename(self, session: ChatSession, nick: str) -> None:
         """Rename `session`; `nick_taken` if another session has the nick."""
@@ -340,7 +342,7 @@ class ChatServer:
         return self.store.latest(room.name, settings.history_on_join), False
 
     def publish(self, room: ChatRoom, sender: ChatSession, text: str,
-                request_id: int | str | None) -> Batch:
+                request_id: int | str | None) -> Batch[Any]:
         """Assign the next seq of `room` to `text` and queue it to be stored, then
         broadcast, then answered with the sender's ok; return the batch it is in."""
         assert self.commits is not None, "start() the server first"

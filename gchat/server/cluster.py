@@ -38,7 +38,7 @@ from ..core import RoomMaster
 from ..errors import BackplaneError, ConfigError, RequestError
 from ..protocol import bye, encode, encode_with_items, nick_key
 from .backplane import SESSIONS_PER_NODE, RedisBackplane
-from .chat import ChatRoom, ChatServer, _whisper
+from .chat import ChatRoom, ChatServer
 from .config import Settings
 from .publish import Batch
 from .records import BadRecord, Msg, Presence, Whisper, parse_records
@@ -78,12 +78,16 @@ class ClusterRoom(ChatRoom):
             session.send(frame)
 
 
-class _SayBatch(Batch):
+# (room, tag, frame head, frame tail): the say script's arguments for one message
+SayArgs = tuple[str, str, bytes, bytes]
+
+
+class _SayBatch(Batch[SayArgs]):
     __slots__ = ("waiting",)
 
     def __init__(self) -> None:
         super().__init__()
-        self.waiting = 0
+        self.waiting = 0  # messages not yet back from the channel
 
 
 class ClusterServer(ChatServer):
@@ -193,15 +197,11 @@ class ClusterServer(ChatServer):
         self.nicks[nick.lower()] = session
         session.nick = nick
 
-    def whisper(self, sender: ChatSession, to: str, text: str) -> None:
-        target = self.find(to)
-        frame = _whisper(sender.nick, text)
-        if target is not None:
-            target.send(frame)
-            return
+    def _send_whisper(self, to: str, frame: bytes) -> bool:
+        if super()._send_whisper(to, frame):  # on this node
+            return True
         key = nick_key(to)
-        if key is None or not self.backplane.whisper(key, frame[:-1]):
-            raise RequestError("no_such_nick", f"nobody is called {to[:80]}")
+        return key is not None and self.backplane.whisper(key, frame[:-1])
 
     # -- rooms ------------------------------------------------------------------------------
 
@@ -266,13 +266,13 @@ class ClusterServer(ChatServer):
     # -- says ---------------------------------------------------------------------------------
 
     def publish(self, room: ChatRoom, sender: ChatSession, text: str,
-                request_id: int | str | None) -> Batch:
+                request_id: int | str | None) -> Batch[SayArgs]:
         tag = self._tag()
         frame = encode({"op": "msg", "room": room.name, "from": sender.nick, "text": text,
                         "seq": 0, "ts": int(time.time() * 1000)})[:-1]
         cut = frame.rindex(b'"seq":0,"ts":') + 6  # the script puts the seq in between
         batch = self._open
-        batch.messages.append((room.name, tag, frame[:cut], frame[cut + 1:]))  # type: ignore[arg-type]
+        batch.messages.append((room.name, tag, frame[:cut], frame[cut + 1:]))
         batch.waiting += 1
         self._says[tag] = (sender, request_id, batch)
         if len(batch.messages) == 1:
@@ -288,7 +288,7 @@ class ClusterServer(ChatServer):
             while self._open.messages:
                 batch, self._open = self._open, _SayBatch()
                 try:
-                    self.backplane.say(batch.messages)  # type: ignore[arg-type]
+                    self.backplane.say(batch.messages)
                 except BackplaneError as exc:
                     log.warning("%d says failed: %s", len(batch.messages), exc)
                     self._fail(batch)
@@ -299,7 +299,7 @@ class ClusterServer(ChatServer):
             self._idle.set()
 
     def _fail(self, batch: _SayBatch) -> None:
-        for _, tag, _, _ in batch.messages:  # type: ignore[misc]
+        for _, tag, _, _ in batch.messages:
             pending = self._says.pop(tag, None)
             if pending is not None:
                 sender, request_id, _ = pending

@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Generic, TypeVar
 
 import gevent
 from gevent.event import Event
@@ -44,13 +44,16 @@ Deliver = Callable[["ChatRoom", int, bytes], None]
 Pending = tuple["ChatRoom", int, bytes, "ChatSession", bytes, "int | str | None"]
 
 
-class Batch:
+M = TypeVar("M")
+
+
+class Batch(Generic[M]):
     """Says stored in one transaction; `done` is set once they are delivered (or failed)."""
 
     __slots__ = ("done", "error", "messages")
 
     def __init__(self) -> None:
-        self.messages: list[Pending] = []
+        self.messages: list[M] = []
         self.done = Event()
         self.error: StoreError | None = None
 
@@ -62,14 +65,14 @@ class GroupCommit:
     def __init__(self, store: HistoryStore, deliver: Deliver) -> None:
         self.store = store
         self._deliver = deliver
-        self._open = Batch()
+        self._open: Batch[Pending] = Batch()
         self._wake = Event()
         self._idle = Event()
         self._idle.set()
         self._committer = gevent.spawn(self._run)
 
     def submit(self, room: ChatRoom, seq: int, event: bytes, sender: ChatSession, ok: bytes,
-               request_id: int | str | None) -> Batch:
+               request_id: int | str | None) -> Batch[Pending]:
         """Queue `event` (a msg frame with its LF), message `seq` of `room`, to be stored,
         delivered, then answered with `ok`; return at once with the batch it is in."""
         batch = self._open
@@ -93,7 +96,7 @@ class GroupCommit:
             self._wake.wait()
             self._wake.clear()
             while self._open.messages:
-                batch, self._open = self._open, Batch()
+                batch, self._open = self._open, Batch[Pending]()
                 try:
                     self._commit(batch)
                 except StoreError as exc:
@@ -103,7 +106,7 @@ class GroupCommit:
                 batch.done.set()
             self._idle.set()
 
-    def _commit(self, batch: Batch) -> None:
+    def _commit(self, batch: Batch[Pending]) -> None:
         self.store.append_batch([(room.name, seq, event[:-1])
                                  for room, seq, event, _, _, _ in batch.messages])
         deliver = self._deliver
@@ -111,8 +114,8 @@ class GroupCommit:
             deliver(room, seq, event)
             sender.send(ok)
 
-    def _fail(self, batch: Batch, error: StoreError) -> None:
-        queued, self._open = self._open, Batch()
+    def _fail(self, batch: Batch[Pending], error: StoreError) -> None:
+        queued, self._open = self._open, Batch[Pending]()
         for failed in (batch, queued):
             failed.error = error
             for room, _, _, sender, _, request_id in failed.messages:

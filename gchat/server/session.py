@@ -97,7 +97,7 @@ class ChatSession(Session):
         self.rooms: dict[str, ChatRoom] = {}
         self.bucket = TokenBucket(server.settings.rate, server.settings.burst, monotonic())
         self.pinged_for = -1.0  # the last_activity a ping was sent for
-        self._says: Batch | None = None  # the batch of this session's latest say
+        self._says: Batch[Any] | None = None  # the batch of this session's latest say
 
     # -- engine hooks ---------------------------------------------------------------
 
