@@ -302,6 +302,9 @@ def _figures(scenario: str, params: dict[str, Any], results: list[dict[str, Any]
         sessions = sum(r["sessions"] for r in results)
         figures.update({"sessions": sessions, "alive": sum(r["alive"] for r in results),
                         "register_s": round(max(r["setup_s"] for r in results), 3),
+                        # a load near its core for the whole registration measured itself
+                        "register_load_cpu_pct": round(max(100 * r["setup_cpu_s"] / max(r["setup_s"], 1e-9)
+                                                           for r in results), 1),
                         # at the end of the hold: what idle sessions cost, once settled
                         "rss_per_session_kib": round((rss_after - rss_before) / max(1, sessions) / 1024, 2)})
     return figures
