@@ -22,7 +22,7 @@ COLUMNS = [
     ("deliveries_per_s", "deliveries/s"), ("says_per_s", "says/s"), ("p50_ms", "p50 ms"),
     ("p99_ms", "p99 ms"), ("p999_ms", "p99.9 ms"), ("lost", "lost"), ("register_s", "register s"),
     ("rss_per_session_kib", "KiB/session"), ("server_cpu_pct", "server CPU %"),
-    ("load_cpu_pct", "load CPU %"),
+    ("load_cpu_pct", "load CPU %"), ("other_cpu_pct", "other CPU %"),
 ]
 
 
