@@ -43,7 +43,7 @@ SOAK_SECONDS ?= 60
 soak: $(STAMP)
 	GCHAT_SOAK_CLIENTS=$(SOAK_CLIENTS) GCHAT_SOAK_SECONDS=$(SOAK_SECONDS) \
 	GCHAT_TEST_DEADLINE=$$(( $(SOAK_SECONDS) + 600 )) \
-		$(PY) -m pytest -s --timeout 0 tests/reliability/test_load.py $(ARGS)
+		$(PY) -m pytest -s --timeout 0 tests/reliability/test_load.py tests/cluster/test_cluster_load.py $(ARGS)
 
 lint: $(STAMP)
 	$(PY) -m ruff check gchat tests bench
