@@ -153,7 +153,10 @@ class ClusterServer(ChatServer):
         key = nick.lower()
         if key in self.nicks or not self.backplane.claim(session.session_id, nick):
             raise RequestError("nick_taken", f"{nick} is taken")
-        if len(self.nicks) >= self.settings.max_clients or not session.is_open:
+        if not session.is_open:  # it went away while the nick was being claimed
+            self._depart(session.session_id, nick, [])
+            return
+        if len(self.nicks) >= self.settings.max_clients:
             self._depart(session.session_id, nick, [])
             raise RequestError("server_full", "the server is full, try again later")
         self.nicks[key] = session
