@@ -186,7 +186,7 @@ publish(records)
 return 1
 """,
     # ARGV: node, session, nick, room, tag, after (-1: none), max_recover, history_on_join,
-    # rejoin (seq bound, -1: a new join) -> {seq, members..., '', history...}, recovered
+    # rejoin (seq bound, -1: a new join) -> {seq, (session, nick)..., '', history...}, recovered
     "join": r"""
 local node, sid, nick, room, tag = ARGV[1], ARGV[2], ARGV[3], ARGV[4], ARGV[5]
 local after, max_recover, on_join = tonumber(ARGV[6]), tonumber(ARGV[7]), tonumber(ARGV[8])
@@ -221,7 +221,7 @@ if history == nil then
   for i = #newest, 1, -1 do history[#history + 1] = newest[i] end
 end
 local reply = {seq}
-for _, member in ipairs(redis.call('HVALS', mkey)) do reply[#reply + 1] = member end
+for _, member in ipairs(redis.call('HGETALL', mkey)) do reply[#reply + 1] = member end
 reply[#reply + 1] = ''
 for _, entry in ipairs(history) do reply[#reply + 1] = entry[2][2] end
 reply[#reply + 1] = recovered
@@ -335,6 +335,12 @@ def redact(url: str) -> str:
     return urlunsplit(parts._replace(netloc=f"{user}:***@{netloc[2]}"))
 
 
+def _roster(flat: Any) -> dict[int, str]:
+    """HGETALL of room:R:members (a flat list, or redis-py's dict) as session id -> nick."""
+    pairs = flat.items() if isinstance(flat, dict) else zip(flat[::2], flat[1::2], strict=True)
+    return {int(sid): nick.decode() for sid, nick in pairs}
+
+
 def _messages(entries: list[Any]) -> list[bytes]:
     """The msg frames of XRANGE entries [(id, {m: frame, t: tag})]."""
     return [fields[b"m"] for _, fields in entries]
@@ -345,15 +351,15 @@ class RedisBackplane:
     and a subscriber that hands each payload of the event channel to `on_payload`.
 
     `state()` gives the node's own truth after a reconnect: (registered sessions as
-    (session id, nick), memberships as (session id, room)); `on_resync(conflicts)`
-    is called once the node is subscribed again, with the sessions whose nicks were
-    taken meanwhile.
+    (session id, nick), memberships as (session id, room)); `on_resync(conflicts,
+    reconnected)` is called once Redis has them again, with the sessions whose nicks
+    were taken meanwhile; after a reconnect, before the channel is read again.
     """
 
     def __init__(self, url: str, node_timeout: float, history_max: int, *,
                  on_payload: Callable[[bytes], None],
                  state: Callable[[], tuple[list[tuple[int, str]], list[tuple[int, str]]]],
-                 on_resync: Callable[[list[int]], None]) -> None:
+                 on_resync: Callable[[list[int], bool], None]) -> None:
         self.url = redact(url)  # for messages: never show a password
         self.node_timeout = node_timeout
         self.history_max = history_max
@@ -385,6 +391,7 @@ class RedisBackplane:
         cannot be reached."""
         self.node = int(self._call("new_node", self._timeout_ms()))
         self._subscribe()
+        self._start_listening()
         self.up = True
         self._reap_after = monotonic() + self.node_timeout
         self._supervisor = gevent.spawn(self._supervise)
@@ -419,6 +426,8 @@ class RedisBackplane:
         if not confirmation or confirmation["type"] != "subscribe":
             raise BackplaneError(f"backplane {self.url}: unexpected reply {confirmation!r}")
         self._lost.clear()
+
+    def _start_listening(self) -> None:
         self._subscriber = gevent.spawn(self._listen, self._pubsub)
 
     def _listen(self, pubsub: Any) -> None:
@@ -442,15 +451,18 @@ class RedisBackplane:
         while True:
             try:
                 if not self.up:
+                    # Subscribed first, so nothing published from here on is missed; the
+                    # listener starts after the resync, which catches up what was.
                     self._subscribe()
-                    self._resync()
+                    self._resync(reconnected=True)
+                    self._start_listening()
                     self.up = True
                     self._reap_after = monotonic() + self.node_timeout
                     backoff = 0.1
                     log.info("backplane %s is back; node %d resynced", self.url, self.node)
                 if not self._call("heartbeat", self.node, self._timeout_ms()):
                     log.warning("node %d had been dropped from the cluster; resyncing", self.node)
-                    self._resync()
+                    self._resync(reconnected=False)
                 if monotonic() >= self._reap_after and self._call("reap"):
                     log.info("dropped dead nodes from the cluster")
                 if self._lost.wait(interval):
@@ -464,7 +476,7 @@ class RedisBackplane:
                 gevent.sleep(backoff)
                 backoff = min(backoff * 2, max_backoff)
 
-    def _resync(self) -> None:
+    def _resync(self, reconnected: bool) -> None:
         sessions, memberships = self._state()
         args: list[Any] = [self.node, self._timeout_ms(), len(sessions)]
         for session, nick in sessions:
@@ -472,7 +484,7 @@ class RedisBackplane:
         for session, room in memberships:
             args += [session, room]
         conflicts = self._call("resync", *args)
-        self._on_resync([int(sid) for sid in conflicts])
+        self._on_resync([int(sid) for sid in conflicts], reconnected)
 
     # -- commands ------------------------------------------------------------------
 
@@ -504,16 +516,15 @@ class RedisBackplane:
 
     def join(self, session: int, nick: str, room: str, tag: str, after: int | None,
              max_recover: int, history_on_join: int, rejoin_bound: int | None = None,
-             ) -> tuple[int, list[str], list[bytes], bool]:
+             ) -> tuple[int, dict[int, str], list[bytes], bool]:
         """Join `room` (or, with `rejoin_bound`, only read it as of that seq): the
-        room's seq at the join, its member nicks, the join's history and whether it
-        recovered. A new join publishes presence join with `tag`."""
+        room's seq at the join, its members (session id -> nick), the join's history
+        and whether it recovered. A new join publishes presence join with `tag`."""
         reply = self._call("join", self.node, session, nick, room, tag,
                            -1 if after is None else after, max_recover, history_on_join,
                            -1 if rejoin_bound is None else rejoin_bound)
         end = reply.index(b"", 1)
-        return (int(reply[0]), [m.decode() for m in reply[1:end]], list(reply[end + 1:-1]),
-                bool(reply[-1]))
+        return (int(reply[0]), _roster(reply[1:end]), list(reply[end + 1:-1]), bool(reply[-1]))
 
     def leave(self, session: int, room: str) -> None:
         """Leave `room`, with presence leave."""
@@ -540,9 +551,14 @@ class RedisBackplane:
         """Whether the room has members or history anywhere in the cluster."""
         return bool(self._command("SISMEMBER", "gchat:rooms", room))
 
-    def members(self, room: str) -> list[str]:
-        """The nicks in `room`, cluster-wide, unsorted."""
-        return [m.decode() for m in self._command("HVALS", f"gchat:room:{room}:members")]
+    def holder(self, nick: str) -> int | None:
+        """The session id that holds `nick` in the cluster, if any."""
+        value = self._command("GET", f"gchat:nick:{nick.lower()}")
+        return int(value.split(b" ")[1]) if value else None
+
+    def members(self, room: str) -> dict[int, str]:
+        """Who is in `room`, cluster-wide: session id -> nick."""
+        return _roster(self._command("HGETALL", f"gchat:room:{room}:members"))
 
     def after(self, room: str, seq: int, limit: int, until: int | None = None,
               ) -> list[bytes]:

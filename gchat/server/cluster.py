@@ -26,6 +26,7 @@ are caught up from the room's stream.
 from __future__ import annotations
 
 import itertools
+import json
 import logging
 import time
 from collections.abc import Iterator
@@ -57,11 +58,38 @@ _SAY_FAILED = ("the cluster is unavailable: this message was not acknowledged an
 
 class ClusterRoom(ChatRoom):
     """A room with local members; `joining` holds, per joining session id, the
-    events that arrived between its join and the join's ok."""
+    events that arrived between its join and the join's ok. `roster` is every member
+    in the cluster (session id -> nick) as this node's members were told; until the
+    first join's snapshot sets it, presence changes wait in `_roster_log`."""
 
     def __init__(self, name: str, seq: int = 0) -> None:
         super().__init__(name, seq)
         self.joining: dict[int, tuple[ChatSession, list[bytes]]] = {}
+        self.roster: dict[int, str] | None = None
+        self._roster_log: list[tuple[int, str | None]] = []
+
+    def change_roster(self, session_id: int, nick: str | None) -> bool:
+        """Record that `session_id` is now called `nick` (None: it left); False if
+        the roster already said so, so members were told already."""
+        if self.roster is None:
+            self._roster_log.append((session_id, nick))
+            return True
+        if self.roster.get(session_id) == nick:
+            return False
+        if nick is None:
+            del self.roster[session_id]
+        else:
+            self.roster[session_id] = nick
+        return True
+
+    def start_roster(self, snapshot: dict[int, str]) -> None:
+        """Set the roster from a snapshot taken at the first local join, then replay
+        what changed since, in order (each change is idempotent)."""
+        if self.roster is None:
+            self.roster = dict(snapshot)
+            for session_id, nick in self._roster_log:
+                self.change_roster(session_id, nick)
+            self._roster_log = []
 
     def hold(self, frame: bytes, exclude: int = 0) -> None:
         for session_id, (_, held) in self.joining.items():
@@ -217,7 +245,8 @@ class ClusterServer(ChatServer):
             _, members, history, recovered = self.backplane.join(
                 session.session_id, session.nick, name, "-", after, settings.max_recover,
                 settings.history_on_join, rejoin_bound=joined.seq)
-            session.send(self._join_ok(request_id, name, members, history, recovered, after))
+            session.send(self._join_ok(request_id, name, list(members.values()), history,
+                                       recovered, after))
             return
         tag = self._tag()
         marker: AsyncResult[ClusterRoom] = AsyncResult()
@@ -232,7 +261,9 @@ class ClusterServer(ChatServer):
             raise BackplaneError("the join was not confirmed by the cluster in time") from None
         finally:
             self._joins.pop(tag, None)
-        session.send(self._join_ok(request_id, name, members, history, recovered, after))
+        room.start_roster(members)
+        session.send(self._join_ok(request_id, name, list(members.values()), history,
+                                   recovered, after))
         room.admit(session)
 
     @staticmethod
@@ -256,7 +287,7 @@ class ClusterServer(ChatServer):
                 for name, count in sorted(self.backplane.rooms())]
 
     def who(self, name: str) -> list[str]:
-        return sorted(self.backplane.members(name), key=str.lower)
+        return sorted(self.backplane.members(name).values(), key=str.lower)
 
     def history(self, name: str, before: int | None, after: int | None,
                 limit: int) -> list[bytes]:
@@ -346,10 +377,8 @@ class ClusterServer(ChatServer):
 
     def _apply_presence(self, record: Presence) -> None:
         room = self.rooms.get(record.room)
-        if room is not None and not self.shutting_down:
-            room.broadcast(record.frame, exclude=room.members.get(record.actor))
-            if room.joining:
-                room.hold(record.frame, exclude=record.actor)
+        if room is not None and self._roster_changes(room, record) and not self.shutting_down:
+            self._tell(room, record.frame, record.actor)
         joining = self._joins.get(record.tag) if record.tag != "-" else None
         if joining is None:
             return
@@ -364,6 +393,19 @@ class ClusterServer(ChatServer):
         room.joining[session.session_id] = (session, [])
         session.rooms[record.room] = room
         marker.set(room)
+
+    @staticmethod
+    def _roster_changes(room: ClusterRoom, record: Presence) -> bool:
+        event = json.loads(record.frame)
+        nick = None if event["event"] in ("leave", "quit") else event["nick"]
+        return room.change_roster(record.actor, nick)
+
+    @staticmethod
+    def _tell(room: ClusterRoom, frame: bytes, actor: int) -> None:
+        """A presence event to the room's local members but its actor."""
+        room.broadcast(frame, exclude=room.members.get(actor))
+        if room.joining:
+            room.hold(frame, exclude=actor)
 
     def _depart_room(self, session_id: int, room: str) -> None:
         try:
@@ -382,20 +424,44 @@ class ClusterServer(ChatServer):
             memberships.extend((session.session_id, name) for name in session.rooms)
         return sessions, memberships
 
-    def _resynced(self, conflicts: list[int]) -> None:
+    def _resynced(self, conflicts: list[int], reconnected: bool) -> None:
         for session_id in conflicts:
             session = self._local(session_id)
             if session is not None:
                 log.warning("session %d lost its nick to another node while the backplane "
                             "was away", session_id)
                 session.close("kicked", _BYE_KICKED)
-        for room in self.rooms:  # messages other nodes stored meanwhile
-            while True:
-                missed = self.backplane.tags_after(room.name, room.seq, 500)
-                for seq, tag, frame in missed:
-                    self._apply_msg(room.name, seq, tag, frame + b"\n")
-                if len(missed) < 500:
-                    break
+        if not reconnected:
+            return
+        for room in self.rooms:
+            self._catch_up(room)
+
+    def _catch_up(self, room: ClusterRoom) -> None:
+        """After the channel was lost: tell the local members how the room's membership
+        changed meanwhile (its presence events were missed), then deliver the messages
+        other nodes stored meanwhile."""
+        if room.roster is not None:
+            now = self.backplane.members(room.name)
+            changes: list[tuple[int, str | None, dict[str, str]]] = []
+            for sid, known in list(room.roster.items()):
+                if sid not in now:  # gone: left the room, or ended altogether
+                    event = "leave" if self.backplane.holder(known) == sid else "quit"
+                    changes.append((sid, None, {"nick": known, "event": event}))
+            for sid, nick in now.items():
+                old = room.roster.get(sid)
+                if old is None:
+                    changes.append((sid, nick, {"nick": nick, "event": "join"}))
+                elif old != nick:
+                    changes.append((sid, nick, {"nick": nick, "event": "rename", "old": old}))
+            for sid, now_called, fields in changes:
+                room.change_roster(sid, now_called)
+                self._tell(room, encode({"op": "presence", "room": room.name, **fields}), sid)
+        while True:
+            missed = self.backplane.tags_after(room.name, room.seq, 500)
+            for seq, tag, frame in missed:
+                self._apply_msg(room.name, seq, tag, frame + b"\n")
+            if len(missed) < 500:
+                break
 
     def stats(self) -> dict[str, int]:
         return {**super().stats(), "node": self.backplane.node}

@@ -318,3 +318,31 @@ def test_a_node_judged_dead_that_comes_back_rejoins_its_sessions(spawn_node):
     assert alice.request("who", room="lobby")["members"] == ["alice", "bob"]
     assert bob.request("say", room="lobby", text="back")["op"] == "ok"
     assert alice.recv_until(lambda f: f["op"] == "msg")[-1]["text"] == "back"
+
+
+def test_presence_missed_while_a_node_was_unsubscribed_is_told_when_it_returns(spawn_node, redis_server):
+    one, two = spawn_node(), spawn_node()
+    alice, bob, carol = one.client("alice"), two.client("bob"), two.client("carol")
+    for client in (alice, bob, carol):
+        client.join("lobby")
+    alice.recv_until(lambda f: f.get("nick") == "carol")  # the joins so far
+    bob.recv_until(lambda f: f.get("nick") == "carol")
+    os.kill(one.proc.pid, signal.SIGSTOP)  # node one is away, for less than --node-timeout
+    try:
+        redis_server.client().command("CLIENT", "KILL", "TYPE", "pubsub")
+        two.wait_log(b"is back")
+        carol.request("quit")
+        dave = two.client("dave")
+        dave.join("lobby")
+        assert [f["nick"] for f in bob.recv_until(lambda f: f.get("nick") == "dave")
+                if f["op"] == "presence"] == ["carol", "dave"]  # published without node one
+    finally:
+        os.kill(one.proc.pid, signal.SIGCONT)
+    one.wait_log(b"is back")
+    seen = alice.drain()
+    assert [f for f in seen if f["op"] == "presence"] == [
+        {"op": "presence", "room": "lobby", "nick": "carol", "event": "quit"},
+        {"op": "presence", "room": "lobby", "nick": "dave", "event": "join"}]
+    assert alice.request("who", room="lobby")["members"] == ["alice", "bob", "dave"]
+    dave.request("leave", room="lobby")  # and live presence flows again, once
+    assert alice.recv() == {"op": "presence", "room": "lobby", "nick": "dave", "event": "leave"}
