@@ -377,8 +377,15 @@ class ClusterServer(ChatServer):
 
     def _apply_presence(self, record: Presence) -> None:
         room = self.rooms.get(record.room)
-        if room is not None and self._roster_changes(room, record) and not self.shutting_down:
-            self._tell(room, record.frame, record.actor)
+        if room is not None:
+            event = json.loads(record.frame)
+            gone = event["event"] in ("leave", "quit")
+            if room.change_roster(record.actor, None if gone else event["nick"]) \
+                    and not self.shutting_down:
+                self._tell(room, record.frame, record.actor)
+            leaver = room.members.get(record.actor) if gone else None
+            if leaver is not None:
+                room.leave(leaver)  # nothing after its leave reaches it (its handler forgets it)
         joining = self._joins.get(record.tag) if record.tag != "-" else None
         if joining is None:
             return
@@ -393,12 +400,6 @@ class ClusterServer(ChatServer):
         room.joining[session.session_id] = (session, [])
         session.rooms[record.room] = room
         marker.set(room)
-
-    @staticmethod
-    def _roster_changes(room: ClusterRoom, record: Presence) -> bool:
-        event = json.loads(record.frame)
-        nick = None if event["event"] in ("leave", "quit") else event["nick"]
-        return room.change_roster(record.actor, nick)
 
     @staticmethod
     def _tell(room: ClusterRoom, frame: bytes, actor: int) -> None:

@@ -346,3 +346,34 @@ def test_presence_missed_while_a_node_was_unsubscribed_is_told_when_it_returns(s
     assert alice.request("who", room="lobby")["members"] == ["alice", "bob", "dave"]
     dave.request("leave", room="lobby")  # and live presence flows again, once
     assert alice.recv() == {"op": "presence", "room": "lobby", "nick": "dave", "event": "leave"}
+
+
+def test_a_leaver_gets_exactly_the_messages_before_its_leave_on_every_node(spawn_node):
+    one, two = spawn_node(), spawn_node()
+    talker, observer, leaver = one.client("talker"), one.client("observer"), two.client("leaver")
+    for client in (talker, observer, leaver):
+        client.join("busy")
+    sent = [0]
+
+    def flood():  # says keep coming while the leaver leaves
+        while True:
+            talker.send(*({"op": "say", "room": "busy", "text": f"m{n}", "id": n}
+                          for n in range(sent[0], sent[0] + 20)))
+            sent[0] += 20
+            gevent.sleep(0.005)
+
+    sender = gevent.spawn(flood)
+    early = leaver.recv_until(lambda f: f.get("op") == "msg" and f["seq"] >= 50)
+    leaver.request("leave", room="busy")
+    target = sent[0] + 40  # more says after the leave
+    talker.recv_until(lambda f: f.get("op") == "ok" and f["id"] >= target)
+    mine = [f["seq"] for f in [*early, *leaver.pending, *leaver.drain()] if f.get("op") == "msg"]
+    sender.kill()
+    last = max(f["seq"] for f in talker.recv_until(lambda f: f.get("id") == sent[0] - 1) if f["op"] == "ok")
+    seen = observer.recv_until(lambda f: f.get("op") == "msg" and f["seq"] == last, timeout=20)
+    events = [(f["op"], f.get("seq"), f.get("event")) for f in seen if f["op"] in ("msg", "presence")]
+    cut = events.index(("presence", None, "leave"))
+    before = [seq for op, seq, _ in events[:cut] if op == "msg"]
+    assert cut < len(events) - 1, "the leave came after the flood: the test proves nothing"
+    assert before and before == list(range(1, len(before) + 1))
+    assert sorted(set(mine)) == before  # everything before its leave, nothing after
