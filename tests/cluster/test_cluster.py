@@ -8,6 +8,7 @@ import signal
 import socket
 
 import gevent
+import pytest
 
 from tests.cluster.conftest import NODE_TIMEOUT
 from tests.server.process import run
@@ -34,12 +35,13 @@ def test_a_say_reaches_members_on_every_node_with_one_seq(spawn_node):
     assert alice.recv()["seq"] == 2
 
 
-def test_every_member_on_every_node_sees_one_order(spawn_node):
-    nodes = [spawn_node(), spawn_node()]
-    observers = [nodes[i % 2].client(f"watcher{i}") for i in range(4)]
+@pytest.mark.parametrize("count", [2, 3])
+def test_every_member_on_every_node_sees_one_order(spawn_node, count):
+    nodes = [spawn_node() for _ in range(count)]
+    observers = [nodes[i % count].client(f"watcher{i}") for i in range(4)]
     for watcher in observers:
         watcher.join("r")
-    senders = [nodes[i % 2].client(f"sender{i}") for i in range(4)]
+    senders = [nodes[(i + 1) % count].client(f"sender{i}") for i in range(4)]
     for sender in senders:
         sender.join("r")
     per_sender = 50
@@ -51,7 +53,7 @@ def test_every_member_on_every_node_sees_one_order(spawn_node):
 
     def churn():  # presence interleaved with the messages
         for n in range(5):
-            extra = nodes[n % 2].client(f"churn{n}")
+            extra = nodes[n % count].client(f"churn{n}")
             extra.join("r")
             extra.request("leave", room="r")
 
