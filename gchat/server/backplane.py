@@ -35,7 +35,6 @@ import logging
 from collections.abc import Callable, Sequence
 from time import monotonic
 from typing import Any
-from urllib.parse import urlsplit, urlunsplit
 
 import gevent
 import redis
@@ -44,8 +43,9 @@ from redis.backoff import NoBackoff
 from redis.retry import Retry
 
 from ..errors import BackplaneError
+from .config import redact
 
-__all__ = ["SESSIONS_PER_NODE", "RedisBackplane", "redact"]
+__all__ = ["SESSIONS_PER_NODE", "RedisBackplane"]
 
 log = logging.getLogger(__name__)
 
@@ -323,16 +323,6 @@ publish(records)
 return conflicts
 """,
 }
-
-
-def redact(url: str) -> str:
-    """`url` with any password replaced by ***, fit for a log."""
-    parts = urlsplit(url)
-    if parts.password is None:
-        return url
-    netloc = parts.netloc.rpartition("@")
-    user = netloc[0].partition(":")[0]
-    return urlunsplit(parts._replace(netloc=f"{user}:***@{netloc[2]}"))
 
 
 def _roster(flat: Any) -> dict[int, str]:

@@ -8,10 +8,11 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field, fields
 from typing import Any
+from urllib.parse import urlsplit, urlunsplit
 
 from ..errors import ConfigError
 
-__all__ = ["Settings"]
+__all__ = ["Settings", "redact"]
 
 
 def _opt(default: Any, help: str) -> Any:
@@ -62,9 +63,8 @@ class Settings:
         for name in positive:
             if getattr(self, name) <= 0:
                 raise ConfigError(f"{name.replace('_', '-')} must be positive, not {getattr(self, name)}")
-        if self.backplane is not None and not self.backplane.startswith(("redis://", "rediss://",
-                                                                           "unix://")):
-            raise ConfigError(f"--backplane must be a redis:// URL, not {self.backplane!r}")
+        if self.backplane is not None:
+            _check_backplane(self.backplane)
         if self.node_timeout < 0.2:
             raise ConfigError("node-timeout must be at least 0.2 seconds")
         for name in ("idle_timeout", "grace", "gc_interval"):
@@ -104,6 +104,38 @@ class Settings:
     def options(cls) -> list[tuple[str, Any, str]]:
         """(name, default, help) of every setting, in declaration order."""
         return [(f.name, f.default, f.metadata["help"]) for f in fields(cls)]
+
+
+def _check_backplane(url: str) -> None:
+    """A Redis URL: redis:// or rediss:// with a host, an optional numeric port and
+    database, or unix:///path (PASSWORD never echoed back)."""
+    parts = urlsplit(url)
+    problem = None
+    if parts.scheme not in ("redis", "rediss", "unix"):
+        problem = "must be a redis://HOST:PORT/DB URL"
+    elif parts.scheme == "unix":
+        problem = None if parts.path else "needs a socket path: unix:///PATH"
+    elif not parts.hostname:
+        problem = "needs a host"
+    else:
+        try:
+            parts.port  # noqa: B018  # raises ValueError for a port that is not a number
+        except ValueError:
+            problem = "has a port that is not a number"
+        if problem is None and parts.path not in ("", "/") and not parts.path[1:].isdigit():
+            problem = "has a database that is not a number (redis://HOST:PORT/0)"
+    if problem is not None:
+        raise ConfigError(f"--backplane {problem}, not {redact(url)!r}")
+
+
+def redact(url: str) -> str:
+    """`url` with any password replaced by ***, fit for a log."""
+    parts = urlsplit(url)
+    if parts.password is None:
+        return url
+    netloc = parts.netloc.rpartition("@")
+    user = netloc[0].partition(":")[0]
+    return urlunsplit(parts._replace(netloc=f"{user}:***@{netloc[2]}"))
 
 
 def _number(value: int | float) -> int | float:

@@ -1,11 +1,16 @@
-"""The backplane's records, parsed without sockets (records.py)."""
+"""What needs no Redis: the backplane's records, parsed without sockets (records.py),
+and the checks of --backplane."""
 
 from __future__ import annotations
+
+import re
 
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+from gchat.errors import ConfigError
+from gchat.server import Settings
 from gchat.server.records import BadRecord, Msg, Presence, Whisper, parse_records
 
 MSG = b'{"op":"msg","room":"r","from":"a","text":"hi","seq":7,"ts":1}'
@@ -50,3 +55,23 @@ def test_msg_records_round_trip(messages):
             parse_records(payload)
         return
     assert parse_records(payload) == [Msg(room, seq, tag, MSG + b"\n") for room, seq, tag in messages]
+
+
+@pytest.mark.parametrize(("url", "problem"), [
+    ("http://localhost:6379", "must be a redis://HOST:PORT/DB URL"),
+    ("redis://127.0.0.1:abc/0", "has a port that is not a number"),
+    ("redis://127.0.0.1:6379/x", "has a database that is not a number"),
+    ("redis:///0", "needs a host"),
+    ("unix://", "needs a socket path"),
+    ("redis://:s3cret@127.0.0.1:abc/0", "redis://:***@127.0.0.1:abc/0"),
+])
+def test_a_bad_backplane_url_is_refused_with_what_is_wrong(url, problem):
+    with pytest.raises(ConfigError, match=re.escape(problem)) as refused:
+        Settings(backplane=url)
+    assert "s3cret" not in str(refused.value)
+
+
+@pytest.mark.parametrize("url", ["redis://127.0.0.1:6379/0", "redis://h", "rediss://u:p@h:1/2",
+                                 "unix:///run/redis.sock"])
+def test_good_backplane_urls_are_taken(url):
+    assert Settings(backplane=url).backplane == url
