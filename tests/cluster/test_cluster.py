@@ -236,7 +236,7 @@ def test_a_slow_consumer_on_one_node_is_dropped_and_the_others_see_it_quit(spawn
 
 def test_a_bad_backplane_is_a_usage_error_and_an_unreachable_one_a_clear_exit(redis_server):
     bad = run("--backplane", "http://localhost:6379")
-    assert bad.returncode == 2 and b"--backplane must be a redis:// URL" in bad.stderr
+    assert bad.returncode == 2 and b"--backplane must be a redis://HOST:PORT/DB URL" in bad.stderr
     port = redis_server.port
     redis_server.kill()
     down = run("--port", "0", env={"GCHAT_BACKPLANE": f"redis://:s3cret@127.0.0.1:{port}/0"})
