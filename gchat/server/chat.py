@@ -6,6 +6,8 @@ Every room event is encoded once and queued to each member with no blocking call
 between, so each room's events have one order (PROTOCOL.md 6, guarantee 1). A say's
 message is stored, then broadcast, by the GroupCommit (publish.py).
 One sweeper greenlet enforces the idle timeout for every connection.
+A cluster node (cluster.py) is a ChatServer whose state methods (register, join,
+leave, rename, whisper, who, history, publish, ...) go through Redis instead.
 """
 
 from __future__ import annotations
