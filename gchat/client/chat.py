@@ -19,6 +19,7 @@ from __future__ import annotations
 import logging
 import random
 import ssl
+from collections.abc import Sequence
 from typing import Any, Protocol
 
 import gevent
@@ -63,14 +64,17 @@ class ChatClient:
     """One user's connection to a gchat server, kept alive across server restarts."""
 
     def __init__(self, host: str, port: int, nick: str, view: View, *, token: str | None = None,
-                 ssl_context: ssl.SSLContext | None = None, reconnect: bool = True) -> None:
+                 ssl_context: ssl.SSLContext | None = None, reconnect: bool = True,
+                 fallbacks: Sequence[tuple[str, int]] = ()) -> None:
         self.host, self.port = host, port
         self.nick = nick
         self.view = view
         self.token = token
         self.reconnect = reconnect
-        self.connector = Connector(host, port, lambda: ClientSession(self._on_event), timeout=10,
-                                   ssl_context=ssl_context)
+        # Other nodes of the same cluster, tried in turn when this one cannot be reached.
+        self.connectors = [Connector(h, p, lambda: ClientSession(self._on_event), timeout=10,
+                                     ssl_context=ssl_context)
+                           for h, p in [(host, port), *fallbacks]]
         self.session: ClientSession | None = None
         self.rooms: dict[str, int | None] = {}  # joined room -> seq of the last msg shown
         self.current: str | None = None
@@ -97,8 +101,7 @@ class ChatClient:
     def connect(self) -> None:
         """Connect, register and (re)join every room; ConnectError or RequestFailed."""
         self._bye = None
-        session = self.connector.connect()
-        assert isinstance(session, ClientSession)
+        session = self._connect_any()
         try:
             fields: dict[str, Any] = {"nick": self.nick}
             if self.token is not None:
@@ -113,6 +116,23 @@ class ChatClient:
             self._join(room)
         self.online.set()
         gevent.spawn(self._watch, session)
+
+    def _connect_any(self) -> ClientSession:
+        """A connection to the current server, or else to the next that answers."""
+        failure: ConnectError | None = None
+        for _ in range(len(self.connectors)):
+            connector = self.connectors[0]
+            try:
+                session = connector.connect()
+            except ConnectError as exc:
+                failure = exc
+                self.connectors.append(self.connectors.pop(0))  # the next one, next time
+                continue
+            assert isinstance(session, ClientSession)
+            self.host, self.port = connector.host, connector.port
+            return session
+        assert failure is not None
+        raise failure
 
     def _watch(self, session: ClientSession) -> None:
         session.gone.wait()

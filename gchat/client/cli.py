@@ -19,25 +19,39 @@ __all__ = ["main"]
 SCRIPT_RECONNECT_WAIT = 30.0  # seconds a script waits for a lost connection to come back
 
 
+def _addresses(ctx: click.Context, param: click.Parameter, values: tuple[str, ...]) -> list[tuple[str, int]]:
+    """HOST:PORT values as (host, port) pairs."""
+    addresses = []
+    for value in values:
+        host, _, port = value.rpartition(":")
+        if not host or not port.isdigit() or not 1 <= int(port) <= 65535:
+            raise click.BadParameter(f"{value!r} is not HOST:PORT")
+        addresses.append((host, int(port)))
+    return addresses
+
+
 @click.command(context_settings={"auto_envvar_prefix": "GCHAT", "help_option_names": ["-h", "--help"]})
 @click.option("--nick", required=True, help="Your nick: a letter, then up to 31 letters, digits, _ or -.")
 @click.option("--host", default="127.0.0.1", show_default=True, help="Server address.")
 @click.option("--port", default=7070, show_default=True, type=click.IntRange(1, 65535), help="Server port.")
+@click.option("--fallback", "fallbacks", multiple=True, callback=_addresses, metavar="HOST:PORT",
+              help="Another node of the same cluster, tried in turn when the server cannot be "
+                   "reached (repeatable).")
 @click.option("--token", default=None, help="The server's token, if it needs one (prefer GCHAT_TOKEN).")
 @click.option("--tls", is_flag=True, help="Connect with TLS (to the server's --tls-port).")
 @click.option("--ca-file", type=click.Path(exists=True, dir_okay=False), default=None,
               help="Trust this PEM certificate (a self-signed server) instead of the system's.")
 @click.option("--room", default="lobby", show_default=True, help="Room to join at start ('' for none).")
 @click.option("--json", "as_json", is_flag=True, help="Print each server event as one JSON line (scripts).")
-def main(nick: str, host: str, port: int, token: str | None, tls: bool, ca_file: str | None, room: str,
-         as_json: bool) -> None:
+def main(nick: str, host: str, port: int, fallbacks: list[tuple[str, int]], token: str | None,
+         tls: bool, ca_file: str | None, room: str, as_json: bool) -> None:
     """Chat on a gchat server.
 
     On a terminal: type to talk, /help for commands. On a pipe: reads commands line by
     line, exits at end of input once each is answered (status 1 if any failed).
     """
     context = gssl.create_default_context(cafile=ca_file) if (tls or ca_file) else None
-    options: dict[str, Any] = {"token": token, "ssl_context": context}
+    options: dict[str, Any] = {"token": token, "ssl_context": context, "fallbacks": fallbacks}
     if sys.stdin.isatty() and sys.stdout.isatty() and not as_json:
         sys.exit(_interactive(host, port, nick, room, options))
     view = JsonView() if as_json else PlainView()

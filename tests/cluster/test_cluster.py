@@ -10,6 +10,7 @@ import socket
 import gevent
 import pytest
 
+from tests.client.test_script import ClientProcess
 from tests.cluster.conftest import NODE_TIMEOUT
 from tests.server.process import run
 
@@ -379,3 +380,26 @@ def test_a_leaver_gets_exactly_the_messages_before_its_leave_on_every_node(spawn
     assert cut < len(events) - 1, "the leave came after the flood: the test proves nothing"
     assert before and before == list(range(1, len(before) + 1))
     assert sorted(set(mine)) == before  # everything before its leave, nothing after
+
+
+def test_the_client_fails_over_to_another_node_and_misses_nothing(spawn_node):
+    one, two = spawn_node(), spawn_node()
+    bob = two.client("bob")
+    bob.join("lobby")
+    client = ClientProcess(one.port, "--nick", "alice", "--fallback", f"127.0.0.1:{two.port}",
+                           "--room", "lobby", "--json")
+    try:
+        bob.recv_until(lambda f: f.get("nick") == "alice")  # alice joined, through node one
+        bob.request("say", room="lobby", text="hello alice")
+        client.events(lambda e: e.get("text") == "hello alice")  # and her client is in the room
+        one.kill()
+        # bob talks while alice is away; her nick comes free once node one is judged dead
+        assert bob.request("say", room="lobby", text="while you were away")["op"] == "ok"
+        client.wait_err(f"reconnected to 127.0.0.1:{two.port}".encode())
+        assert bob.request("say", room="lobby", text="welcome back")["op"] == "ok"
+        seen = client.events(lambda e: e.get("op") == "msg" and e["text"] == "welcome back")
+        assert [e["text"] for e in seen if e.get("op") == "msg"] == ["while you were away", "welcome back"]
+        code, _ = client.finish()
+        assert code == 0
+    finally:
+        client.kill()
