@@ -88,7 +88,10 @@ class Session:
         self._flusher = Flusher.for_current_hub()
         self._closed = Event()
         self._state = _OPEN
-        self._overflowing = False
+        # send() runs once per member per message: its checks read plain attributes.
+        self._accepting = True  # open, and the queue never went past its bound
+        self._max_bytes = self.limits.max_queue_bytes
+        self._max_frames = self.limits.max_queue_frames
         self._linger: gevent.Greenlet | None = None
         self._watcher: Any = None  # the read watcher of `watch`
 
@@ -191,6 +194,7 @@ class Session:
         if self._state is not _OPEN:
             return
         self._state = _CLOSING
+        self._accepting = False
         self.disconnect_reason = reason
         if discard:
             self.queued_bytes -= sum(map(len, self._queue))
@@ -209,6 +213,7 @@ class Session:
         """End the session now, dropping anything unsent. Safe to call twice."""
         if self._state is _OPEN:
             self._state = _CLOSING
+            self._accepting = False
             self.disconnect_reason = reason
             self._notify_disconnected(reason)
         self._close_socket()
@@ -223,6 +228,7 @@ class Session:
         if self._state is _CLOSED:
             return
         self._state = _CLOSED
+        self._accepting = False
         current = gevent.getcurrent()
         if self._linger is not None and self._linger is not current:
             self._linger.kill(block=False)
@@ -247,13 +253,12 @@ class Session:
         Returns False when the session is closing or the data was refused because
         the queue is past its bound, which drops the session as a slow consumer.
         """
-        if self._state is not _OPEN or self._overflowing:
+        if not self._accepting:
             return False
-        limits = self.limits
         # PROTOCOL.md 7, queue bound: accept while the queue holds fewer than the
         # limits *before* this frame, so one large reply always fits.
-        if self.queued_bytes >= limits.max_queue_bytes or self.queued_frames >= limits.max_queue_frames:
-            self._overflowing = True
+        if self.queued_bytes >= self._max_bytes or self.queued_frames >= self._max_frames:
+            self._accepting = False
             # Close in a greenlet of its own, not here: the caller may be iterating
             # over a room's members, and closing changes rooms.
             gevent.spawn(self._drop_slow_consumer)
