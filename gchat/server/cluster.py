@@ -383,9 +383,12 @@ class ClusterServer(ChatServer):
             if room.change_roster(record.actor, None if gone else event["nick"]) \
                     and not self.shutting_down:
                 self._tell(room, record.frame, record.actor)
-            leaver = room.members.get(record.actor) if gone else None
+            # A local member's own leave: nothing after it reaches the member (its handler
+            # then forgets it). Not a quit: a live session can be announced gone (its node
+            # was judged dead) and then back, and must keep its rooms meanwhile.
+            leaver = room.members.get(record.actor) if event["event"] == "leave" else None
             if leaver is not None:
-                room.leave(leaver)  # nothing after its leave reaches it (its handler forgets it)
+                room.leave(leaver)
         joining = self._joins.get(record.tag) if record.tag != "-" else None
         if joining is None:
             return

@@ -321,6 +321,8 @@ def test_a_node_judged_dead_that_comes_back_rejoins_its_sessions(spawn_node):
     assert alice.request("who", room="lobby")["members"] == ["alice", "bob"]
     assert bob.request("say", room="lobby", text="back")["op"] == "ok"
     assert alice.recv_until(lambda f: f["op"] == "msg")[-1]["text"] == "back"
+    assert alice.request("say", room="lobby", text="welcome back")["op"] == "ok"  # bob is still in
+    assert bob.recv_until(lambda f: f.get("text") == "welcome back")[-1]["from"] == "alice"
 
 
 def test_presence_missed_while_a_node_was_unsubscribed_is_told_when_it_returns(spawn_node, redis_server):
