@@ -4,6 +4,7 @@ gchat nodes as subprocesses sharing it."""
 from __future__ import annotations
 
 import os
+import random
 import shutil
 import time
 
@@ -31,9 +32,30 @@ def redis_server_binary() -> str:
 
 
 def free_port() -> int:
-    with gsocket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
+    """A free port below Linux's ephemeral range, so no outgoing connection takes it
+    before the server that is told to use it binds it (Redis on a restart, too)."""
+    return _free_ports(1)
+
+
+def free_port_pair() -> int:
+    """A port P such that P and P + 1 are both free (see free_port)."""
+    return _free_ports(2)
+
+
+def _free_ports(count: int) -> int:
+    for _ in range(100):
+        base = random.randrange(20000, 32000)
+        sockets = [gsocket.socket() for _ in range(count)]
+        try:
+            for offset, probe in enumerate(sockets):
+                probe.bind(("127.0.0.1", base + offset))
+            return base
+        except OSError:
+            continue
+        finally:
+            for probe in sockets:
+                probe.close()
+    raise AssertionError(f"no {count} free ports in a row")
 
 
 class RespClient:
