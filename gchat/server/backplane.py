@@ -550,11 +550,9 @@ class RedisBackplane:
         """Who is in `room`, cluster-wide: session id -> nick."""
         return _roster(self._command("HGETALL", f"gchat:room:{room}:members"))
 
-    def after(self, room: str, seq: int, limit: int, until: int | None = None,
-              ) -> list[bytes]:
-        """The earliest `limit` stored messages with a seq above `seq` (up to `until`)."""
-        end = "+" if until is None else f"{until}-0"
-        return _messages(self._command("XRANGE", f"gchat:room:{room}:log", f"({seq}-0", end,
+    def after(self, room: str, seq: int, limit: int) -> list[bytes]:
+        """The earliest `limit` stored messages with a seq above `seq`."""
+        return _messages(self._command("XRANGE", f"gchat:room:{room}:log", f"({seq}-0", "+",
                                        "COUNT", limit))
 
     def before(self, room: str, seq: int, limit: int) -> list[bytes]:

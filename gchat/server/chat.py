@@ -30,7 +30,7 @@ from ..core import Listener, Room, RoomMaster, SessionLimits
 from ..errors import ConfigError, RequestError
 from ..protocol import bye, encode, encode_with_items, nick_key
 from .config import Settings
-from .history import HistoryStore, MemoryHistory
+from .history import HistoryReader, HistoryStore, MemoryHistory
 from .publish import Batch, GroupCommit
 from .session import ChatSession
 from .sqlite_store import SqliteHistory
@@ -326,11 +326,15 @@ class ChatServer:
     def history(self, name: str, before: int | None, after: int | None,
                 limit: int) -> list[bytes]:
         """The `history` op's messages of room `name`, oldest first (PROTOCOL.md 4)."""
+        source = self._history_source()
         if after is not None:
-            return self.store.after(name, after, limit)
+            return source.after(name, after, limit)
         if before is not None:
-            return self.store.before(name, before, limit)
-        return self.store.latest(name, limit)
+            return source.before(name, before, limit)
+        return source.latest(name, limit)
+
+    def _history_source(self) -> HistoryReader:
+        return self.store
 
     def history_for_join(self, room: ChatRoom, after: int | None) -> tuple[list[bytes], bool]:
         """The `history` of a join's ok and whether it `recovered` (PROTOCOL.md 4, 7)."""

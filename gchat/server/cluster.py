@@ -289,13 +289,8 @@ class ClusterServer(ChatServer):
     def who(self, name: str) -> list[str]:
         return sorted(self.backplane.members(name).values(), key=str.lower)
 
-    def history(self, name: str, before: int | None, after: int | None,
-                limit: int) -> list[bytes]:
-        if after is not None:
-            return self.backplane.after(name, after, limit)
-        if before is not None:
-            return self.backplane.before(name, before, limit)
-        return self.backplane.latest(name, limit)
+    def _history_source(self) -> RedisBackplane:
+        return self.backplane
 
     # -- says ---------------------------------------------------------------------------------
 

@@ -15,7 +15,20 @@ from collections.abc import Sequence
 from itertools import islice
 from typing import Protocol
 
-__all__ = ["HistoryStore", "MemoryHistory"]
+__all__ = ["HistoryReader", "HistoryStore", "MemoryHistory"]
+
+
+class HistoryReader(Protocol):
+    """What the `history` op reads; a store, or a cluster's backplane. Oldest first."""
+
+    def latest(self, room: str, limit: int) -> list[bytes]:
+        """The newest `limit` messages."""
+
+    def after(self, room: str, seq: int, limit: int) -> list[bytes]:
+        """The earliest `limit` messages with a seq greater than `seq`."""
+
+    def before(self, room: str, seq: int, limit: int) -> list[bytes]:
+        """The latest `limit` messages with a seq less than `seq`."""
 
 
 class HistoryStore(Protocol):

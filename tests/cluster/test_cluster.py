@@ -15,6 +15,25 @@ from tests.cluster.conftest import NODE_TIMEOUT
 from tests.server.process import run
 
 
+class Flood:
+    """`client` pipelines says to `room`, `batch` every 5 ms (ids 0, 1, ...), until stop()."""
+
+    def __init__(self, client, room: str, batch: int) -> None:
+        self.client, self.room, self.batch = client, room, batch
+        self.sent = 0
+        self._greenlet = gevent.spawn(self._run)
+
+    def _run(self) -> None:
+        while True:
+            self.client.send(*({"op": "say", "room": self.room, "text": f"m{n}", "id": n}
+                               for n in range(self.sent, self.sent + self.batch)))
+            self.sent += self.batch
+            gevent.sleep(0.005)
+
+    def stop(self) -> None:
+        self._greenlet.kill()
+
+
 def _room_events(frames, room):
     return [f for f in frames if f.get("room") == room and f["op"] in ("msg", "presence")]
 
@@ -271,24 +290,15 @@ def test_every_say_acknowledged_before_redis_is_killed_is_in_the_history_after(s
     node = spawn_node()
     talker = node.client("talker")
     talker.join("kept")
-    sent = [0]
-
-    def flood():  # says keep coming while Redis dies under them
-        while True:
-            talker.send(*({"op": "say", "room": "kept", "text": f"m{n}", "id": n}
-                          for n in range(sent[0], sent[0] + 50)))
-            sent[0] += 50
-            gevent.sleep(0.005)
-
-    sender = gevent.spawn(flood)
+    flood = Flood(talker, "kept", 50)  # says keep coming while Redis dies under them
     frames = talker.recv_until(lambda f: f.get("op") == "ok" and f["id"] >= 300)
     redis_server.kill()
     frames += talker.recv_until(lambda f: f.get("op") == "error")
-    sender.kill()
-    frames += talker.recv_until(lambda f: f.get("id") == sent[0] - 1, timeout=20)
+    flood.stop()
+    frames += talker.recv_until(lambda f: f.get("id") == flood.sent - 1, timeout=20)
     acked = [f["seq"] for f in frames if f["op"] == "ok"]
     failed = [f for f in frames if f["op"] == "error"]
-    assert len(acked) + len(failed) == sent[0]  # every say answered: none silently lost
+    assert len(acked) + len(failed) == flood.sent  # every say answered: none silently lost
     assert all(f["code"] == "unavailable" for f in failed)
 
     redis_server.start()
@@ -358,23 +368,15 @@ def test_a_leaver_gets_exactly_the_messages_before_its_leave_on_every_node(spawn
     talker, observer, leaver = one.client("talker"), one.client("observer"), two.client("leaver")
     for client in (talker, observer, leaver):
         client.join("busy")
-    sent = [0]
-
-    def flood():  # says keep coming while the leaver leaves
-        while True:
-            talker.send(*({"op": "say", "room": "busy", "text": f"m{n}", "id": n}
-                          for n in range(sent[0], sent[0] + 20)))
-            sent[0] += 20
-            gevent.sleep(0.005)
-
-    sender = gevent.spawn(flood)
+    flood = Flood(talker, "busy", 20)  # says keep coming while the leaver leaves
     early = leaver.recv_until(lambda f: f.get("op") == "msg" and f["seq"] >= 50)
     leaver.request("leave", room="busy")
-    target = sent[0] + 40  # more says after the leave
+    target = flood.sent + 40  # more says after the leave
     talker.recv_until(lambda f: f.get("op") == "ok" and f["id"] >= target)
     mine = [f["seq"] for f in [*early, *leaver.pending, *leaver.drain()] if f.get("op") == "msg"]
-    sender.kill()
-    last = max(f["seq"] for f in talker.recv_until(lambda f: f.get("id") == sent[0] - 1) if f["op"] == "ok")
+    flood.stop()
+    replies = talker.recv_until(lambda f: f.get("id") == flood.sent - 1)
+    last = max(f["seq"] for f in replies if f["op"] == "ok")
     seen = observer.recv_until(lambda f: f.get("op") == "msg" and f["seq"] == last, timeout=20)
     events = [(f["op"], f.get("seq"), f.get("event")) for f in seen if f["op"] in ("msg", "presence")]
     cut = events.index(("presence", None, "leave"))
