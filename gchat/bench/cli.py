@@ -63,7 +63,9 @@ def run(scenarios: tuple[str, ...], servers: tuple[str, ...], duration: float, p
                                              duration=duration, procs=procs, store=store, profile=flame,
                                              server_args=server_args))
                 except BenchFailed as exc:
-                    progress.console.print(f"[red]{scenario} on {server} failed:[/red] {exc}")
+                    # Still a row (and an entry in the JSON): the table says what failed.
+                    runs.append(BenchRun(server, scenario, SCALES[scale][scenario], duration, procs,
+                                         status="failed", detail=str(exc)))
                 progress.advance(task)
     print_table(runs)
     path = save_json(runs, results, shlex.join(["gchat-bench", *sys.argv[1:]]))
@@ -73,8 +75,11 @@ def run(scenarios: tuple[str, ...], servers: tuple[str, ...], duration: float, p
             click.echo(f"note: the load of {bench_run.scenario} on {bench_run.server} used "
                        f"{bench_run.figures['load_cpu_pct']}% of a core: it may measure itself; "
                        "try more --procs", err=True)
-    if len(runs) < len(scenarios) * len(servers):
-        sys.exit(1)
+    # A baseline that cannot keep up (or breaks) is a result; gchat's own failure fails the run.
+    failed = [f"{r.scenario} on {r.server} {r.status}: {r.detail}" for r in runs
+              if r.status != "ok" and (r.server == "gchat" or r.server.startswith("gchat-"))]
+    if failed:
+        raise click.ClickException("gchat did not complete: " + "; ".join(failed))
 
 
 @main.command()

@@ -3,8 +3,10 @@
 Strategy: the runner (runner.py) starts several of these and talks to each over
 stdin/stdout, one JSON object per line: it sends the job, the process connects and
 registers its share of the sessions and answers `ready`; on `go` it runs the measured
-window and answers its counts. Clients that only need to count deliveries count LFs in
-the raw stream (`on_data`), so a Python load process can keep up with a server that
+window and answers its counts. A server that cannot keep up (a session not set up in
+time, or no reply in time) is a result, not a crash: the process answers `timed_out`
+with how far it got. Clients that only need to count deliveries count LFs in the raw
+stream (`on_data`), so a Python load process can keep up with a server that
 delivers millions of lines a second; clients that measure latency parse their frames.
 Latency is send to receive: the sender puts `time.monotonic_ns()` (one clock for every
 process of the machine) at the start of the text.
@@ -29,13 +31,28 @@ from ..client.connection import ClientSession
 from ..core import Connector
 from ..errors import GchatError
 
-__all__ = ["BenchSession", "run_job"]
+__all__ = ["REPLY_TIMEOUT", "SETUP_TIMEOUT", "BenchSession", "run_job"]
 
 _MSG = b'{"op":"msg"'
+
+SETUP_TIMEOUT = 30.0  # seconds one session may take to connect, register and join
+REPLY_TIMEOUT = 30.0  # seconds a request may wait for its reply while measuring
 
 
 class BenchError(GchatError):
     """The server under test refused or dropped a benchmark client."""
+
+
+class TooSlow(BenchError):
+    """The server under test did not keep up: a result to report, not a failure."""
+
+
+class SetupTimedOut(TooSlow):
+    """A session was not set up within `timeout` s; `reached` of them were."""
+
+    def __init__(self, reached: int, timeout: float) -> None:
+        super().__init__(f"{reached} sessions set up, then one took over {timeout:g} s")
+        self.reached, self.timeout = reached, timeout
 
 
 class BenchSession(ClientSession):
@@ -62,9 +79,12 @@ class BenchSession(ClientSession):
             super().on_recv(line)  # replies to their waiters; presence is dropped
 
 
-def reply_of(waiter: AsyncResult, timeout: float) -> dict[str, Any]:
-    """The reply frame a `submit` waiter holds, waiting up to `timeout` seconds."""
-    return cast(dict[str, Any], waiter.get(timeout=timeout))
+def reply_of(waiter: AsyncResult, timeout: float = REPLY_TIMEOUT) -> dict[str, Any]:
+    """The reply frame a `submit` waiter holds; TooSlow after `timeout` seconds."""
+    try:
+        return cast(dict[str, Any], waiter.get(timeout=timeout))
+    except gevent.Timeout:
+        raise TooSlow(f"no reply within {timeout:g} s") from None
 
 
 def stamp(padding: int) -> str:
@@ -83,31 +103,50 @@ def sent_at(line: bytes) -> int:
 
 
 def connect_all(host: str, ports: list[int], nicks: list[str], rooms: list[list[str]],
-                concurrency: int = 200, offset: int = 0) -> list[BenchSession]:
+                concurrency: int = 200, offset: int = 0,
+                timeout: float = SETUP_TIMEOUT) -> list[BenchSession]:
     """Connect, hello and join a session per nick (its rooms from `rooms`). With
-    several ports (cluster nodes), session i goes to port i + `offset`, round robin."""
-    connectors = [Connector(host, port, BenchSession, timeout=30) for port in ports]
+    several ports (cluster nodes), session i goes to port i + `offset`, round robin.
+    SetupTimedOut if a session is not set up within `timeout` seconds."""
+    # The connector's own timeout is only a backstop: the timer in `one` fires first.
+    connectors = [Connector(host, port, BenchSession, timeout=2 * timeout) for port in ports]
     sessions: list[BenchSession | None] = [None] * len(nicks)
+    errors: list[Exception] = []
+    late = Event()
 
     def one(index: int) -> None:
-        session = connectors[(index + offset) % len(connectors)].connect()
-        assert isinstance(session, BenchSession)
-        # Pipelined, as the protocol allows: one round trip registers and joins.
-        waiters = [session.submit("hello", nick=nicks[index])]
-        waiters += [session.submit("join", room=room) for room in rooms[index]]
-        for op, waiter in zip(["hello"] + ["join"] * len(rooms[index]), waiters, strict=True):
-            reply = reply_of(waiter, 30)
-            if reply["op"] != "ok":
-                raise BenchError(f"{op} failed: {reply.get('code')}: {reply.get('message')}")
-        sessions[index] = session
+        # Failures are kept, not raised: a greenlet that dies prints its traceback.
+        timer = gevent.Timeout(timeout)
+        try:
+            with timer:
+                session = connectors[(index + offset) % len(connectors)].connect()
+                assert isinstance(session, BenchSession)
+                # Pipelined, as the protocol allows: one round trip registers and joins.
+                waiters = [session.submit("hello", nick=nicks[index])]
+                waiters += [session.submit("join", room=room) for room in rooms[index]]
+                for op, waiter in zip(["hello"] + ["join"] * len(rooms[index]), waiters, strict=True):
+                    reply = cast(dict[str, Any], waiter.get())
+                    if reply["op"] != "ok":
+                        raise BenchError(f"{op} failed: {reply.get('code')}: {reply.get('message')}")
+                sessions[index] = session
+        except gevent.Timeout as exc:
+            if exc is not timer:
+                raise
+            late.set()
+        except (GchatError, OSError) as exc:
+            errors.append(exc)
 
     pool = Pool(concurrency)
-    greenlets = [pool.spawn(one, index) for index in range(len(nicks))]
+    for index in range(len(nicks)):
+        if errors or late.is_set():
+            break  # the server failed or cannot keep up: start no more sessions
+        pool.spawn(one, index)  # waits while `concurrency` are under way
     pool.join()
     # Every session or none: a missing subscriber would count as lost messages.
-    for greenlet in greenlets:
-        if greenlet.exception is not None:
-            raise greenlet.exception
+    if errors:
+        raise errors[0]
+    if late.is_set():
+        raise SetupTimedOut(sum(session is not None for session in sessions), timeout)
     return cast(list[BenchSession], sessions)
 
 
@@ -122,10 +161,20 @@ class Scenario:
         self.host, self.ports = job["host"], job["ports"]
         self.index, self.procs = job["proc"], job["procs"]
         self.padding = job.get("padding", 64)
+        self.setup_timeout = job.get("setup_timeout", SETUP_TIMEOUT)
+        self.planned = 0  # sessions this process's setup makes (each setup says)
+        self.set_up = 0  # of which set up so far: a timed-out setup reports it
 
     def mine(self, count: int) -> range:
         """The share of `count` items that belongs to this process."""
         return range(self.index, count, self.procs)
+
+    def connect(self, nicks: list[str], rooms: list[list[str]], **options: Any) -> list[BenchSession]:
+        """`connect_all` with the job's setup timeout, counting the sessions set up."""
+        sessions = connect_all(self.host, self.ports, nicks, rooms, timeout=self.setup_timeout,
+                               **options)
+        self.set_up += len(sessions)
+        return sessions
 
     def setup(self) -> None:
         raise NotImplementedError
@@ -141,8 +190,9 @@ class FanOut(Scenario):
         job = self.job
         subs = list(self.mine(job["subscribers"]))
         pubs = list(self.mine(job["publishers"]))
-        self.subscribers = connect_all(self.host, self.ports, [f"s{i}" for i in subs], [["fan"]] * len(subs))
-        self.publishers = connect_all(self.host, self.ports, [f"p{i}" for i in pubs], [["fan"]] * len(pubs))
+        self.planned = len(subs) + len(pubs)
+        self.subscribers = self.connect([f"s{i}" for i in subs], [["fan"]] * len(subs))
+        self.publishers = self.connect([f"p{i}" for i in pubs], [["fan"]] * len(pubs))
         for session in self.subscribers + self.publishers:
             session.counting = True  # publishers: their oks are counted by on_data below
 
@@ -189,11 +239,11 @@ class ManyRooms(Scenario):
         job = self.job
         rooms, per_room, pubs = job["rooms"], job["subscribers_per_room"], job["publishers"]
         subs = list(self.mine(rooms * per_room))
-        self.subscribers = connect_all(self.host, self.ports, [f"s{i}" for i in subs],
-                                       [[f"room{i % rooms}"] for i in subs])
         mine = list(self.mine(pubs))
+        self.planned = len(subs) + len(mine)
+        self.subscribers = self.connect([f"s{i}" for i in subs], [[f"room{i % rooms}"] for i in subs])
         self.pub_rooms = [[f"room{r}" for r in range(p, rooms, pubs)] for p in mine]
-        self.publishers = connect_all(self.host, self.ports, [f"p{i}" for i in mine], self.pub_rooms)
+        self.publishers = self.connect([f"p{i}" for i in mine], self.pub_rooms)
         self.latencies: list[int] = []
         self.delivered = 0
         for session in self.subscribers:
@@ -225,7 +275,7 @@ class ManyRooms(Scenario):
                 turn += 1
                 next_at += interval
             for room, waiter in waiters:
-                reply = reply_of(waiter, 30)
+                reply = reply_of(waiter)
                 if reply["op"] == "ok":
                     acked[room] = acked.get(room, 0) + 1
                 else:
@@ -233,7 +283,8 @@ class ManyRooms(Scenario):
 
         started = time.monotonic()
         gevent.joinall([gevent.spawn(publish, session, rooms)
-                        for session, rooms in zip(self.publishers, self.pub_rooms, strict=True)])
+                        for session, rooms in zip(self.publishers, self.pub_rooms, strict=True)],
+                       raise_error=True)  # a reply that never came: TooSlow
         elapsed = time.monotonic() - started
         return {"says": sum(acked.values()), "failed": failed[0], "elapsed": elapsed,
                 "acked_rooms": acked}
@@ -257,9 +308,10 @@ class PingPong(Scenario):
     def setup(self) -> None:
         mine = list(self.mine(self.job["rooms"]))
         names = [f"room{i}" for i in mine]
-        self.publishers = connect_all(self.host, self.ports, [f"p{i}" for i in mine], [[n] for n in names])
-        self.receivers = connect_all(self.host, self.ports, [f"r{i}" for i in mine], [[n] for n in names],
-                                     offset=1)  # on a cluster, each pair spans two nodes
+        self.planned = 2 * len(mine)
+        self.publishers = self.connect([f"p{i}" for i in mine], [[n] for n in names])
+        self.receivers = self.connect([f"r{i}" for i in mine], [[n] for n in names],
+                                      offset=1)  # on a cluster, each pair spans two nodes
         for session in self.receivers:
             session.counting = True
         self.rtts: list[int] = []
@@ -272,7 +324,7 @@ class PingPong(Scenario):
             text = stamp(self.padding)
             while time.monotonic() < end and session.is_open:
                 start = time.monotonic_ns()
-                reply = reply_of(session.submit("say", room=room, text=text), 30)
+                reply = reply_of(session.submit("say", room=room, text=text))
                 if reply["op"] != "ok":
                     raise BenchError(f"say failed: {reply}")
                 self.rtts.append(time.monotonic_ns() - start)
@@ -292,9 +344,10 @@ class Idle(Scenario):
     def setup(self) -> None:
         mine = list(self.mine(self.job["sessions"]))
         rooms = self.job["rooms"]
+        self.planned = len(mine)
         started = time.monotonic()
-        self.sessions = connect_all(self.host, self.ports, [f"i{i}" for i in mine],
-                                    [[f"room{i % rooms}"] for i in mine], concurrency=500)
+        self.sessions = self.connect([f"i{i}" for i in mine], [[f"room{i % rooms}"] for i in mine],
+                                     concurrency=500)
         self.setup_s = time.monotonic() - started
 
     def measure(self, duration: float) -> dict[str, Any]:
@@ -304,7 +357,7 @@ class Idle(Scenario):
             end = time.monotonic() + duration
             while time.monotonic() < end:
                 start = time.monotonic_ns()
-                probe.request("ping")
+                reply_of(probe.submit("ping"))
                 rtts.append((time.monotonic_ns() - start) // 1000)
                 gevent.sleep(0.05)
         else:
@@ -345,16 +398,27 @@ def run_job(stdin: Any, stdout: Any) -> None:
     setup_cpu = _cpu()
     try:
         scenario.setup()
+    except SetupTimedOut as exc:
+        say({"event": "timed_out", "phase": "setup", "sessions_set_up": scenario.set_up + exc.reached,
+             "sessions": scenario.planned, "timeout_s": exc.timeout})
+        return
     except (GchatError, OSError) as exc:
         say({"event": "failed", "error": str(exc)})
         return
     setup_cpu = _cpu() - setup_cpu
     gc.collect()
     gc.freeze()
-    say({"event": "ready"})
+    say({"event": "ready", "sessions": scenario.planned})
     command = json.loads(stdin.readline())
     cpu = _cpu()
-    result = scenario.measure(command["duration"])
+    try:
+        result = scenario.measure(command["duration"])
+    except TooSlow as exc:
+        say({"event": "timed_out", "phase": "measure", "error": str(exc)})
+        return
+    except (GchatError, OSError) as exc:
+        say({"event": "failed", "error": str(exc)})
+        return
     result["cpu_s"] = _cpu() - cpu
     result["setup_cpu_s"] = setup_cpu
     say({"event": "measured", **{k: v for k, v in result.items() if k != "latencies_us"}})

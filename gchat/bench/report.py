@@ -12,6 +12,7 @@ from typing import Any
 
 from rich.console import Console
 from rich.table import Table
+from rich.text import Text
 
 from .runner import BenchRun
 
@@ -56,14 +57,29 @@ def print_table(runs: list[BenchRun], console: Console | None = None) -> None:
     if not console.is_terminal:
         console = Console(width=200)  # a log or a pipe: never squeeze the figures
     present = [(key, title) for key, title in COLUMNS if any(key in run.figures for run in runs)]
+    notes = any(run.status != "ok" for run in runs)
     table = Table(title="gchat benchmark")
     table.add_column("scenario")
     table.add_column("server")
     for _, title in present:
         table.add_column(title, justify="right")
+    if notes:
+        table.add_column("result")
     for run in runs:
-        table.add_row(run.scenario, run.server, *(_cell(run.figures.get(key)) for key, _ in present))
+        cells: list[str | Text] = [_cell(run.figures.get(key)) for key, _ in present]
+        if notes:
+            cells.append(_result(run))
+        table.add_row(run.scenario, run.server, *cells)
     console.print(table)
+
+
+def _result(run: BenchRun) -> Text:
+    """The result cell: empty when the run is ok, else its status and how far it got.
+    (Text, not markup: a detail may hold brackets.)"""
+    if run.status == "ok":
+        return Text("")
+    style = "bold yellow" if run.status == "timed out" else "bold red"
+    return Text.assemble((run.status, style), f": {run.detail}")
 
 
 def save_json(runs: list[BenchRun], directory: Path, command: str) -> Path:

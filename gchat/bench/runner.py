@@ -6,10 +6,18 @@ one core can do. Each scenario is a fresh server: start it, note its RSS, hand e
 load process its share, wait until all are `ready` (for `idle` that time is the
 figure), say `go`, collect. The load processes report their own CPU time: a load
 process near a full core measures itself, not the server.
+
+A server that cannot keep up is a result, not a crash: when a load process answers
+`timed_out` (a session not set up within the setup timeout, or no reply within
+REPLY_TIMEOUT while measuring), the run is marked "timed out" with how far it got, and
+the other servers go on. The setup timeout is load.SETUP_TIMEOUT (30 s per session);
+the environment variable GCHAT_BENCH_SETUP_TIMEOUT (seconds) overrides it, for tests
+that need a server which cannot keep up.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
@@ -25,6 +33,7 @@ import gevent
 from gevent import subprocess
 
 from ..errors import GchatError
+from .load import SETUP_TIMEOUT
 
 __all__ = ["SCALES", "SERVERS", "BenchRun", "run_scenario"]
 
@@ -66,6 +75,8 @@ class BenchRun:
     duration: float
     procs: int
     figures: dict[str, Any] = field(default_factory=dict)
+    status: str = "ok"  # or "timed out" (the server did not keep up) or "failed"
+    detail: str = ""  # when not ok, one line: how far it got, or why it failed
 
 
 def _free_port() -> int:
@@ -125,10 +136,13 @@ class _Process:
             if cpus:
                 os.sched_setaffinity(0, cpus)
 
+        # stderr goes to a file, not a pipe: a child with much to say (a traceback per
+        # failed greenlet or connection) would block on a full pipe nobody reads.
+        self.errors = tempfile.TemporaryFile()
         self.proc = subprocess.Popen(command, cwd=ROOT, preexec_fn=pin, start_new_session=True,
                                      stdin=subprocess.PIPE if stdin else subprocess.DEVNULL,
                                      stdout=subprocess.PIPE if stdin else subprocess.DEVNULL,
-                                     stderr=subprocess.PIPE)
+                                     stderr=self.errors)
 
     def tell(self, message: dict[str, Any]) -> None:
         assert self.proc.stdin is not None
@@ -140,17 +154,21 @@ class _Process:
         with gevent.Timeout(timeout, BenchFailed(f"no answer from a load process in {timeout:g} s")):
             line = self.proc.stdout.readline()
         if not line:
-            raise BenchFailed(f"a load process died: {self.stderr()}")
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                self.proc.wait(timeout=10)  # its stdout closed: it is exiting
+            raise BenchFailed(f"a load process died: {self.last_words()}")
         message: dict[str, Any] = json.loads(line)
         if message.get("event") == "failed":
             raise BenchFailed(f"a load process failed: {message['error']}")
         return message
 
-    def stderr(self) -> str:
-        if self.proc.poll() is None:
-            return "(still running)"
-        assert self.proc.stderr is not None
-        return self.proc.stderr.read().decode(errors="replace")[-2000:]
+    def last_words(self) -> str:
+        """How the exited process ended, in one line: its status and last stderr line
+        (a failure is reported in one line; its traceback is not for the terminal)."""
+        self.errors.seek(0)
+        lines = self.errors.read().decode(errors="replace").strip().splitlines()
+        status = "still running" if self.proc.poll() is None else f"exit status {self.proc.returncode}"
+        return status + (f": {lines[-1].strip()}" if lines else "")
 
     def stop(self) -> None:
         if self.proc.poll() is None:
@@ -162,13 +180,14 @@ class _Process:
                 self.proc.wait()
             except ProcessLookupError:
                 pass
+        self.errors.close()
 
 
 def _wait_listening(server: _Process, port: int, timeout: float = 30.0) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if server.proc.poll() is not None:
-            raise BenchFailed(f"the server exited: {server.stderr()}")
+            raise BenchFailed(f"the server exited: {server.last_words()}")
         try:
             socket.create_connection(("127.0.0.1", port), timeout=1).close()
             return
@@ -192,6 +211,7 @@ def run_scenario(server_name: str, scenario: str, params: dict[str, Any], *, dur
     server runs under py-spy, which writes a flame graph there (the server's RSS and
     CPU figures are then py-spy's own). `server_args` go to gchat's command line."""
     run = BenchRun(server_name, scenario, params, duration, procs)
+    setup_timeout = float(os.environ.get("GCHAT_BENCH_SETUP_TIMEOUT", SETUP_TIMEOUT))
     server_cpus, load_cpus = cpu_split()
     nodes = CLUSTER_NODES.get(server_name, 1)
     if server_name in CLUSTER_NODES:
@@ -224,16 +244,22 @@ def run_scenario(server_name: str, scenario: str, params: dict[str, Any], *, dur
                 load = _Process([sys.executable, "-m", "gchat.bench", "load"], load_cpus, stdin=True)
                 loads.append(load)
                 load.tell({"scenario": scenario, "host": "127.0.0.1", "ports": ports, "proc": index,
-                           "procs": procs, **params})
-            for load in loads:
-                load.hear(timeout=180)
+                           "procs": procs, "setup_timeout": setup_timeout, **params})
+            answers = [load.hear(timeout=180) for load in loads]
             setup_s = time.monotonic() - started
+            if any(answer["event"] == "timed_out" for answer in answers):
+                return _setup_timed_out(run, answers, setup_s)
             cpu_before = _total(_cpu_seconds, servers)
             busy_before = _machine_busy_seconds()
             redis_cpu_before = _cpu_seconds(redis_server[0].proc.pid) if redis_server else 0.0
             for load in loads:
                 load.tell({"duration": duration})
             measured = [load.hear(timeout=duration + 120) for load in loads]
+            for answer in measured:
+                if answer["event"] == "timed_out":
+                    run.status, run.detail = "timed out", f"measuring: {answer['error']}"
+                    run.figures = {"setup_s": round(setup_s, 3)}
+                    return run
             server_cpu = _total(_cpu_seconds, servers) - cpu_before
             machine_busy = _machine_busy_seconds() - busy_before
             if redis_server is not None:
@@ -262,6 +288,18 @@ def run_scenario(server_name: str, scenario: str, params: dict[str, Any], *, dur
     # busy machine shows in latency tails, so the table says how busy it was.
     others = machine_busy - server_cpu - (redis_cpu or 0.0) - sum(m["cpu_s"] for m in measured)
     run.figures["other_cpu_pct"] = round(max(0.0, 100 * others / elapsed), 1)
+    return run
+
+
+def _setup_timed_out(run: BenchRun, answers: list[dict[str, Any]], setup_s: float) -> BenchRun:
+    """`run` marked timed out in setup, with how many sessions the load processes set up
+    (a process that answered `ready` set up all of its share)."""
+    set_up = sum(answer.get("sessions_set_up", answer["sessions"]) for answer in answers)
+    total = sum(answer["sessions"] for answer in answers)
+    timeout = max(answer.get("timeout_s", 0.0) for answer in answers)
+    run.status = "timed out"
+    run.detail = f"setup: {set_up:,} of {total:,} sessions set up, then one took over {timeout:g} s"
+    run.figures = {"sessions_set_up": set_up, "sessions": total, "setup_s": round(setup_s, 3)}
     return run
 
 
