@@ -6,10 +6,18 @@ runs the session there, so a session lives exactly as long as its handler greenl
 (StreamServer closes the socket when the handler returns). Graceful stop follows
 gevent's own: stop accepting, let each session say goodbye and flush, wait up to a
 grace period, then close whatever is left.
+
+Past `max_sessions` a plain port answers `reject` and closes; a TLS port just closes,
+without a handshake: `reject` in clear text would reach a TLS client as a protocol
+error, and a handshake per refused connection (a private-key operation, a socket held
+up to the handshake timeout) is what a flood past the limit must not be able to buy.
+When `accept()` itself fails for want of descriptors or memory (EMFILE, ENFILE, ...),
+the listener pauses accepting with a growing delay and logs one line, not a traceback.
 """
 
 from __future__ import annotations
 
+import errno
 import itertools
 import logging
 import socket
@@ -23,6 +31,7 @@ from gevent.event import Event
 from gevent.server import StreamServer
 
 from ..errors import ConfigError
+from ..logthrottle import LogThrottle
 from .connector import require_gevent_ssl
 from .session import Session
 
@@ -36,7 +45,7 @@ class Listener:
 
     `session_ids` may be shared between listeners (say, a plain and a TLS port) so
     that ids stay unique across them. Beyond `max_sessions` live sessions a new
-    connection is sent `reject` (if given, best effort) and closed.
+    connection is sent `reject` (if given, best effort; never on a TLS port) and closed.
     """
 
     def __init__(self, host: str, port: int, factory: Callable[[], Session], *,
@@ -52,13 +61,13 @@ class Listener:
         self._no_sessions = Event()
         self._no_sessions.set()
         self._handshaking = 0  # TLS connections not yet sessions; they count against the limit
-        self._refused, self._refused_logged = 0, -10.0
+        self._log = LogThrottle(log)  # a flood must not flood the log too
         self._reject = reject
         self._ids = session_ids if session_ids is not None else itertools.count(1)
         self._host, self._port = host, port
         self._ssl_context = require_gevent_ssl(ssl_context)
         self._handshake_timeout = handshake_timeout
-        self._server = _Server((host, port), self._handle, backlog=backlog)
+        self._server = _Server((host, port), self._handle, backlog=backlog, log=self._log)
 
     @property
     def address(self) -> tuple[str, int]:
@@ -154,13 +163,12 @@ class Listener:
             self._handshaking -= 1
 
     def _refuse(self, sock: socket.socket, address: tuple) -> None:
-        self._refused += 1
-        now = monotonic()
-        if now - self._refused_logged >= 10.0:  # a flood must not flood the log too
-            log.warning("refused %d connection(s), the last from %s: %d sessions already",
-                        self._refused, _format_peer(address), len(self.sessions))
-            self._refused, self._refused_logged = 0, now
-        if self._reject:
+        """Past the limit: `reject` on a plain port, then StreamServer closes the socket.
+        A TLS port only closes (see the module's strategy): the client sees the
+        connection end, and nothing the refusal costs outlives this call."""
+        self._log.warning("refused", "refused a connection from %s: %d sessions already",
+                          _format_peer(address), len(self.sessions))
+        if self._reject and self._ssl_context is None:
             try:
                 sock.settimeout(0)
                 sock.send(self._reject)
@@ -168,13 +176,55 @@ class Listener:
                 pass
 
 
-class _Server(StreamServer):
-    """A StreamServer that leaves open the sockets a session has adopted: it closes a
-    connection's socket when its handler returns, and a watched session outlives it."""
+# accept() failures that say the process or the system is short of something: waiting
+# helps, and retrying at once would spin on a listening socket that stays readable.
+_RESOURCE_ERRORS = frozenset({errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM})
 
-    def __init__(self, *args: Any, **kwargs: Any) -> None:
+
+class _Server(StreamServer):
+    """A StreamServer that leaves open the sockets a session has adopted (it closes a
+    connection's socket when its handler returns, and a watched session outlives it),
+    and that rides out a shortage of descriptors quietly."""
+
+    def __init__(self, *args: Any, log: LogThrottle, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self.adopted: set[socket.socket] = set()
+        self._log = log
+        self._pause = self.min_delay
+        self._resume: Any = None  # the loop timer that resumes accepting after a pause
+
+    def do_read(self) -> Any:
+        """Accept one connection. StreamServer hands an accept error to the hub, which
+        prints a traceback for each (gevent baseserver `_do_read`); a shortage is
+        instead logged through the throttle and accepting pauses, the pause doubling up
+        to `max_delay` while the shortage lasts, as gevent's own backoff does."""
+        try:
+            accepted = super().do_read()
+        except OSError as exc:
+            if exc.errno not in _RESOURCE_ERRORS:
+                raise
+            self._log.error("accept", "cannot accept connections on port %s: %s; "
+                            "pausing %g s", self.server_port, exc.strerror or exc, self._pause)
+            self.stop_accepting()
+            self._resume = self.loop.timer(self._pause)
+            self._resume.start(self._end_pause)
+            self._pause = min(self.max_delay, self._pause * 2)
+            return None  # StreamServer's loop then returns until the timer resumes it
+        if accepted:
+            self._pause = self.min_delay
+        return accepted
+
+    def _end_pause(self) -> None:
+        # The spent timer is closed by the next stop_accepting, as gevent does its own.
+        if self.started:  # not if the server was closed meanwhile
+            self.start_accepting()
+
+    def stop_accepting(self) -> None:
+        if self._resume is not None:
+            self._resume.stop()
+            self._resume.close()
+            self._resume = None
+        super().stop_accepting()
 
     def do_close(self, sock: socket.socket, *args: Any) -> None:
         if sock in self.adopted:

@@ -20,6 +20,14 @@ loss (if the disk honours fsync), at the price of an fsync per batch.
 
 One server owns a file: an flock on `PATH.lock` refuses a second server on the same
 database instead of letting two servers hand out the same seqs.
+
+A file removed or replaced under a running server (`rm gchat.db*`) would otherwise go
+unnoticed: SQLite keeps writing to the open, unlinked file, says keep getting `ok`, and
+all of them vanish at the next restart. So before each batch the writer thread compares
+the device and inode at `PATH` and `PATH.lock` with the files it opened (two stat calls
+per batch, not per message); once they differ every batch fails with StoreError (the
+sender gets `unavailable`) and the server says once, at ERROR, that it must be restarted.
+Repeated failures (a full disk fails every batch) are logged through a LogThrottle.
 """
 
 from __future__ import annotations
@@ -36,6 +44,7 @@ import gevent
 from gevent.threadpool import ThreadPool
 
 from ..errors import StoreError
+from ..logthrottle import LogThrottle
 
 __all__ = ["SqliteHistory"]
 
@@ -77,7 +86,10 @@ class SqliteHistory:
         self.history_max = history_max
         self._first: dict[str, int] = {}
         self._last: dict[str, int] = {}
+        self._log = LogThrottle(log)
+        self._gone: str | None = None  # why every batch fails: the file was removed
         self._lock_file = self._lock()
+        self._opened: list[tuple[Path, tuple[int, int]]] = []  # (path, (st_dev, st_ino))
         self._pool = ThreadPool(1)
         self._checkpoint_pool = ThreadPool(1)
         self._checkpointer: gevent.Greenlet | None = None
@@ -90,6 +102,10 @@ class SqliteHistory:
             # files do not change under load (the reliability tests count them).
             self._reader.execute("SELECT 1 FROM messages LIMIT 1").fetchall()
             self._checkpoint_conn.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchall()
+            lock_stat = os.fstat(self._lock_file)
+            db_stat = self.path.stat()  # just opened: the file the connections hold
+            self._opened = [(self.path, (db_stat.st_dev, db_stat.st_ino)),
+                            (Path(f"{self.path}.lock"), (lock_stat.st_dev, lock_stat.st_ino))]
             self._checkpointer = gevent.spawn(self._checkpoint_loop)
         except sqlite3.Error as exc:
             self._abandon()
@@ -192,16 +208,20 @@ class SqliteHistory:
         while True:
             gevent.sleep(CHECKPOINT_INTERVAL)
             try:
-                self._checkpoint_pool.apply(_capture, (self._checkpoint_conn.execute,
-                                                       ("PRAGMA wal_checkpoint(PASSIVE)",)))
-            except Exception:
-                log.exception("history: checkpoint failed")
+                _, error = self._checkpoint_pool.apply(_capture, (self._checkpoint_conn.execute,
+                                                                  ("PRAGMA wal_checkpoint(PASSIVE)",)))
+            except Exception as exc:
+                error = exc
+            if error is not None:  # once a second while it lasts: throttled
+                self._log.error("checkpoint", "history: checkpoint failed: %s", error)
 
     # -- writing --------------------------------------------------------------------------
 
     def append_batch(self, messages: Sequence[tuple[str, int, bytes]]) -> None:
         """Store `messages` (room, seq, event), durably, in one transaction. Blocks the
         calling greenlet until the commit, never the hub; raises StoreError."""
+        if self._gone is not None:
+            raise StoreError(self._gone)
         prune: dict[str, int] = {}
         for room, seq, _ in messages:
             keep_from = seq - self.history_max + 1
@@ -209,8 +229,12 @@ class SqliteHistory:
                 prune[room] = keep_from
         try:
             self._in_writer(self._write, messages, prune)
+        except _FileGone as exc:
+            self._gone = str(exc)
+            log.error("history: %s", exc)  # once: every later batch fails before the writer
+            raise StoreError(self._gone) from None
         except sqlite3.Error as exc:
-            log.error("history: cannot store %d messages: %s", len(messages), exc)
+            self._log.error("write", "history: cannot store %d messages: %s", len(messages), exc)
             raise StoreError(self._describe(exc)) from exc
         for room, seq, _ in messages:
             self._first.setdefault(room, seq)
@@ -219,6 +243,7 @@ class SqliteHistory:
             self._first[room] = keep_from
 
     def _write(self, messages: Sequence[tuple[str, int, bytes]], prune: dict[str, int]) -> None:
+        self._check_files()
         conn = self._writer
         conn.execute("BEGIN IMMEDIATE")
         try:
@@ -230,6 +255,24 @@ class SqliteHistory:
             if conn.in_transaction:
                 conn.execute("ROLLBACK")
             raise
+
+    def _check_files(self) -> None:
+        """In the writer thread: raise _FileGone when the file at the database's or the
+        lock's path is no longer the one opened. Writing on would store messages in an
+        unlinked file, lost at the next restart; and with the lock gone a second server
+        could open the same database and hand out the same seqs."""
+        for path, opened in self._opened:
+            try:
+                now = path.stat()
+            except FileNotFoundError:
+                pass
+            except OSError:
+                continue  # cannot tell (a permission change, say): SQLite will say if it matters
+            else:
+                if (now.st_dev, now.st_ino) == opened:
+                    continue
+            raise _FileGone(f"{path} was removed or replaced while the server was running: "
+                            f"no more messages can be stored; restart the server")
 
     # -- reading ----------------------------------------------------------------------------
 
@@ -258,7 +301,7 @@ class SqliteHistory:
         try:
             events = [row[0] for row in self._reader.execute(sql, args)]
         except sqlite3.Error as exc:
-            log.error("history: cannot read %s: %s", args[0], exc)
+            self._log.error("read", "history: cannot read %s: %s", args[0], exc)
             raise StoreError(self._describe(exc)) from exc
         if newest_first:
             events.reverse()
@@ -282,3 +325,7 @@ class SqliteHistory:
             self._reader.close()
             os.close(self._lock_file)
             self._lock_file = -1
+
+
+class _FileGone(Exception):
+    """The database or its lock is no longer the file at its path (see _check_files)."""

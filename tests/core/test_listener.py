@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+import signal
+import sys
+
 import gevent
 import pytest
 from gevent import socket as gsocket
 
 from gchat.core import Listener, Session
 from gchat.errors import ConfigError
+from tests.server.process import ServerProcess
 
 
 class Echo(Session):
@@ -111,3 +115,36 @@ def test_bind_failure_is_a_config_error(listener):
     other = Listener("127.0.0.1", listener.address[1], Echo)
     with pytest.raises(ConfigError, match=r"cannot listen on 127\.0\.0\.1"):
         other.start()
+
+
+# The server with at most 32 descriptors, soft and hard, so it cannot raise the limit.
+LOW_NOFILE = ("import os, resource, sys; resource.setrlimit(resource.RLIMIT_NOFILE, (32, 32)); "
+              "os.execv(sys.executable, [sys.executable, '-m', 'gchat.server', *sys.argv[1:]])")
+
+
+def test_accept_failing_with_emfile_logs_a_line_not_a_traceback_each_time():
+    server = ServerProcess(command=[sys.executable, "-c", LOW_NOFILE, "--port", "0",
+                                    "--store", "memory"])
+    flood: list = []
+    try:
+        # More connections than descriptors: the kernel completes them all (backlog),
+        # the server's accept() fails with EMFILE for the ones beyond its limit.
+        flood = [gsocket.create_connection(("127.0.0.1", server.port), timeout=5) for _ in range(48)]
+        server.wait_log(b"Too many open files", timeout=5)
+        # Let the shortage last: the server retries about ten times in this second
+        # (its pause doubles from 10 ms to 1 s), and each retry fails again.
+        gevent.sleep(1.0)
+        for sock in flood:
+            sock.close()
+        # Descriptors free again: it accepts and serves (it paused 1 s at most).
+        with gevent.Timeout(5, AssertionError("the server did not resume accepting")):
+            assert server.client("alice").request("ping")["op"] == "ok"
+        server.proc.send_signal(signal.SIGTERM)
+        assert server.finish() == 0
+    finally:
+        for sock in flood:
+            sock.close()
+        server.kill()
+    assert b"Traceback" not in server.log, server.log.decode()
+    assert b"Too many open files" in server.log
+    assert 1 <= server.log.count(b"cannot accept connections") <= 2, server.log.decode()

@@ -122,6 +122,26 @@ def test_a_failing_store_refuses_the_say_and_loses_no_seq(server, connect):
     assert [m["text"] for m in history_of(alice, "r")] == ["stored", "again"]
 
 
+def test_a_database_deleted_under_the_server_fails_says_and_is_logged_once(spawn_server, private_store):
+    # Issue 12: says kept getting `ok` into the unlinked file and vanished at the restart.
+    server = spawn_server()
+    alice = server.client("alice")
+    alice.join("r")
+    assert alice.request("say", room="r", text="stored")["seq"] == 1
+    private_store.unlink()
+    private_store.with_name(private_store.name + ".lock").unlink()
+    for text in ("one", "two", "three", "four"):
+        reply = alice.request("say", room="r", text=text)
+        assert (reply["op"], reply["code"]) == ("error", "unavailable"), reply
+    assert alice.request("ping")["op"] == "ok"  # the server itself goes on
+    server.proc.send_signal(signal.SIGTERM)
+    assert server.finish() == 0
+    line = b"ERROR gchat.server.sqlite_store: history: %s was removed or replaced" % bytes(private_store)
+    assert server.log.count(line) == 1, server.log.decode()
+    assert server.log.count(b"removed or replaced") == 1
+    assert b"Traceback" not in server.log
+
+
 def test_a_corrupt_database_is_a_clear_startup_error(private_store):
     private_store.write_bytes(b"\x00garbage" * 1000)
     result = run("--port", "0")

@@ -3,6 +3,7 @@ every way a database file can be unusable."""
 
 from __future__ import annotations
 
+import logging
 import sqlite3
 
 import pytest
@@ -83,6 +84,35 @@ def test_a_failed_batch_stores_nothing(store):
     assert store.after("r", 0, 10) == [event("r", s) for s in (1, 2, 3)]
     store.append_batch([("r", 4, event("r", 4))])
     assert store.last_seq("r") == 4
+
+
+def test_repeated_failed_batches_log_one_line_with_a_count(store, caplog):
+    # Issue 12: a full disk failed every batch and logged 155 ERROR lines in 3 s.
+    fill(store, "r", 1, 3)
+    for _ in range(20):
+        with pytest.raises(StoreError):
+            store.append_batch([("r", 3, event("r", 3))])  # a real SQLite failure, each time
+    failures = [r for r in caplog.records if "cannot store" in r.getMessage()]
+    assert len(failures) == 1 and failures[0].levelno == logging.ERROR
+    store.append_batch([("r", 4, event("r", 4))])  # the store itself is fine
+    assert store.last_seq("r") == 4
+
+
+@pytest.mark.parametrize("change", ["replace the database", "remove the lock"])
+def test_a_file_replaced_under_the_store_fails_every_batch(change, store, tmp_path, caplog):
+    fill(store, "r", 1, 2)
+    path = tmp_path / "h.db"
+    if change == "replace the database":
+        path.rename(tmp_path / "aside.db")
+        SqliteHistory(tmp_path / "other" / "h.db").close()
+        (tmp_path / "other" / "h.db").rename(path)  # a gchat database, but another file
+    else:  # the database stays; without its lock a second server could open it
+        (tmp_path / "h.db.lock").unlink()
+    for _ in range(3):
+        with pytest.raises(StoreError, match=r"was removed or replaced.*restart the server"):
+            store.append_batch([("r", 3, event("r", 3))])
+    assert store.last_seq("r") == 2  # nothing stored, no seq used
+    assert sum("was removed or replaced" in r.getMessage() for r in caplog.records) == 1
 
 
 def test_reads_never_run_ahead_of_what_append_batch_returned(store, tmp_path):
