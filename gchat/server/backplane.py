@@ -154,17 +154,23 @@ return 1
     # ARGV: node, session, nick, rooms... -> leave each room (presence quit), free the nick
     "unregister": r"""
 local node, sid = ARGV[1], ARGV[2]
+local skey = P .. 'node:' .. node .. ':sessions'
 local records = {}
 for i = 4, #ARGV do leave(node, sid, ARGV[i], 'quit', records) end
-local key = P .. 'nick:' .. string.lower(ARGV[3])
-if redis.call('GET', key) == node .. ' ' .. sid then redis.call('DEL', key) end
-redis.call('HDEL', P .. 'node:' .. node .. ':sessions', sid)
+-- The nick the node knew, and the one Redis holds: a rename may have run meanwhile.
+for _, nick in ipairs({ARGV[3], redis.call('HGET', skey, sid) or ARGV[3]}) do
+  local key = P .. 'nick:' .. string.lower(nick)
+  if redis.call('GET', key) == node .. ' ' .. sid then redis.call('DEL', key) end
+end
+redis.call('HDEL', skey, sid)
 publish(records)
 return 1
 """,
-    # ARGV: node, session, old nick, new nick, rooms... -> 1, or 0 if the new nick is taken
+    # ARGV: node, session, old nick, new nick, rooms... -> 1, 0 if the new nick is
+    # taken, -1 if the session is not registered (it ended: nothing may be claimed for it)
     "rename": r"""
 local node, sid, old, new = ARGV[1], ARGV[2], ARGV[3], ARGV[4]
+if redis.call('HEXISTS', P .. 'node:' .. node .. ':sessions', sid) == 0 then return -1 end
 local me = node .. ' ' .. sid
 local newkey, oldkey = P .. 'nick:' .. string.lower(new), P .. 'nick:' .. string.lower(old)
 if newkey ~= oldkey then
@@ -186,9 +192,11 @@ publish(records)
 return 1
 """,
     # ARGV: node, session, nick, room, tag, after (-1: none), max_recover, history_on_join,
-    # rejoin (seq bound, -1: a new join) -> {seq, (session, nick)..., '', history...}, recovered
+    # rejoin (seq bound, -1: a new join) -> {seq, (session, nick)..., '', history...}, recovered;
+    # {-1} if the session is not registered (it ended: it must not become a member)
     "join": r"""
 local node, sid, nick, room, tag = ARGV[1], ARGV[2], ARGV[3], ARGV[4], ARGV[5]
+if redis.call('HEXISTS', P .. 'node:' .. node .. ':sessions', sid) == 0 then return {-1} end
 local after, max_recover, on_join = tonumber(ARGV[6]), tonumber(ARGV[7]), tonumber(ARGV[8])
 local rejoin = tonumber(ARGV[9])
 local mkey, log = P .. 'room:' .. room .. ':members', P .. 'room:' .. room .. ':log'
@@ -500,19 +508,24 @@ class RedisBackplane:
         """Free the nick; leave `rooms` with presence quit."""
         self._call("unregister", self.node, session, nick, *rooms)
 
-    def rename(self, session: int, old: str, new: str, rooms: Sequence[str]) -> bool:
-        """Rename cluster-wide, with presence rename in `rooms`; False if taken."""
-        return bool(self._call("rename", self.node, session, old, new, *rooms))
+    def rename(self, session: int, old: str, new: str, rooms: Sequence[str]) -> str:
+        """Rename cluster-wide, with presence rename in `rooms`: "ok", "taken", or
+        "gone" when Redis holds no such session (it ended), which changes nothing."""
+        result = int(self._call("rename", self.node, session, old, new, *rooms))
+        return "ok" if result == 1 else "taken" if result == 0 else "gone"
 
     def join(self, session: int, nick: str, room: str, tag: str, after: int | None,
              max_recover: int, history_on_join: int, rejoin_bound: int | None = None,
-             ) -> tuple[int, dict[int, str], list[bytes], bool]:
+             ) -> tuple[int, dict[int, str], list[bytes], bool] | None:
         """Join `room` (or, with `rejoin_bound`, only read it as of that seq): the
         room's seq at the join, its members (session id -> nick), the join's history
-        and whether it recovered. A new join publishes presence join with `tag`."""
+        and whether it recovered. A new join publishes presence join with `tag`.
+        None when Redis holds no such session (it ended): nothing changed."""
         reply = self._call("join", self.node, session, nick, room, tag,
                            -1 if after is None else after, max_recover, history_on_join,
                            -1 if rejoin_bound is None else rejoin_bound)
+        if len(reply) == 1:
+            return None
         end = reply.index(b"", 1)
         return (int(reply[0]), _roster(reply[1:end]), list(reply[end + 1:-1]), bool(reply[-1]))
 

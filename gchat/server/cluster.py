@@ -30,7 +30,7 @@ import json
 import logging
 import time
 from collections.abc import Iterator
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import gevent
 from gevent.event import AsyncResult, Event
@@ -51,6 +51,7 @@ __all__ = ["ClusterServer"]
 
 log = logging.getLogger(__name__)
 
+T = TypeVar("T")
 _BYE_KICKED = bye("kicked")
 _SAY_FAILED = ("the cluster is unavailable: this message was not acknowledged and may not "
                "have reached the room; try again")
@@ -221,8 +222,13 @@ class ClusterServer(ChatServer):
         holder = self.nicks.get(nick.lower())
         if holder is not None and holder is not session:
             raise RequestError("nick_taken", f"{nick} is taken")
-        if not self.backplane.rename(session.session_id, old, nick, list(session.rooms)):
+        result = self.backplane.rename(session.session_id, old, nick, list(session.rooms))
+        if result == "taken":
             raise RequestError("nick_taken", f"{nick} is taken")
+        if not session.is_open:
+            return  # it ended meanwhile: its unregister frees whichever nick Redis holds
+        if result == "gone":
+            raise BackplaneError("the cluster does not know this session right now")
         if self.nicks.get(old.lower()) is session:
             del self.nicks[old.lower()]
         self.nicks[nick.lower()] = session
@@ -242,19 +248,24 @@ class ClusterServer(ChatServer):
         assert session.nick is not None
         joined = session.rooms.get(name)
         if joined is not None:  # a rejoin: read the room as this node has delivered it
-            _, members, history, recovered = self.backplane.join(
+            snapshot = self._known(session, self.backplane.join(
                 session.session_id, session.nick, name, "-", after, settings.max_recover,
-                settings.history_on_join, rejoin_bound=joined.seq)
-            session.send(self._join_ok(request_id, name, list(members.values()), history,
-                                       recovered, after))
+                settings.history_on_join, rejoin_bound=joined.seq))
+            if snapshot is not None:
+                _, members, history, recovered = snapshot
+                session.send(self._join_ok(request_id, name, list(members.values()), history,
+                                           recovered, after))
             return
         tag = self._tag()
         marker: AsyncResult[ClusterRoom] = AsyncResult()
         self._joins[tag] = (session, marker)
         try:
-            _, members, history, recovered = self.backplane.join(
+            snapshot = self._known(session, self.backplane.join(
                 session.session_id, session.nick, name, tag, after, settings.max_recover,
-                settings.history_on_join)
+                settings.history_on_join))
+            if snapshot is None:
+                return
+            _, members, history, recovered = snapshot
             room = marker.get(timeout=self._echo_timeout)
             assert room is not None
         except gevent.Timeout:
@@ -265,6 +276,15 @@ class ClusterServer(ChatServer):
         session.send(self._join_ok(request_id, name, list(members.values()), history,
                                    recovered, after))
         room.admit(session)
+
+    @staticmethod
+    def _known(session: ChatSession, snapshot: T | None) -> T | None:
+        """A script's result for `session`, or None if Redis no longer had the session:
+        a no-op for a session that ended, an error for one that is live (its node was
+        dropped from the cluster and has not resynced yet)."""
+        if snapshot is None and session.is_open:
+            raise BackplaneError("the cluster does not know this session right now")
+        return snapshot
 
     @staticmethod
     def _join_ok(request_id: int | str | None, name: str, members: list[str],

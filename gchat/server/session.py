@@ -105,6 +105,10 @@ class ChatSession(Session):
         request = decode_request(line)
         if self._says is not None and not (isinstance(request, Request) and request.op == "say"):
             self._await_says()  # replies and effects in request order (PROTOCOL.md 6.1)
+            if not self.is_open:
+                # It ended while waiting (its own says made it a slow consumer, say):
+                # its rooms and nick are already given back, so the request is a no-op.
+                return
         if isinstance(request, BadFrame):
             self.bucket.take(monotonic())  # PROTOCOL.md 2: bad frames take a token too
             self._error(request.id, "bad_frame", request.reason)
@@ -220,7 +224,7 @@ class ChatSession(Session):
         name = _string(request.body, "room")
         room = self._joined(name)
         self.server.leave(self, room, "leave")
-        del self.rooms[name]
+        self.rooms.pop(name, None)  # a cluster node's leave blocks: the session may have ended
         self._ok(request.id, room=name)
 
     def op_say(self, request: Request) -> None:
