@@ -7,6 +7,6 @@ from .connector import Connector
 from .framing import LineFramer
 from .listener import Listener
 from .room import Room, RoomMaster
-from .session import Session, SessionLimits
+from .session import Flusher, Session, SessionLimits
 
-__all__ = ["Connector", "LineFramer", "Listener", "Room", "RoomMaster", "Session", "SessionLimits"]
+__all__ = ["Connector", "Flusher", "LineFramer", "Listener", "Room", "RoomMaster", "Session", "SessionLimits"]

@@ -17,6 +17,21 @@ without waiting, the writer greenlet holds it until it is done), so exactly one
 greenlet ever writes to the socket (two greenlets waiting on one gevent socket is an
 error by design).
 
+Pacing: `send` never blocks, so one burst (a group commit of many large messages)
+could fill every member's queue to its bound in one turn of the loop, before anything
+is written, and drop members that read as fast as they can. So a queue that passes
+its high-water mark (half the bound) puts its session on the Flusher's backlog, and
+the greenlet producing the burst calls `Flusher.pace`: it waits, for a bounded time,
+until those sessions have written their queues below the mark. A member that does not
+read is waited for once, then left to its bound, which drops it.
+
+Replies: `send_reply` queues a reply to the peer's own request. It is never refused
+and its bytes do not count against the bound (a reply may be larger than the bound:
+a recovering join), so a peer is never dropped for the size of what it asked for;
+the owner bounds them instead by reading the peer's next request only once the queue
+is below its high-water mark (`wait_drained`), so a peer that does not read stops
+being read.
+
 A session ends once. `close()` ends it politely: it stops reading, queues a farewell
 frame and lets the writer flush for at most `linger` seconds before the socket closes.
 `disconnect()` ends it at once. Either way `on_disconnected` runs exactly once, when
@@ -31,6 +46,7 @@ import os
 import socket
 import ssl
 import weakref
+from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
 from time import monotonic
@@ -94,6 +110,14 @@ class Session:
         self._max_frames = self.limits.max_queue_frames
         self._linger: gevent.Greenlet | None = None
         self._watcher: Any = None  # the read watcher of `watch`
+        # Pacing: past these the session is backlogged (see the module docstring).
+        self.high_water_bytes = self._max_bytes // 2
+        self._high_frames = self._max_frames // 2
+        self._backlogged = False  # on the Flusher's backlog, or given up on until empty
+        self._written_total = 0  # bytes ever written: a reply's end is an offset in that stream
+        self._replies: deque[tuple[int, int]] = deque()  # (end offset, size) of queued replies
+        self._drained = Event()  # set while the queue is below the high-water mark
+        self._drained.set()
 
     # -- hooks: no-op defaults, overridden by client and server sessions ---------
 
@@ -195,8 +219,10 @@ class Session:
             return
         self._state = _CLOSING
         self._accepting = False
+        self._drained.set()  # nobody waits for a closing session
         self.disconnect_reason = reason
         if discard:
+            self._replies.clear()
             self.queued_bytes -= sum(map(len, self._queue))
             self.queued_frames -= len(self._queue)
             self._queue = []
@@ -214,6 +240,7 @@ class Session:
         if self._state is _OPEN:
             self._state = _CLOSING
             self._accepting = False
+            self._drained.set()
             self.disconnect_reason = reason
             self._notify_disconnected(reason)
         self._close_socket()
@@ -233,7 +260,9 @@ class Session:
         if self._linger is not None and self._linger is not current:
             self._linger.kill(block=False)
         self._queue = []
+        self._replies.clear()
         self.queued_bytes = self.queued_frames = 0
+        self._drained.set()
         if self._watcher is not None:
             self._watcher.stop()  # before the fd is closed, and maybe reused
             self._watcher.close()
@@ -256,8 +285,9 @@ class Session:
         if not self._accepting:
             return False
         # PROTOCOL.md 7, queue bound: accept while the queue holds fewer than the
-        # limits *before* this frame, so one large reply always fits.
-        if self.queued_bytes >= self._max_bytes or self.queued_frames >= self._max_frames:
+        # limits *before* this frame (replies not counted).
+        if (self.queued_bytes >= self._max_bytes and self.counted_bytes() >= self._max_bytes) \
+                or self.queued_frames >= self._max_frames:
             self._accepting = False
             # Close in a greenlet of its own, not here: the caller may be iterating
             # over a room's members, and closing changes rooms.
@@ -269,7 +299,50 @@ class Session:
         if not self._dirty:  # _schedule_flush, inlined: this runs once per member per message
             self._dirty = True
             self._flusher.add(self)
+        if (self.queued_bytes >= self.high_water_bytes
+                and self.counted_bytes() >= self.high_water_bytes) \
+                or self.queued_frames >= self._high_frames:
+            self._drained.clear()
+            if not self._backlogged:
+                self._backlogged = True
+                self._flusher.backlog.append(self)
         return True
+
+    def send_reply(self, data: bytes) -> bool:
+        """Queue a reply to the peer's own request: like `send`, but never refused
+        for the bound and not counted against it (see the module docstring)."""
+        if not self._accepting:
+            return False
+        self._queue.append(data)
+        self.queued_bytes += len(data)
+        self.queued_frames += 1
+        self._replies.append((self._written_total + self.queued_bytes, len(data)))
+        self._schedule_flush()
+        return True
+
+    def counted_bytes(self) -> int:
+        """Queued bytes that count against the bound: all but unwritten replies."""
+        replies = self._replies
+        if not replies:
+            return self.queued_bytes
+        written = self._written_total
+        while replies and replies[0][0] <= written:
+            replies.popleft()
+        return self.queued_bytes - sum(min(size, end - written) for end, size in replies)
+
+    def wait_drained(self, timeout: float | None = None, *, replies: bool = True) -> bool:
+        """Block the calling greenlet until the queue is below its high-water mark
+        (counting replies, or not) or the session is closing; False if `timeout`
+        passed first."""
+        mark = self.high_water_bytes
+        with gevent.Timeout(timeout, False):  # type: ignore[arg-type]  # False: silent
+            while self._accepting and (
+                    self.queued_frames >= self._high_frames
+                    or (self.queued_bytes if replies else self.counted_bytes()) >= mark):
+                self._drained.clear()
+                self._drained.wait()
+            return True
+        return False
 
     def _schedule_flush(self) -> None:
         if not self._dirty:
@@ -313,11 +386,17 @@ class Session:
         else:
             # The socket is full: a writer greenlet, holding the semaphore, finishes.
             self.queued_bytes -= sent
+            self._written_total += sent
             gevent.spawn(self._write_loop, memoryview(data)[sent:], frames)
 
     def _written(self, nbytes: int, frames: int) -> None:
+        self._written_total += nbytes
         self.queued_bytes = max(0, self.queued_bytes - nbytes)
         self.queued_frames = max(0, self.queued_frames - frames)
+        if not self._drained.is_set():
+            self._drained.set()  # waiters check their own mark
+        if self.queued_bytes == 0:
+            self._backlogged = False  # may be waited for again
         try:
             self.on_send(nbytes)
         except Exception:
@@ -427,6 +506,22 @@ class Flusher:
         self._loop = hub.loop
         self._dirty: list[Session] = []
         self._scheduled = False
+        self.backlog: list[Session] = []  # sessions whose queue passed its high-water mark
+
+    def pace(self, timeout: float) -> None:
+        """Wait until every backlogged session has written its queue below its
+        high-water mark, at most `timeout` seconds in all. Called between the messages
+        of a burst, so readers that keep up are never pushed to their bound; a session
+        still backlogged at the deadline is not waited for again until its queue has
+        emptied (it is left to its bound)."""
+        deadline = monotonic() + timeout
+        while self.backlog:
+            session = self.backlog.pop()
+            if not session.wait_drained(max(0.0, deadline - monotonic()), replies=False):
+                log.debug("session %s: still backlogged after pacing", session.session_id)
+                continue  # stays marked: not waited for again until it empties
+            if session.queued_bytes != 0:
+                session._backlogged = False  # drained below the mark: may be waited for again
 
     @classmethod
     def for_current_hub(cls) -> Flusher:

@@ -116,7 +116,7 @@ class ChatServer:
         self.store = self._given_store if self._given_store is not None else self._open_store()
 
     def _start_publishing(self) -> None:
-        self.commits = GroupCommit(self.store, self._deliver)
+        self.commits = GroupCommit(self.store, self._deliver, pace_limit=self.settings.pace_limit)
 
     def _drain(self, timeout: float) -> None:
         if self.commits is not None:
@@ -297,7 +297,7 @@ class ChatServer:
                                   "members": room.nicks()}
         if after is not None:
             fields["recovered"] = recovered
-        session.send(encode_with_items(fields, "history", history))
+        session.send_reply(encode_with_items(fields, "history", history))
 
     def leave(self, session: ChatSession, room: ChatRoom, event: str) -> None:
         """Take `session` out of `room`; tell the rest with presence `event`."""
@@ -345,7 +345,8 @@ class ChatServer:
                 return [], True
             if missing <= settings.max_recover and self.store.first_seq(room.name) <= after + 1:
                 return self.store.after(room.name, after, missing), True
-        return self.store.latest(room.name, settings.history_on_join), False
+        # Up to the last delivered seq: a batch may be stored and half delivered (pacing).
+        return self.store.before(room.name, room.seq + 1, settings.history_on_join), False
 
     def publish(self, room: ChatRoom, sender: ChatSession, text: str,
                 request_id: int | str | None) -> Batch[Any]:

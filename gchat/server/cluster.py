@@ -35,7 +35,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 import gevent
 from gevent.event import AsyncResult, Event
 
-from ..core import RoomMaster
+from ..core import Flusher, RoomMaster
 from ..errors import BackplaneError, ConfigError, RequestError
 from ..protocol import bye, encode, encode_with_items, nick_key
 from .backplane import SESSIONS_PER_NODE, RedisBackplane
@@ -139,6 +139,7 @@ class ClusterServer(ChatServer):
         self._idle = Event()
         self._idle.set()
         self._committer: gevent.Greenlet | None = None
+        self._flusher = Flusher.for_current_hub()
 
     # -- lifecycle (ChatServer's hooks) ----------------------------------------------
 
@@ -253,7 +254,7 @@ class ClusterServer(ChatServer):
                 settings.history_on_join, rejoin_bound=joined.seq))
             if snapshot is not None:
                 _, members, history, recovered = snapshot
-                session.send(self._join_ok(request_id, name, list(members.values()), history,
+                session.send_reply(self._join_ok(request_id, name, list(members.values()), history,
                                            recovered, after))
             return
         tag = self._tag()
@@ -273,7 +274,7 @@ class ClusterServer(ChatServer):
         finally:
             self._joins.pop(tag, None)
         room.start_roster(members)
-        session.send(self._join_ok(request_id, name, list(members.values()), history,
+        session.send_reply(self._join_ok(request_id, name, list(members.values()), history,
                                    recovered, after))
         room.admit(session)
 
@@ -352,7 +353,7 @@ class ClusterServer(ChatServer):
             pending = self._says.pop(tag, None)
             if pending is not None:
                 sender, request_id, _ = pending
-                sender.send(encode({"op": "error", "id": request_id, "code": "unavailable",
+                sender.send_reply(encode({"op": "error", "id": request_id, "code": "unavailable",
                                     "message": _SAY_FAILED}))
         batch.done.set()
 
@@ -365,9 +366,12 @@ class ClusterServer(ChatServer):
         except BadRecord as exc:
             log.error("ignored a malformed backplane payload: %s", exc)
             return
+        flusher = self._flusher
         for record in records:
             if type(record) is Msg:
                 self._apply_msg(record.room, record.seq, record.tag, record.frame)
+                if flusher.backlog:  # members that read keep up with a burst (publish.py)
+                    flusher.pace(self.settings.pace_limit)
             elif type(record) is Presence:
                 self._apply_presence(record)
             elif type(record) is Whisper:
@@ -385,7 +389,7 @@ class ClusterServer(ChatServer):
         pending = self._says.pop(tag, None)
         if pending is not None:
             sender, request_id, batch = pending
-            sender.send(encode({"op": "ok", "id": request_id, "room": name, "seq": seq}))
+            sender.send_reply(encode({"op": "ok", "id": request_id, "room": name, "seq": seq}))
             batch.waiting -= 1
             if batch.waiting == 0:
                 batch.done.set()

@@ -39,6 +39,8 @@ class Settings:
     max_recover: int = _opt(500, "Most messages a join with after= recovers.")
     max_queue_bytes: int = _opt(4 * 1024 * 1024, "Outbound queue bound per session, bytes.")
     max_queue_frames: int = _opt(10_000, "Outbound queue bound per session, frames.")
+    pace_limit: float = _opt(1.0, "Longest wait, per burst, for members whose queue is past half "
+                             "its bound to write it, before a burst goes on without them.")
     max_clients: int = _opt(10_000, "Registered sessions at most (hello beyond: server_full).")
     max_connections: int | None = _opt(None, "Open connections at most [default: max-clients + 1000].")
     store: str = _opt("sqlite:var/gchat.db", "History store: sqlite:PATH (durable) or memory (lost on exit).")
@@ -67,7 +69,7 @@ class Settings:
             _check_backplane(self.backplane)
         if self.node_timeout < 0.2:
             raise ConfigError("node-timeout must be at least 0.2 seconds")
-        for name in ("idle_timeout", "grace", "gc_interval"):
+        for name in ("idle_timeout", "grace", "gc_interval", "pace_limit"):
             if getattr(self, name) < 0:
                 raise ConfigError(f"{name.replace('_', '-')} must not be negative")
         if self.max_frame < 2:

@@ -12,6 +12,14 @@ were opened, so each room's messages reach its members in seq order, and each
 sender's oks come in request order. (A session waits for its says to be delivered
 before it handles any other request: see ChatSession.)
 
+A batch can be large (a hundred says of 4096 characters from each of several
+senders): when a member's queue passes its high-water mark, the committer paces
+(Flusher.pace), waiting a bounded time for such members to write, between two
+messages, so members that read promptly are never pushed to their bound. Other
+greenlets run meanwhile; each message's broadcast and its ok are still one step, so
+every member sees one order, and a join reads history only up to the last delivered
+seq (`ChatRoom.seq`), so it neither misses nor repeats the rest of the batch.
+
 If the store fails, the batch and every say queued behind it fail (their seqs were
 assigned after the failed ones): each sender gets an `unavailable` error instead of
 its `ok`, and each room's seq counter steps back to its last delivered message, so
@@ -27,6 +35,7 @@ from typing import TYPE_CHECKING, Generic, TypeVar
 import gevent
 from gevent.event import Event
 
+from ..core import Flusher
 from ..errors import StoreError
 from ..protocol import encode
 from .history import HistoryStore
@@ -62,8 +71,10 @@ class GroupCommit:
     """Stores messages in `store` a batch at a time, then calls `deliver(room, seq,
     event)` for each and sends its sender the ok, in the order they were submitted."""
 
-    def __init__(self, store: HistoryStore, deliver: Deliver) -> None:
+    def __init__(self, store: HistoryStore, deliver: Deliver, *, pace_limit: float = 1.0) -> None:
         self.store = store
+        self.pace_limit = pace_limit  # at most this long waiting for backlogged members
+        self._flusher = Flusher.for_current_hub()
         self._deliver = deliver
         self._open: Batch[Pending] = Batch()
         self._wake = Event()
@@ -109,10 +120,12 @@ class GroupCommit:
     def _commit(self, batch: Batch[Pending]) -> None:
         self.store.append_batch([(room.name, seq, event[:-1])
                                  for room, seq, event, _, _, _ in batch.messages])
-        deliver = self._deliver
+        deliver, flusher = self._deliver, self._flusher
         for room, seq, event, sender, ok, _ in batch.messages:
             deliver(room, seq, event)
-            sender.send(ok)
+            sender.send_reply(ok)
+            if flusher.backlog:
+                flusher.pace(self.pace_limit)
 
     def _fail(self, batch: Batch[Pending], error: StoreError) -> None:
         queued, self._open = self._open, Batch[Pending]()
@@ -122,6 +135,6 @@ class GroupCommit:
                 room.next_seq = room.seq
                 # An extension code: the store failed (the server logged why), so the
                 # message was not stored, not delivered, and used no seq.
-                sender.send(encode({"op": "error", "id": request_id, "code": "unavailable",
+                sender.send_reply(encode({"op": "error", "id": request_id, "code": "unavailable",
                                     "message": "history is unavailable; try again later"}))
         queued.done.set()

@@ -102,6 +102,14 @@ class ChatSession(Session):
     # -- engine hooks ---------------------------------------------------------------
 
     def on_recv(self, line: bytes) -> None:
+        if self.queued_bytes >= self.high_water_bytes:
+            # Replies are not counted against the queue bound (PROTOCOL.md 7, see
+            # docs/protocol.md): the next request is read once the queue has drained,
+            # so a client that does not read stops being read, and a reply is never
+            # what drops one that does.
+            self.wait_drained()
+            if not self.is_open:
+                return
         request = decode_request(line)
         if self._says is not None and not (isinstance(request, Request) and request.op == "say"):
             self._await_says()  # replies and effects in request order (PROTOCOL.md 6.1)
@@ -159,7 +167,7 @@ class ChatSession(Session):
     def on_frame_too_large(self) -> None:
         self._await_says()  # requests before the oversize frame are answered first
         limit = self.limits.max_frame
-        self.send(encode({"op": "error", "id": None, "code": "frame_too_large",
+        self.send_reply(encode({"op": "error", "id": None, "code": "frame_too_large",
                           "message": f"a frame may be at most {limit} bytes"}))
         self.close("frame_too_large", bye("frame_too_large"))
 
@@ -169,11 +177,11 @@ class ChatSession(Session):
     # -- replies ------------------------------------------------------------------------
 
     def _ok(self, request_id: int | str | None, **fields: Any) -> None:
-        self.send(encode({"op": "ok", "id": request_id, **fields}))
+        self.send_reply(encode({"op": "ok", "id": request_id, **fields}))
 
     def _error(self, request_id: int | str | None, code: str, message: str) -> None:
         self._await_says()
-        self.send(encode({"op": "error", "id": request_id, "code": code, "message": message}))
+        self.send_reply(encode({"op": "error", "id": request_id, "code": code, "message": message}))
 
     def _await_says(self) -> None:
         """Wait until this session's says are delivered and answered: its says are
@@ -273,7 +281,7 @@ class ChatSession(Session):
             raise _bad_args('"limit" must be an integer from 1 to 100')
         self._existing_room(name)
         messages = self.server.history(name, before, after, limit)
-        self.send(encode_with_items({"op": "ok", "id": request.id, "room": name},
+        self.send_reply(encode_with_items({"op": "ok", "id": request.id, "room": name},
                                     "messages", messages))
 
     def op_ping(self, request: Request) -> None:
