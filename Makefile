@@ -37,7 +37,10 @@ $(BENCH_STAMP): $(STAMP) requirements-bench.txt
 	touch $(BENCH_STAMP)
 
 # The load tests of tests/reliability, bigger and longer: SOAK_CLIENTS subscribers for
-# SOAK_SECONDS, e.g. make soak SOAK_CLIENTS=2000 SOAK_SECONDS=300.
+# SOAK_SECONDS, e.g. make soak SOAK_CLIENTS=2000 SOAK_SECONDS=300. Each test prints a
+# report however it ends (deadline, Ctrl-C, SIGTERM included), a progress line a minute,
+# and keeps the report in var/soak-report-server.txt and var/soak-report-cluster.txt
+# (rewritten every 10 s while it runs, so a run killed outright leaves its last state).
 SOAK_CLIENTS ?= 1000
 SOAK_SECONDS ?= 60
 soak: $(STAMP)
