@@ -54,10 +54,12 @@ class RoomMaster(Generic[R]):
     """Holds the rooms of one server, by name; `room_factory` makes a new room."""
 
     def __init__(self, room_factory: Callable[[str], R],
-                 keep_empty: Callable[[R], bool] = lambda room: False) -> None:
+                 keep_empty: Callable[[R], bool] = lambda room: False,
+                 on_forget: Callable[[R], None] = lambda room: None) -> None:
         self._rooms: dict[str, R] = {}
         self._room_factory = room_factory
         self._keep_empty = keep_empty
+        self._on_forget = on_forget
 
     def __len__(self) -> int:
         return len(self._rooms)
@@ -96,3 +98,4 @@ class RoomMaster(Generic[R]):
         room = self._rooms.get(name)
         if room is not None and not room.members and not self._keep_empty(room):
             del self._rooms[name]
+            self._on_forget(room)

@@ -14,7 +14,9 @@ Keys (prefix `gchat:`):
     node:N:sessions      HASH   session id -> nick, the registered sessions of node N
     node:N:rooms         SET    "session room", the memberships of node N's sessions
     nick:LOWER           STRING "node session": who holds a nick (free once node is dead)
-    rooms                SET    every room that exists (members or history)
+    room-names           ZSET   every room that exists (members or history), all scored 0,
+                                so ZRANGEBYLEX pages them in code point order
+    history-rooms        ZSET   room -> ms of its last say: the rooms that keep history
     room:R:members       HASH   session id -> nick
     room:R:seq           STRING the room's last seq
     room:R:log           STREAM history: entry id "SEQ-0", fields m (the msg) and t (tag)
@@ -73,7 +75,7 @@ end
 local function forget_if_unused(room)
   if redis.call('HLEN', P .. 'room:' .. room .. ':members') == 0
       and redis.call('EXISTS', P .. 'room:' .. room .. ':log') == 0 then
-    redis.call('SREM', P .. 'rooms', room)
+    redis.call('ZREM', P .. 'room-names', room)
   end
 end
 local function alive(node, now)
@@ -117,6 +119,16 @@ end
 _SCRIPTS = {
     # ARGV: timeout_ms -> the new node's id
     "new_node": r"""
+if redis.call('TYPE', P .. 'rooms').ok == 'set' then  -- kept by gchat before 2026-12: convert
+  local now = now_ms()
+  for _, room in ipairs(redis.call('SMEMBERS', P .. 'rooms')) do
+    redis.call('ZADD', P .. 'room-names', 0, room)
+    if redis.call('EXISTS', P .. 'room:' .. room .. ':log') == 1 then
+      redis.call('ZADD', P .. 'history-rooms', now, room)
+    end
+  end
+  redis.call('DEL', P .. 'rooms')
+end
 local node = redis.call('INCR', P .. 'node-ids')
 redis.call('ZADD', P .. 'nodes', now_ms() + tonumber(ARGV[1]), node)
 return node
@@ -207,7 +219,7 @@ else
   local had = redis.call('HLEN', mkey) > 0
   redis.call('HSET', mkey, sid, nick)
   redis.call('SADD', P .. 'node:' .. node .. ':rooms', sid .. ' ' .. room)
-  redis.call('SADD', P .. 'rooms', room)
+  redis.call('ZADD', P .. 'room-names', 0, room)
   publish({presence_record(room, sid, tag, presence(room, nick, 'join'))})
 end
 local history, recovered = nil, 0
@@ -242,19 +254,34 @@ leave(ARGV[1], ARGV[2], ARGV[3], 'leave', records)
 publish(records)
 return 1
 """,
-    # ARGV: history_max, then room, tag, frame head, frame tail per message -> the seqs
+    # ARGV: history_max, max_history_rooms, then room, tag, frame head, frame tail per
+    # message -> the seqs. Beyond max_history_rooms rooms with history, the least
+    # recently written rooms without members lose theirs (and stop existing).
     "say": r"""
 local records, seqs = {}, {}
-local history_max = ARGV[1]
-for i = 2, #ARGV, 4 do
+local history_max, max_rooms, now = ARGV[1], tonumber(ARGV[2]), now_ms()
+for i = 3, #ARGV, 4 do
   local room, tag = ARGV[i], ARGV[i + 1]
   local seq = redis.call('INCR', P .. 'room:' .. room .. ':seq')
   local frame = ARGV[i + 2] .. seq .. ARGV[i + 3]
   redis.call('XADD', P .. 'room:' .. room .. ':log', 'MAXLEN', history_max, seq .. '-0',
              'm', frame, 't', tag)
-  redis.call('SADD', P .. 'rooms', room)
+  redis.call('ZADD', P .. 'room-names', 0, room)
+  redis.call('ZADD', P .. 'history-rooms', now, room)
   records[#records + 1] = 'M ' .. room .. ' ' .. seq .. ' ' .. tag .. '\n' .. frame .. '\n'
   seqs[#seqs + 1] = seq
+end
+local excess = redis.call('ZCARD', P .. 'history-rooms') - max_rooms
+if excess > 0 then
+  for _, room in ipairs(redis.call('ZRANGE', P .. 'history-rooms', 0, 2 * excess + 16)) do
+    if excess <= 0 then break end
+    if redis.call('HLEN', P .. 'room:' .. room .. ':members') == 0 then
+      redis.call('DEL', P .. 'room:' .. room .. ':log', P .. 'room:' .. room .. ':seq')
+      redis.call('ZREM', P .. 'history-rooms', room)
+      redis.call('ZREM', P .. 'room-names', room)
+      excess = excess - 1
+    end
+  end
 end
 publish(records)
 return seqs
@@ -268,10 +295,18 @@ if not alive(node, now_ms()) then return 0 end
 publish({'W ' .. sid .. '\n' .. ARGV[2] .. '\n'})
 return 1
 """,
-    # -> room, member count, room, member count, ...
+    # ARGV: after ('' for the first page), limit -> more (0 or 1), room, member count, ...
     "rooms": r"""
-local reply = {}
-for _, room in ipairs(redis.call('SMEMBERS', P .. 'rooms')) do
+local from = '-'
+if ARGV[1] ~= '' then from = '(' .. ARGV[1] end
+local names = redis.call('ZRANGEBYLEX', P .. 'room-names', from, '+', 'LIMIT', 0, tonumber(ARGV[2]) + 1)
+local more = 0
+if #names > tonumber(ARGV[2]) then
+  more = 1
+  table.remove(names)
+end
+local reply = {more}
+for _, room in ipairs(names) do
   reply[#reply + 1] = room
   reply[#reply + 1] = redis.call('HLEN', P .. 'room:' .. room .. ':members')
 end
@@ -325,7 +360,7 @@ for m, _ in pairs(wanted) do
     records[#records + 1] = presence_record(room, sid, '-', presence(room, nicks[sid], 'join'))
   end
   redis.call('SADD', rkey, m)
-  redis.call('SADD', P .. 'rooms', room)
+  redis.call('ZADD', P .. 'room-names', 0, room)
 end
 publish(records)
 return conflicts
@@ -354,13 +389,14 @@ class RedisBackplane:
     were taken meanwhile; after a reconnect, before the channel is read again.
     """
 
-    def __init__(self, url: str, node_timeout: float, history_max: int, *,
+    def __init__(self, url: str, node_timeout: float, history_max: int, max_history_rooms: int, *,
                  on_payload: Callable[[bytes], None],
                  state: Callable[[], tuple[list[tuple[int, str]], list[tuple[int, str]]]],
                  on_resync: Callable[[list[int], bool], None]) -> None:
         self.url = redact(url)  # for messages: never show a password
         self.node_timeout = node_timeout
         self.history_max = history_max
+        self.max_history_rooms = max_history_rooms
         self.node = 0
         self.up = False
         self._on_payload = on_payload
@@ -536,7 +572,7 @@ class RedisBackplane:
     def say(self, messages: Sequence[tuple[str, str, bytes, bytes]]) -> list[int]:
         """Store and publish (room, tag, frame head, frame tail) messages: each frame is
         head + seq + tail. Returns the seqs."""
-        args: list[Any] = [self.history_max]
+        args: list[Any] = [self.history_max, self.max_history_rooms]
         for message in messages:
             args.extend(message)
         return [int(seq) for seq in self._call("say", *args)]
@@ -545,14 +581,16 @@ class RedisBackplane:
         """Send `frame` to whoever holds `nick`, on whichever node; False if nobody does."""
         return bool(self._call("whisper", nick, frame))
 
-    def rooms(self) -> list[tuple[str, int]]:
-        """Every room in the cluster, with its member count."""
-        flat = self._call("rooms")
-        return [(flat[i].decode(), int(flat[i + 1])) for i in range(0, len(flat), 2)]
+    def rooms(self, after: str | None, limit: int) -> tuple[list[tuple[str, int]], bool]:
+        """A page of the rooms in the cluster, in code point order, with their member
+        counts: up to `limit` named after `after`; and whether more follow."""
+        flat = self._call("rooms", after or "", limit)
+        return ([(flat[i].decode(), int(flat[i + 1])) for i in range(1, len(flat), 2)],
+                bool(flat[0]))
 
     def room_exists(self, room: str) -> bool:
         """Whether the room has members or history anywhere in the cluster."""
-        return bool(self._command("SISMEMBER", "gchat:rooms", room))
+        return self._command("ZSCORE", "gchat:room-names", room) is not None
 
     def holder(self, nick: str) -> int | None:
         """The session id that holds `nick` in the cluster, if any."""

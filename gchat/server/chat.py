@@ -27,11 +27,12 @@ from gevent.event import Event
 
 from .. import __version__
 from ..core import Listener, Room, RoomMaster, SessionLimits
-from ..errors import ConfigError, RequestError
+from ..errors import ConfigError, RequestError, StoreError
 from ..protocol import bye, encode, encode_with_items, nick_key
 from .config import Settings
 from .history import HistoryReader, HistoryStore, MemoryHistory
 from .publish import Batch, GroupCommit
+from .roomindex import RoomIndex
 from .session import ChatSession
 from .sqlite_store import SqliteHistory
 
@@ -76,7 +77,12 @@ class ChatServer:
         # An empty room is forgotten unless says wait to be stored; it is recreated from
         # the store's last seq (PROTOCOL.md 4: seq never restarts while history is kept).
         self.rooms: RoomMaster[ChatRoom] = RoomMaster(
-            self._new_room, keep_empty=lambda room: room.next_seq != room.seq)
+            self._new_room, keep_empty=lambda room: room.next_seq != room.seq,
+            on_forget=self._room_forgotten)
+        # Every room that exists (members or history), sorted, for `rooms` pages.
+        self.room_names = RoomIndex()
+        self._trim = Event()  # wakes the trimmer: more rooms with history than allowed
+        self._trimmer: gevent.Greenlet | None = None
         self.nicks: dict[str, ChatSession] = {}
         self.shutting_down = False
         self.session_limits = SessionLimits(
@@ -114,13 +120,19 @@ class ChatServer:
 
     def _open_state(self) -> None:
         self.store = self._given_store if self._given_store is not None else self._open_store()
+        self.room_names = RoomIndex(self.store.rooms())
 
     def _start_publishing(self) -> None:
         self.commits = GroupCommit(self.store, self._deliver, pace_limit=self.settings.pace_limit)
+        self._trimmer = gevent.spawn(self._trim_history_rooms)
+        if self.store.room_count() > self.settings.max_history_rooms:
+            self._trim.set()  # the limit was lowered since the store was written
 
     def _drain(self, timeout: float) -> None:
         if self.commits is not None:
             self.commits.close(timeout)  # says already accepted are stored
+        if self._trimmer is not None:
+            self._trimmer.kill()
 
     def _close_state(self) -> None:
         self.store.close()
@@ -188,7 +200,12 @@ class ChatServer:
         return ChatSession(self)
 
     def _new_room(self, name: str) -> ChatRoom:
+        self.room_names.add(name)
         return ChatRoom(name, self.store.last_seq(name))
+
+    def _room_forgotten(self, room: ChatRoom) -> None:
+        if self.store.last_seq(room.name) == 0:  # no members and no history: it is gone
+            self.room_names.discard(room.name)
 
     def sessions(self) -> Iterator[ChatSession]:
         """Every open connection, registered or not."""
@@ -307,16 +324,15 @@ class ChatServer:
 
     def room_exists(self, name: str) -> bool:
         """A room exists while it has members or stored history (PROTOCOL.md 3)."""
-        return self.rooms.get(name) is not None or self.store.last_seq(name) > 0
+        return name in self.room_names
 
-    def room_list(self) -> list[dict[str, Any]]:
-        """Every room that exists, by name in code point order, with its member count."""
-        names = {room.name for room in self.rooms} | set(self.store.rooms())
-        result = []
-        for name in sorted(names):
-            room = self.rooms.get(name)
-            result.append({"room": name, "members": len(room) if room else 0})
-        return result
+    def room_list(self, after: str | None, limit: int) -> tuple[list[dict[str, Any]], bool]:
+        """A page of the rooms that exist, by name in code point order, with their
+        member counts: up to `limit` named after `after`; and whether more follow."""
+        names, more = self.room_names.page(after, limit)
+        get = self.rooms.get
+        return [{"room": name, "members": len(room) if (room := get(name)) else 0}
+                for name in names], more
 
     def who(self, name: str) -> list[str]:
         """The member nicks of room `name`, sorted by lower-cased nick."""
@@ -365,6 +381,31 @@ class ChatServer:
         room.broadcast(event)
         if not room.members:  # its members left while the message was being stored
             self.rooms.forget_if_empty(room.name)
+        if seq == 1 and self.store.room_count() > self.settings.max_history_rooms:
+            self._trim.set()
+
+    def _trim_history_rooms(self) -> None:
+        """Keep at most `max_history_rooms` rooms with history: forget the history of
+        the least recently written rooms that have no members (docs/protocol.md)."""
+        limit = self.settings.max_history_rooms
+        while True:
+            self._trim.wait()
+            self._trim.clear()
+            try:
+                while (excess := self.store.room_count() - limit) > 0:
+                    victims = [name for name in itertools.islice(
+                        (name for name in self.store.rooms() if self.rooms.get(name) is None),
+                        min(excess, 500))]
+                    if not victims:
+                        break  # every room with history has members
+                    self.store.forget(victims)
+                    for name in victims:
+                        if self.rooms.get(name) is None:
+                            self.room_names.discard(name)
+                    log.info("forgot the history of %d rooms (at most %d rooms keep history)",
+                             len(victims), limit)
+            except StoreError as exc:
+                log.error("could not forget old rooms: %s", exc)
 
     def stats(self) -> dict[str, int]:
         """Live counts: connections, registered sessions, rooms, queued output."""

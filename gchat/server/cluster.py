@@ -126,6 +126,7 @@ class ClusterServer(ChatServer):
         assert settings.backplane is not None
         self.backplane = RedisBackplane(
             settings.backplane, settings.node_timeout, settings.history_max,
+            settings.max_history_rooms,
             on_payload=self._apply, state=self._state, on_resync=self._resynced)
         super().__init__(settings)
         self.rooms: RoomMaster[ClusterRoom] = RoomMaster(  # type: ignore[assignment]
@@ -303,9 +304,9 @@ class ClusterServer(ChatServer):
     def room_exists(self, name: str) -> bool:
         return self.backplane.room_exists(name)
 
-    def room_list(self) -> list[dict[str, Any]]:
-        return [{"room": name, "members": count}
-                for name, count in sorted(self.backplane.rooms())]
+    def room_list(self, after: str | None, limit: int) -> tuple[list[dict[str, Any]], bool]:
+        rooms, more = self.backplane.rooms(after, limit)
+        return [{"room": name, "members": count} for name, count in rooms], more
 
     def who(self, name: str) -> list[str]:
         return sorted(self.backplane.members(name).values(), key=str.lower)

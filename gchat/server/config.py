@@ -48,6 +48,8 @@ class Settings:
                            "process loses nothing, a power loss the last second) or full (fsync per "
                            "commit: nothing lost on power loss either; slower).")
     history_max: int = _opt(10_000, "Messages kept per room; the oldest are pruned.")
+    max_history_rooms: int = _opt(10_000, "Rooms that keep history at most: beyond it, the history "
+                                  "of the least recently written rooms without members is forgotten.")
     gc_interval: float = _opt(60.0, "Seconds between scheduled garbage collections, which keep CPython's "
                               "long full collections off the hot path; 0: CPython's own schedule.")
     backplane: str | None = _opt(None, "Join a cluster: redis://[:PASSWORD@]HOST:PORT/DB, a Redis server "
@@ -61,7 +63,7 @@ class Settings:
     def __post_init__(self) -> None:
         positive = ("max_frame", "max_text", "max_rooms", "rate", "burst", "history_on_join",
                     "max_recover", "max_queue_bytes", "max_queue_frames", "max_clients",
-                    "history_max")
+                    "history_max", "max_history_rooms")
         for name in positive:
             if getattr(self, name) <= 0:
                 raise ConfigError(f"{name.replace('_', '-')} must be positive, not {getattr(self, name)}")

@@ -55,7 +55,14 @@ class HistoryStore(Protocol):
         """The latest `limit` messages with a seq less than `seq`."""
 
     def rooms(self) -> list[str]:
-        """Names of the rooms that have stored messages."""
+        """Names of the rooms that have stored messages, least recently written first."""
+
+    def room_count(self) -> int:
+        """How many rooms have stored messages."""
+
+    def forget(self, rooms: Sequence[str]) -> None:
+        """Delete every stored message of `rooms`, all or none; blocks the calling
+        greenlet (never the hub). Raises StoreError."""
 
     def close(self) -> None:
         """Release the store's resources."""
@@ -75,6 +82,7 @@ class MemoryHistory:
             if stored is None:
                 stored = self._rooms[room] = deque(maxlen=self.history_max)
             stored.append(event)
+            self._last.pop(room, None)  # to the end: the dict's order is the rooms' last writes
             self._last[room] = seq
 
     def last_seq(self, room: str) -> int:
@@ -105,7 +113,15 @@ class MemoryHistory:
         return list(islice(messages, max(0, stop - limit), stop))
 
     def rooms(self) -> list[str]:
-        return list(self._rooms)
+        return list(self._last)
+
+    def room_count(self) -> int:
+        return len(self._last)
+
+    def forget(self, rooms: Sequence[str]) -> None:
+        for room in rooms:
+            self._rooms.pop(room, None)
+            self._last.pop(room, None)
 
     def close(self) -> None:
         self._rooms.clear()

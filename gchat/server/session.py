@@ -40,6 +40,7 @@ log = logging.getLogger(__name__)
 
 PROTO = 1
 _BEFORE_HELLO = frozenset({"hello", "ping", "pong", "quit"})
+ROOMS_PAGE = 1000  # the most rooms in one `rooms` reply
 
 
 def _bad_args(message: str) -> RequestError:
@@ -261,7 +262,17 @@ class ChatSession(Session):
         self._ok(request.id, nick=nick)
 
     def op_rooms(self, request: Request) -> None:
-        self._ok(request.id, rooms=self.server.room_list())
+        # Extension (docs/protocol.md): pages of at most ROOMS_PAGE rooms, so the reply's
+        # cost is bounded whatever the number of rooms.
+        body = request.body
+        after = _optional_string(body, "after")
+        limit = body.get("limit")
+        if limit is None:
+            limit = ROOMS_PAGE
+        elif not (is_integer(limit) and 1 <= limit <= ROOMS_PAGE):
+            raise _bad_args(f'"limit" must be an integer from 1 to {ROOMS_PAGE}')
+        rooms, more = self.server.room_list(after, limit)
+        self._ok(request.id, rooms=rooms, more=more)
 
     def op_who(self, request: Request) -> None:
         name = self._existing_room(_string(request.body, "room"))

@@ -33,6 +33,7 @@ Repeated failures (a full disk fails every batch) are logged through a LogThrott
 from __future__ import annotations
 
 import fcntl
+import json
 import logging
 import os
 import sqlite3
@@ -63,6 +64,15 @@ _BUSY_TIMEOUT_MS = 2000
 CHECKPOINT_INTERVAL = 1.0  # seconds
 PAGE_SIZE = 1024
 T = TypeVar("T")
+
+
+def _ts(event: bytes) -> int:
+    """The `ts` of a stored msg event (0 if it has none)."""
+    try:
+        ts = json.loads(event).get("ts", 0)
+    except (ValueError, AttributeError):
+        return 0
+    return ts if isinstance(ts, int) else 0
 
 
 def _capture(func: Callable[..., T], args: tuple[Any, ...]) -> tuple[T | None, Exception | None]:
@@ -169,6 +179,11 @@ class SqliteHistory:
 
     def _load_bounds(self, conn: sqlite3.Connection) -> None:
         rows = conn.execute("SELECT room, MIN(seq), MAX(seq) FROM messages GROUP BY room").fetchall()
+        # Least recently written first (rooms() promises it): by the ts of each last message.
+        last_ts = {room: _ts(event) for room, event in conn.execute(
+            "SELECT m.room, m.event FROM messages m JOIN (SELECT room, MAX(seq) AS seq "
+            "FROM messages GROUP BY room) l ON m.room = l.room AND m.seq = l.seq")}
+        rows.sort(key=lambda row: last_ts.get(row[0], 0))
         conn.execute("BEGIN IMMEDIATE")
         for room, first, last in rows:
             keep_from = last - self.history_max + 1  # --history-max may have shrunk
@@ -238,6 +253,7 @@ class SqliteHistory:
             raise StoreError(self._describe(exc)) from exc
         for room, seq, _ in messages:
             self._first.setdefault(room, seq)
+            self._last.pop(room, None)  # to the end: the dict's order is the rooms' last writes
             self._last[room] = seq
         for room, keep_from in prune.items():
             self._first[room] = keep_from
@@ -309,6 +325,33 @@ class SqliteHistory:
 
     def rooms(self) -> list[str]:
         return list(self._last)
+
+    def room_count(self) -> int:
+        return len(self._last)
+
+    def forget(self, rooms: Sequence[str]) -> None:
+        """Delete every message of `rooms` in one transaction (in the writer thread)."""
+        if self._gone is not None:
+            raise StoreError(self._gone)
+        try:
+            self._in_writer(self._delete_rooms, rooms)
+        except sqlite3.Error as exc:
+            self._log.error("forget", "history: cannot forget %d rooms: %s", len(rooms), exc)
+            raise StoreError(self._describe(exc)) from exc
+        for room in rooms:
+            self._first.pop(room, None)
+            self._last.pop(room, None)
+
+    def _delete_rooms(self, rooms: Sequence[str]) -> None:
+        conn = self._writer
+        conn.execute("BEGIN IMMEDIATE")
+        try:
+            conn.executemany("DELETE FROM messages WHERE room = ?", [(room,) for room in rooms])
+            conn.execute("COMMIT")
+        except BaseException:
+            if conn.in_transaction:
+                conn.execute("ROLLBACK")
+            raise
 
     def close(self) -> None:
         """Finish the writer thread and close the database (idempotent)."""

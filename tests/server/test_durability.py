@@ -51,6 +51,24 @@ def test_history_rooms_and_seq_survive_a_restart(spawn_server):
     assert bob.join("#keep", after=1)["history"][0] == delivered[1]  # a rejoin recovers
 
 
+def test_a_lower_max_history_rooms_trims_the_store_at_start(spawn_server):
+    first = spawn_server(*FAST)
+    alice = first.client("alice")
+    for i in range(12):
+        alice.join(f"r{i:02d}")
+        alice.request("say", room=f"r{i:02d}", text="kept")
+        alice.request("leave", room=f"r{i:02d}")
+    first.proc.send_signal(signal.SIGTERM)
+    assert first.finish() == 0
+
+    second = spawn_server(*FAST, "--max-history-rooms", "5")
+    bob = second.client("bob")
+    with gevent.Timeout(10, AssertionError("the store was never trimmed")):
+        while len(names := [r["room"] for r in bob.request("rooms")["rooms"]]) > 5:
+            gevent.sleep(0.05)
+    assert names == [f"r{i:02d}" for i in range(7, 12)]  # the most recently written
+
+
 def test_every_acknowledged_say_survives_kill_9_under_load(spawn_server):
     server = spawn_server(*FAST)
     rooms = [f"load{i}" for i in range(4)]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gevent
 import pytest
 
 
@@ -285,6 +286,64 @@ def test_rooms_lists_every_room_sorted_with_member_counts(connect):
     alice.request("leave", room="b")  # has history: still exists, 0 members
     alice.request("leave", room="B")  # no history: gone
     assert alice.request("rooms")["rooms"] == [{"room": "#a", "members": 1}, {"room": "b", "members": 0}]
+
+
+def make_rooms(client, names, say: bool = True) -> None:
+    """Create rooms `names` (with one message each if `say`) and leave them, pipelined."""
+    frames = []
+    for name in names:
+        frames.append({"op": "join", "room": name})
+        if say:
+            frames.append({"op": "say", "room": name, "text": "kept"})
+        frames.append({"op": "leave", "room": name})
+    for start in range(0, len(frames), 300):
+        client.send(*frames[start:start + 300])
+        client.drain()
+
+
+def test_rooms_comes_in_pages_that_list_every_room_once(make_server, connect):
+    # Extension (docs/protocol.md): at most 1000 rooms a reply; `after` pages on.
+    server = make_server(rate=100_000, burst=100_000)
+    alice = connect("alice", server)
+    names = [f"r{i:04d}" for i in range(2500)]
+    make_rooms(alice, names)
+    first = alice.request("rooms")
+    assert len(first["rooms"]) == 1000 and first["more"] is True
+    listed, after = [], None
+    while True:
+        page = alice.request("rooms", **({"after": after} if after else {}), limit=700)
+        listed += [room["room"] for room in page["rooms"]]
+        if not page["more"]:
+            break
+        after = page["rooms"][-1]["room"]
+    assert listed == names
+    assert alice.request("rooms", after="r2499")["rooms"] == []
+    assert alice.request("rooms", after="r1", limit=1)["rooms"] == [{"room": "r1000", "members": 0}]
+    for bad in (0, 1001, "10", 1.5):
+        assert error_code(alice.request("rooms", limit=bad)) == "bad_args"
+    assert error_code(alice.request("rooms", after=5)) == "bad_args"
+
+
+def test_rooms_keep_history_up_to_a_bound_the_least_recently_written_go_first(make_server, connect):
+    server = make_server(max_history_rooms=20, rate=100_000, burst=100_000)
+    alice, bob = connect("alice", server), connect("bob", server)
+    bob.join("old")  # the oldest room with history, but it has a member: it stays
+    bob.request("say", room="old", text="first")
+    make_rooms(alice, [f"r{i:02d}" for i in range(40)])
+
+    def listed():
+        return [room["room"] for room in alice.request("rooms")["rooms"]]
+
+    with gevent.Timeout(10, AssertionError(f"rooms never trimmed: {listed()}")):
+        while len(listed()) > 20:
+            gevent.sleep(0.05)
+    assert listed() == ["old"] + [f"r{i:02d}" for i in range(21, 40)]
+    assert error_code(alice.request("who", room="r00")) == "no_such_room"
+    assert error_code(alice.request("history", room="r20")) == "no_such_room"
+    assert [m["text"] for m in bob.request("history", room="old")["messages"]] == ["first"]
+    # A forgotten room created again starts over at seq 1 (PROTOCOL.md 4).
+    alice.join("r00")
+    assert alice.request("say", room="r00", text="again")["seq"] == 1
 
 
 def test_who_for_any_registered_session(connect):

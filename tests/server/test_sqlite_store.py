@@ -49,6 +49,36 @@ def test_both_stores_page_history_the_same_way(kind, tmp_path):
         store.close()
 
 
+@pytest.mark.parametrize("kind", ["sqlite", "memory"])
+def test_rooms_come_least_recently_written_first_and_forget_drops_a_room(kind, tmp_path):
+    store = SqliteHistory(tmp_path / "h.db", 50) if kind == "sqlite" else MemoryHistory(50)
+    try:
+        for room in ("a", "b", "c"):
+            fill(store, room, 1, 3)
+        fill(store, "a", 4, 4)  # written again: now the most recent
+        assert store.rooms() == ["b", "c", "a"] and store.room_count() == 3
+        store.forget(["b", "c"])
+        assert store.rooms() == ["a"] and store.room_count() == 1
+        assert store.last_seq("b") == 0 and store.latest("b", 10) == []
+        assert store.latest("a", 1) == [event("a", 4)]
+    finally:
+        store.close()
+
+
+def test_reopened_rooms_keep_their_order_by_last_message_time(tmp_path):
+    path = tmp_path / "h.db"
+    first = SqliteHistory(path, 100)
+    for ts, room in enumerate(("zeta", "alpha", "mid")):
+        first.append_batch([(room, 1, b'{"op":"msg","room":"%s","seq":1,"ts":%d}' % (room.encode(), ts))])
+    first.forget(["alpha"])
+    first.close()
+    second = SqliteHistory(path, 100)
+    try:
+        assert second.rooms() == ["zeta", "mid"]  # alpha's messages are gone for good
+    finally:
+        second.close()
+
+
 def test_history_and_seq_survive_reopening(tmp_path):
     path = tmp_path / "h.db"
     first = SqliteHistory(path, 100)
