@@ -294,7 +294,8 @@ class ChatClient:
             self.nick = session.request("nick", nick=args[0])["nick"]
             self.view.notice(f"you are now {self.nick}")
         elif name == "rooms":
-            self.view.result("rooms", session.request("rooms"))
+            # The server pages rooms (docs/protocol.md): AFTER shows the next page.
+            self.view.result("rooms", session.request("rooms", **({"after": args[0]} if args else {})))
         elif name == "who":
             room = args[0] if args else self.current
             if room is None:

@@ -17,14 +17,14 @@ HELP = """\
 Type a line to say it in the current room (start it with // to say a line that starts with /).
   /join ROOM        join ROOM and make it current      /leave [ROOM]   leave ROOM (or the current one)
   /switch ROOM      make a joined ROOM current         /msg NICK TEXT  whisper TEXT to NICK
-  /nick NAME        change your nick                   /rooms          list the rooms
+  /nick NAME        change your nick                   /rooms [AFTER]  list the rooms (after AFTER)
   /who [ROOM]       who is in ROOM                     /history [N]    the last N messages (default 20)
   /help             this help                          /quit           leave (Ctrl-D too)"""
 
 # name: (the least and the most arguments, usage); the TEXT of /msg takes the rest of the line
 _COMMANDS: dict[str, tuple[int, int, str]] = {
     "join": (1, 1, "/join ROOM"), "leave": (0, 1, "/leave [ROOM]"), "switch": (1, 1, "/switch ROOM"),
-    "msg": (2, 2, "/msg NICK TEXT"), "nick": (1, 1, "/nick NAME"), "rooms": (0, 0, "/rooms"),
+    "msg": (2, 2, "/msg NICK TEXT"), "nick": (1, 1, "/nick NAME"), "rooms": (0, 1, "/rooms [AFTER]"),
     "who": (0, 1, "/who [ROOM]"), "history": (0, 1, "/history [N]"), "quit": (0, 0, "/quit"),
     "help": (0, 0, "/help"),
 }

@@ -57,7 +57,11 @@ def format_result(command: str, reply: dict[str, Any], *, current: str | None) -
         rooms = reply.get("rooms", [])
         if not rooms:
             return [[("", "no rooms yet: /join one")]]
-        return [[("", f"{r['room']:<24} {r['members']} member{'s' * (r['members'] != 1)}")] for r in rooms]
+        lines = [[("", f"{r['room']:<24} {r['members']} member{'s' * (r['members'] != 1)}")]
+                 for r in rooms]
+        if reply.get("more"):
+            lines.append([("ansibrightblack", f"more rooms: /rooms {rooms[-1]['room']}")])
+        return lines
     if command == "who":
         members = reply.get("members", [])
         names = ", ".join(members) if members else "nobody"

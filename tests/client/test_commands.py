@@ -36,7 +36,7 @@ def test_blank_lines_do_nothing(line):
     ("/msg bob", "usage: /msg NICK TEXT"),
     ("/history many", "usage: /history [N], N from 1 to 100"),
     ("/history 500", "usage: /history [N], N from 1 to 100"),
-    ("/rooms now", "usage: /rooms"),
+    ("/rooms now then", "usage: /rooms [AFTER]"),
 ])
 def test_mistakes_are_explained(line, error):
     assert parse(line).error == error
@@ -57,3 +57,5 @@ def test_events_read_as_chat_lines():
     assert "dim" not in str(format_event(presence, current=None))  # presence is grey, not styled text
     rooms = format_result("rooms", {"rooms": [{"room": "lobby", "members": 1}]}, current=None)
     assert "".join(t for _, t in rooms[0]).split() == ["lobby", "1", "member"]
+    paged = format_result("rooms", {"rooms": [{"room": "b", "members": 0}], "more": True}, current=None)
+    assert "".join(t for _, t in paged[-1]) == "more rooms: /rooms b"
