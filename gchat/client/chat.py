@@ -295,7 +295,8 @@ class ChatClient:
             self.view.notice(f"you are now {self.nick}")
         elif name == "rooms":
             # The server pages rooms (docs/protocol.md): AFTER shows the next page.
-            self.view.result("rooms", session.request("rooms", **({"after": args[0]} if args else {})))
+            fields: dict[str, Any] = {"after": args[0]} if args else {}
+            self.view.result("rooms", session.request("rooms", **fields))
         elif name == "who":
             room = args[0] if args else self.current
             if room is None:

@@ -19,11 +19,14 @@ error by design).
 
 Pacing: `send` never blocks, so one burst (a group commit of many large messages)
 could fill every member's queue to its bound in one turn of the loop, before anything
-is written, and drop members that read as fast as they can. So a queue that passes
-its high-water mark (half the bound) puts its session on the Flusher's backlog, and
-the greenlet producing the burst calls `Flusher.pace`: it waits, for a bounded time,
-until those sessions have written their queues below the mark. A member that does not
-read is waited for once, then left to its bound, which drops it.
+is written, and drop members that read as fast as they can. So while a burst is being
+delivered (`Flusher.delivering`), a queue that passes its high-water mark (half the
+bound) puts its session on the Flusher's backlog, and the deliverer calls
+`Flusher.pace` between two messages: it waits until those sessions have written their
+queues below the mark, but only while each keeps writing (a session whose socket took
+nothing for PACE_STALL is not reading), for at most the pace limit per call, and for
+at most the pace limit per session per PACE_WINDOW. A member that does not read is
+left to its bound, which drops it; it delays the others by PACE_STALL at a time.
 
 Replies: `send_reply` queues a reply to the peer's own request. It is never refused
 and its bytes do not count against the bound (a reply may be larger than the bound:
@@ -65,6 +68,8 @@ log = logging.getLogger(__name__)
 
 RECV_SIZE = 65536
 READER_LINGER = 0.5  # seconds a watched session's reader waits for more before it ends
+PACE_STALL = 0.1  # seconds without a byte written: a paced session is not reading
+PACE_WINDOW = 60.0  # seconds over which a session's pacing is bounded by the pace limit
 
 _OPEN, _CLOSING, _CLOSED = "open", "closing", "closed"
 
@@ -113,9 +118,14 @@ class Session:
         # Pacing: past these the session is backlogged (see the module docstring).
         self.high_water_bytes = self._max_bytes // 2
         self._high_frames = self._max_frames // 2
-        self._backlogged = False  # on the Flusher's backlog, or given up on until empty
+        self._backlogged = False  # on the Flusher's backlog
+        self._pace_since = self._pace_spent = 0.0  # this PACE_WINDOW, and the time it was paced for
         self._written_total = 0  # bytes ever written: a reply's end is an offset in that stream
         self._replies: deque[tuple[int, int]] = deque()  # (end offset, size) of queued replies
+        self._reply_bytes = 0  # the sizes in _replies, summed
+        # True while the owner does not read the peer's requests (its queue is full of
+        # what the peer asked for): bytes written then count as activity (idle timeout).
+        self.reads_paused = False
         self._drained = Event()  # set while the queue is below the high-water mark
         self._drained.set()
 
@@ -223,6 +233,7 @@ class Session:
         self.disconnect_reason = reason
         if discard:
             self._replies.clear()
+            self._reply_bytes = 0
             self.queued_bytes -= sum(map(len, self._queue))
             self.queued_frames -= len(self._queue)
             self._queue = []
@@ -261,6 +272,7 @@ class Session:
             self._linger.kill(block=False)
         self._queue = []
         self._replies.clear()
+        self._reply_bytes = 0
         self.queued_bytes = self.queued_frames = 0
         self._drained.set()
         if self._watcher is not None:
@@ -303,7 +315,7 @@ class Session:
                 and self.counted_bytes() >= self.high_water_bytes) \
                 or self.queued_frames >= self._high_frames:
             self._drained.clear()
-            if not self._backlogged:
+            if self._flusher.delivering and not self._backlogged:
                 self._backlogged = True
                 self._flusher.backlog.append(self)
         return True
@@ -317,18 +329,20 @@ class Session:
         self.queued_bytes += len(data)
         self.queued_frames += 1
         self._replies.append((self._written_total + self.queued_bytes, len(data)))
+        self._reply_bytes += len(data)
         self._schedule_flush()
         return True
 
     def counted_bytes(self) -> int:
         """Queued bytes that count against the bound: all but unwritten replies."""
         replies = self._replies
-        if not replies:
-            return self.queued_bytes
         written = self._written_total
         while replies and replies[0][0] <= written:
-            replies.popleft()
-        return self.queued_bytes - sum(min(size, end - written) for end, size in replies)
+            self._reply_bytes -= replies.popleft()[1]
+        if not replies:
+            return self.queued_bytes
+        end, size = replies[0]  # only the oldest reply can be partly written
+        return self.queued_bytes - self._reply_bytes + max(0, written - (end - size))
 
     def wait_drained(self, timeout: float | None = None, *, replies: bool = True) -> bool:
         """Block the calling greenlet until the queue is below its high-water mark
@@ -343,6 +357,24 @@ class Session:
                 self._drained.wait()
             return True
         return False
+
+    def _pace(self, deadline: float, limit: float) -> None:
+        """Wait while this session writes its queue below the high-water mark, until
+        `deadline`, within its pacing budget (`limit` per PACE_WINDOW), and only while
+        its socket keeps taking bytes."""
+        now = start = monotonic()
+        if now - self._pace_since >= PACE_WINDOW:
+            self._pace_since, self._pace_spent = now, 0.0
+        until = min(deadline, now + limit - self._pace_spent)
+        while now < until:
+            progress = self._written_total
+            if self.wait_drained(min(PACE_STALL, until - now), replies=False):
+                break
+            if self._written_total == progress:
+                log.debug("session %s: not reading; not paced for", self.session_id)
+                break
+            now = monotonic()
+        self._pace_spent += monotonic() - start
 
     def _schedule_flush(self) -> None:
         if not self._dirty:
@@ -395,8 +427,8 @@ class Session:
         self.queued_frames = max(0, self.queued_frames - frames)
         if not self._drained.is_set():
             self._drained.set()  # waiters check their own mark
-        if self.queued_bytes == 0:
-            self._backlogged = False  # may be waited for again
+        if self.reads_paused:
+            self.last_activity = monotonic()
         try:
             self.on_send(nbytes)
         except Exception:
@@ -412,12 +444,15 @@ class Session:
         assert sock is not None
         try:
             while True:
-                try:
-                    sock.sendall(pending)
-                except OSError as exc:
-                    self._lost(exc)
-                    return
-                self._written(len(pending), frames)
+                view = memoryview(pending)
+                while view:  # send, not sendall: progress is seen as it happens (pacing)
+                    try:
+                        sent = sock.send(view)
+                    except OSError as exc:
+                        self._lost(exc)
+                        return
+                    view = view[sent:]
+                    self._written(sent, 0 if view else frames)
                 if not self._queue or self._state is _CLOSED:
                     break
                 pending, frames = self._take_batch()
@@ -506,22 +541,22 @@ class Flusher:
         self._loop = hub.loop
         self._dirty: list[Session] = []
         self._scheduled = False
-        self.backlog: list[Session] = []  # sessions whose queue passed its high-water mark
+        # Set by whoever delivers a burst while it queues a message: only then does a
+        # session passing its high-water mark go on the backlog (a whisper never paces).
+        self.delivering = False
+        self.backlog: list[Session] = []  # sessions past their high-water mark meanwhile
 
-    def pace(self, timeout: float) -> None:
-        """Wait until every backlogged session has written its queue below its
-        high-water mark, at most `timeout` seconds in all. Called between the messages
-        of a burst, so readers that keep up are never pushed to their bound; a session
-        still backlogged at the deadline is not waited for again until its queue has
-        emptied (it is left to its bound)."""
-        deadline = monotonic() + timeout
-        while self.backlog:
-            session = self.backlog.pop()
-            if not session.wait_drained(max(0.0, deadline - monotonic()), replies=False):
-                log.debug("session %s: still backlogged after pacing", session.session_id)
-                continue  # stays marked: not waited for again until it empties
-            if session.queued_bytes != 0:
-                session._backlogged = False  # drained below the mark: may be waited for again
+    def pace(self, limit: float) -> None:
+        """Wait until the backlogged sessions have written their queues below their
+        high-water marks: at most `limit` seconds in all, and for each only while its
+        socket keeps taking bytes and within its budget (see the module docstring).
+        Called between the messages of a burst, so members that read are never pushed
+        to their bound by it, and members that do not are left to it."""
+        deadline = monotonic() + limit
+        backlog, self.backlog = self.backlog, []
+        for session in backlog:
+            session._backlogged = False
+            session._pace(deadline, limit)
 
     @classmethod
     def for_current_hub(cls) -> Flusher:

@@ -123,7 +123,8 @@ class ChatServer:
         self.room_names = RoomIndex(self.store.rooms())
 
     def _start_publishing(self) -> None:
-        self.commits = GroupCommit(self.store, self._deliver, pace_limit=self.settings.pace_limit)
+        self.commits = GroupCommit(self.store, self._deliver, pace_limit=self.settings.pace_limit,
+                                   failed=lambda room: self.rooms.forget_if_empty(room.name))
         self._trimmer = gevent.spawn(self._trim_history_rooms)
         if self.store.room_count() > self.settings.max_history_rooms:
             self._trim.set()  # the limit was lowered since the store was written
@@ -399,8 +400,8 @@ class ChatServer:
                     if not victims:
                         break  # every room with history has members
                     self.store.forget(victims)
-                    for name in victims:
-                        if self.rooms.get(name) is None:
+                    for name in victims:  # unless joined, or written again, meanwhile
+                        if self.rooms.get(name) is None and self.store.last_seq(name) == 0:
                             self.room_names.discard(name)
                     log.info("forgot the history of %d rooms (at most %d rooms keep history)",
                              len(victims), limit)

@@ -370,7 +370,11 @@ class ClusterServer(ChatServer):
         flusher = self._flusher
         for record in records:
             if type(record) is Msg:
-                self._apply_msg(record.room, record.seq, record.tag, record.frame)
+                flusher.delivering = True
+                try:
+                    self._apply_msg(record.room, record.seq, record.tag, record.frame)
+                finally:
+                    flusher.delivering = False
                 if flusher.backlog:  # members that read keep up with a burst (publish.py)
                     flusher.pace(self.settings.pace_limit)
             elif type(record) is Presence:

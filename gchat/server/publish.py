@@ -71,8 +71,10 @@ class GroupCommit:
     """Stores messages in `store` a batch at a time, then calls `deliver(room, seq,
     event)` for each and sends its sender the ok, in the order they were submitted."""
 
-    def __init__(self, store: HistoryStore, deliver: Deliver, *, pace_limit: float = 1.0) -> None:
+    def __init__(self, store: HistoryStore, deliver: Deliver, *, pace_limit: float = 1.0,
+                 failed: Callable[[ChatRoom], None] = lambda room: None) -> None:
         self.store = store
+        self._failed = failed  # a room whose says failed: forget it if it is now empty
         self.pace_limit = pace_limit  # at most this long waiting for backlogged members
         self._flusher = Flusher.for_current_hub()
         self._deliver = deliver
@@ -121,11 +123,17 @@ class GroupCommit:
         self.store.append_batch([(room.name, seq, event[:-1])
                                  for room, seq, event, _, _, _ in batch.messages])
         deliver, flusher = self._deliver, self._flusher
-        for room, seq, event, sender, ok, _ in batch.messages:
-            deliver(room, seq, event)
-            sender.send_reply(ok)
-            if flusher.backlog:
-                flusher.pace(self.pace_limit)
+        flusher.delivering = True
+        try:
+            for room, seq, event, sender, ok, _ in batch.messages:
+                deliver(room, seq, event)
+                sender.send_reply(ok)
+                if flusher.backlog:
+                    flusher.delivering = False
+                    flusher.pace(self.pace_limit)
+                    flusher.delivering = True
+        finally:
+            flusher.delivering = False
 
     def _fail(self, batch: Batch[Pending], error: StoreError) -> None:
         queued, self._open = self._open, Batch[Pending]()
@@ -136,5 +144,6 @@ class GroupCommit:
                 # An extension code: the store failed (the server logged why), so the
                 # message was not stored, not delivered, and used no seq.
                 sender.send_reply(encode({"op": "error", "id": request_id, "code": "unavailable",
-                                    "message": "history is unavailable; try again later"}))
+                                          "message": "history is unavailable; try again later"}))
+                self._failed(room)
         queued.done.set()

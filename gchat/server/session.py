@@ -108,7 +108,11 @@ class ChatSession(Session):
             # docs/protocol.md): the next request is read once the queue has drained,
             # so a client that does not read stops being read, and a reply is never
             # what drops one that does.
-            self.wait_drained()
+            self.reads_paused = True
+            try:
+                self.wait_drained()
+            finally:
+                self.reads_paused = False
             if not self.is_open:
                 return
         request = decode_request(line)

@@ -333,14 +333,18 @@ class SqliteHistory:
         """Delete every message of `rooms` in one transaction (in the writer thread)."""
         if self._gone is not None:
             raise StoreError(self._gone)
+        # Forgotten before the writer runs: a room joined meanwhile starts afresh at seq
+        # 1, and its first insert queues behind this delete in the one writer thread.
+        bounds = {room: (self._first.pop(room), self._last.pop(room))
+                  for room in rooms if room in self._last}
         try:
             self._in_writer(self._delete_rooms, rooms)
         except sqlite3.Error as exc:
+            for room, (first, last) in bounds.items():
+                if room not in self._last:  # not written again meanwhile
+                    self._first[room], self._last[room] = first, last
             self._log.error("forget", "history: cannot forget %d rooms: %s", len(rooms), exc)
             raise StoreError(self._describe(exc)) from exc
-        for room in rooms:
-            self._first.pop(room, None)
-            self._last.pop(room, None)
 
     def _delete_rooms(self, rooms: Sequence[str]) -> None:
         conn = self._writer

@@ -9,6 +9,7 @@ dropped, and its queue stays bounded.
 from __future__ import annotations
 
 import itertools
+import time
 
 import gevent
 
@@ -161,3 +162,25 @@ def test_a_client_that_asks_for_much_and_never_reads_is_bounded_then_dropped(liv
         while "hog" in talker.request("who", room="big")["members"]:
             talker.send(*[{"op": "say", "room": "big", "text": WIDE_TEXT} for _ in range(20)])
             talker.drain()
+
+
+def test_a_member_that_does_not_read_holds_up_a_room_only_briefly(spawn_live):
+    # A pace limit far above the stall bound: pacing must give up on a member whose
+    # socket takes nothing after PACE_STALL (0.1 s), not after the pace limit.
+    live = spawn_live("--pace-limit", "30")
+    hog = never_reading(live.address)
+    hog.hello("hog")
+    hog.join("busy")
+    # Whispers to itself, unread, fill its socket and then half its queue bound (where
+    # the server stops reading its requests).
+    with gevent.Timeout(20, AssertionError("the hog's queue never reached half its bound")):
+        while stats(live.address)["queued_bytes"] < 2 * 2**20:
+            hog.send(*[{"op": "whisper", "to": "hog", "text": WIDE_TEXT} for _ in range(4)])
+    talker = live.client("talker")
+    talker.join("busy")
+    started = time.monotonic()
+    for n in range(5):
+        talker.send({"op": "say", "room": "busy", "text": f"m{n}", "id": n})
+        assert talker.reply_to(n, timeout=60)["op"] == "ok"
+    # Waiting for the hog until the pace limit would take 30 s for the first say alone.
+    assert time.monotonic() - started < 10
