@@ -424,6 +424,9 @@ class Session:
     def _written(self, nbytes: int, frames: int) -> None:
         self._written_total += nbytes
         self.queued_bytes = max(0, self.queued_bytes - nbytes)
+        replies = self._replies
+        while replies and replies[0][0] <= self._written_total:  # written whole: forget it
+            self._reply_bytes -= replies.popleft()[1]
         self.queued_frames = max(0, self.queued_frames - frames)
         if not self._drained.is_set():
             self._drained.set()  # waiters check their own mark

@@ -185,3 +185,25 @@ def test_a_watched_session_that_is_disconnected_stops_watching(pair):
     assert closed.wait(5)
     assert read_all(theirs) == b""
     assert session.events == [("connected",), ("disconnected", "kick")]
+
+
+def test_replies_are_outside_the_bound_and_leave_nothing_behind_once_written(pair):
+    ours, theirs = pair
+    session = Recorder(limits=SessionLimits(max_queue_bytes=1000, max_queue_frames=100))
+    session.start(ours)
+    reply = b"r" * 3000 + b"\n"  # three times the bound
+    assert session.send_reply(reply)
+    assert session.send(b"event\n")  # the reply is not counted: the event still fits
+    assert session.counted_bytes() <= len(b"event\n")
+    for _ in range(10_000):  # many replies, each written as it comes
+        session.send_reply(b"ok\n")
+        if session.queued_bytes > 256:
+            gevent.sleep(0)  # let the Flusher write
+    received = b""
+    with gevent.Timeout(5, AssertionError("not all written")):
+        while len(received) < len(reply) + 6 + 30_000:
+            received += theirs.recv(65536)
+    # Nothing of 10,001 written replies is kept (a soak found each one kept for ever).
+    assert len(session._replies) == 0
+    assert session.queued_bytes == 0 and session.counted_bytes() == 0
+    session.disconnect()
