@@ -5,6 +5,11 @@ bytes object, so the frame is encoded once and no member can delay another: a me
 that cannot keep up overflows its own queue and is dropped (PROTOCOL.md 6, guarantee
 3). Nothing in a broadcast blocks, so greenlets see each room's events in one order
 without locks. A RoomMaster is an ordinary object owned by a server, not a global.
+
+Doors: members may speak different protocols. A broadcast event that is not bytes is
+rendered by `Session.render`, once per door (`Session.door`) present in the room, and
+each door's members get the same bytes object; a room of one door renders once and
+takes the plain loop.
 """
 
 from __future__ import annotations
@@ -25,6 +30,7 @@ class Room:
     def __init__(self, name: str) -> None:
         self.name = name
         self.members: dict[int, Session] = {}
+        self._doors: dict[str, int] = {}  # door -> how many members speak it
 
     def __len__(self) -> int:
         return len(self.members)
@@ -34,18 +40,45 @@ class Room:
 
     def enter(self, session: Session) -> None:
         """Add `session` to the room (a no-op if it is already a member)."""
-        self.members[session.session_id] = session
+        if self.members.get(session.session_id) is not session:
+            self.members[session.session_id] = session
+            self._doors[session.door] = self._doors.get(session.door, 0) + 1
 
     def leave(self, session: Session) -> None:
         """Remove `session` from the room (a no-op if it is not a member)."""
         if self.members.get(session.session_id) is session:
             del self.members[session.session_id]
+            left = self._doors[session.door] - 1
+            if left:
+                self._doors[session.door] = left
+            else:
+                del self._doors[session.door]
 
-    def broadcast(self, data: bytes, exclude: Session | None = None) -> int:
-        """Queue `data` to every member but `exclude`; return how many took it."""
+    def broadcast(self, event: object, exclude: Session | None = None) -> int:
+        """Queue `event` to every member but `exclude`: bytes as they are, anything
+        else as each member's door renders it, once per door. Returns how many took it."""
+        if type(event) is not bytes:
+            if not self.members:
+                return 0
+            if len(self._doors) > 1:
+                return self._broadcast_doors(event, exclude)
+            event = next(iter(self.members.values())).render(event)
         delivered = 0
         for member in self.members.values():
-            if member is not exclude and member.send(data):
+            if member is not exclude and member.send(event):
+                delivered += 1
+        return delivered
+
+    def _broadcast_doors(self, event: object, exclude: Session | None) -> int:
+        rendered: dict[str, bytes] = {}
+        delivered = 0
+        for member in self.members.values():
+            if member is exclude:
+                continue
+            data = rendered.get(member.door)
+            if data is None:
+                data = rendered[member.door] = member.render(event)
+            if member.send(data):
                 delivered += 1
         return delivered
 

@@ -93,6 +93,8 @@ class Session:
 
     session_id: int = 0
     peer: Any = None
+    # Sessions of one door render a broadcast event to the same bytes (see room.py).
+    door: str = "bytes"
 
     def __init__(self, *, limits: SessionLimits | None = None) -> None:
         self.limits = limits or SessionLimits()
@@ -151,6 +153,11 @@ class Session:
 
     def on_recv(self, line: bytes) -> None:
         """A complete, non-blank line arrived (LF and one CR before it removed)."""
+
+    def render(self, event: Any) -> bytes:
+        """The bytes of a broadcast `event` for this session's door: every session of
+        a door must render an event alike. Default: the event is bytes already."""
+        return event
 
     def on_send(self, nbytes: int) -> None:
         """`nbytes` bytes were written to the socket. May run in the hub: must not block."""

@@ -30,6 +30,7 @@ from ..core import Listener, Room, RoomMaster, SessionLimits
 from ..errors import ConfigError, RequestError, StoreError
 from ..protocol import bye, encode, encode_with_items, nick_key
 from .config import Settings
+from .events import ChatEvent
 from .history import HistoryReader, HistoryStore, MemoryHistory
 from .publish import Batch, GroupCommit
 from .roomindex import RoomIndex
@@ -46,8 +47,8 @@ _BYE_SHUTDOWN = bye("shutdown")
 _BYE_FULL = bye("server_full")  # an extension: connections past --max-connections
 
 
-def _presence(room: str, nick: str | None, event: str, **extra: str) -> bytes:
-    return encode({"op": "presence", "room": room, "nick": nick, "event": event, **extra})
+def _presence(room: str, nick: str | None, event: str, **extra: str) -> ChatEvent:
+    return ChatEvent.of({"op": "presence", "room": room, "nick": nick, "event": event, **extra})
 
 
 class ChatRoom(Room):
@@ -272,15 +273,15 @@ class ChatServer:
 
     def whisper(self, sender: ChatSession, to: str, text: str) -> None:
         """Send a whisper to the session called `to`; `no_such_nick` if there is none."""
-        frame = encode({"op": "whisper", "from": sender.nick, "text": text,
-                        "ts": int(time.time() * 1000)})
+        frame = ChatEvent.of({"op": "whisper", "from": sender.nick, "text": text,
+                              "ts": int(time.time() * 1000)})
         if not self._send_whisper(to, frame):
             raise RequestError("no_such_nick", f"nobody is called {to[:80]}")
 
-    def _send_whisper(self, to: str, frame: bytes) -> bool:
+    def _send_whisper(self, to: str, frame: ChatEvent) -> bool:
         target = self.find(to)
         if target is not None:
-            target.send(frame)
+            target.send(target.render(frame))
         return target is not None
 
     def rename(self, session: ChatSession, nick: str) -> None:
@@ -371,13 +372,13 @@ class ChatServer:
         broadcast, then answered with the sender's ok; return the batch it is in."""
         assert self.commits is not None, "start() the server first"
         seq = room.next_seq = room.next_seq + 1
-        event = encode({"op": "msg", "room": room.name, "from": sender.nick, "text": text,
-                        "seq": seq, "ts": int(time.time() * 1000)})
+        event = ChatEvent.of({"op": "msg", "room": room.name, "from": sender.nick, "text": text,
+                              "seq": seq, "ts": int(time.time() * 1000)})
         ok = encode({"op": "ok", "id": request_id, "room": room.name, "seq": seq})
         # PROTOCOL.md 6, guarantee 2: stored before anyone, the sender included, sees it.
         return self.commits.submit(room, seq, event, sender, ok, request_id)
 
-    def _deliver(self, room: ChatRoom, seq: int, event: bytes) -> None:
+    def _deliver(self, room: ChatRoom, seq: int, event: ChatEvent) -> None:
         room.seq = seq
         room.broadcast(event)
         if not room.members:  # its members left while the message was being stored

@@ -26,7 +26,6 @@ are caught up from the room's stream.
 from __future__ import annotations
 
 import itertools
-import json
 import logging
 import time
 from collections.abc import Iterator
@@ -41,6 +40,7 @@ from ..protocol import bye, encode, encode_with_items, nick_key
 from .backplane import SESSIONS_PER_NODE, RedisBackplane
 from .chat import ChatRoom, ChatServer
 from .config import Settings
+from .events import ChatEvent
 from .publish import Batch
 from .records import BadRecord, Msg, Presence, Whisper, parse_records
 
@@ -65,7 +65,7 @@ class ClusterRoom(ChatRoom):
 
     def __init__(self, name: str, seq: int = 0) -> None:
         super().__init__(name, seq)
-        self.joining: dict[int, tuple[ChatSession, list[bytes]]] = {}
+        self.joining: dict[int, tuple[ChatSession, list[ChatEvent]]] = {}
         self.roster: dict[int, str] | None = None
         self._roster_log: list[tuple[int, str | None]] = []
 
@@ -92,10 +92,10 @@ class ClusterRoom(ChatRoom):
                 self.change_roster(session_id, nick)
             self._roster_log = []
 
-    def hold(self, frame: bytes, exclude: int = 0) -> None:
+    def hold(self, event: ChatEvent, exclude: int = 0) -> None:
         for session_id, (_, held) in self.joining.items():
             if session_id != exclude:
-                held.append(frame)
+                held.append(event)
 
     def admit(self, session: ChatSession) -> None:
         """The join's ok was sent: make `session` a member and send what was held."""
@@ -103,8 +103,8 @@ class ClusterRoom(ChatRoom):
         if entry is None:
             return  # it left meanwhile
         self.enter(session)
-        for frame in entry[1]:
-            session.send(frame)
+        for event in entry[1]:
+            session.send(session.render(event))
 
 
 # (room, tag, frame head, frame tail): the say script's arguments for one message
@@ -236,11 +236,11 @@ class ClusterServer(ChatServer):
         self.nicks[nick.lower()] = session
         session.nick = nick
 
-    def _send_whisper(self, to: str, frame: bytes) -> bool:
+    def _send_whisper(self, to: str, frame: ChatEvent) -> bool:
         if super()._send_whisper(to, frame):  # on this node
             return True
         key = nick_key(to)
-        return key is not None and self.backplane.whisper(key, frame[:-1])
+        return key is not None and self.backplane.whisper(key, frame.json[:-1])
 
     # -- rooms ------------------------------------------------------------------------------
 
@@ -382,15 +382,16 @@ class ClusterServer(ChatServer):
             elif type(record) is Whisper:
                 target = self._local(record.session)
                 if target is not None and target.nick is not None:
-                    target.send(record.frame)
+                    target.send(target.render(ChatEvent(record.frame)))
 
     def _apply_msg(self, name: str, seq: int, tag: str, frame: bytes) -> None:
         room = self.rooms.get(name)
         if room is not None and seq > room.seq:
             room.seq = seq
-            room.broadcast(frame)
+            event = ChatEvent(frame)
+            room.broadcast(event)
             if room.joining:
-                room.hold(frame)
+                room.hold(event)
         pending = self._says.pop(tag, None)
         if pending is not None:
             sender, request_id, batch = pending
@@ -402,11 +403,12 @@ class ClusterServer(ChatServer):
     def _apply_presence(self, record: Presence) -> None:
         room = self.rooms.get(record.room)
         if room is not None:
-            event = json.loads(record.frame)
+            presence = ChatEvent(record.frame)
+            event = presence.fields
             gone = event["event"] in ("leave", "quit")
             if room.change_roster(record.actor, None if gone else event["nick"]) \
                     and not self.shutting_down:
-                self._tell(room, record.frame, record.actor)
+                self._tell(room, presence, record.actor)
             # A local member's own leave: nothing after it reaches the member (its handler
             # then forgets it). Not a quit: a live session can be announced gone (its node
             # was judged dead) and then back, and must keep its rooms meanwhile.
@@ -429,7 +431,7 @@ class ClusterServer(ChatServer):
         marker.set(room)
 
     @staticmethod
-    def _tell(room: ClusterRoom, frame: bytes, actor: int) -> None:
+    def _tell(room: ClusterRoom, frame: ChatEvent, actor: int) -> None:
         """A presence event to the room's local members but its actor."""
         room.broadcast(frame, exclude=room.members.get(actor))
         if room.joining:
@@ -483,7 +485,7 @@ class ClusterServer(ChatServer):
                     changes.append((sid, nick, {"nick": nick, "event": "rename", "old": old}))
             for sid, now_called, fields in changes:
                 room.change_roster(sid, now_called)
-                self._tell(room, encode({"op": "presence", "room": room.name, **fields}), sid)
+                self._tell(room, ChatEvent.of({"op": "presence", "room": room.name, **fields}), sid)
         while True:
             missed = self.backplane.tags_after(room.name, room.seq, 500)
             for seq, tag, frame in missed:

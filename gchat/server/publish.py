@@ -38,6 +38,7 @@ from gevent.event import Event
 from ..core import Flusher
 from ..errors import StoreError
 from ..protocol import encode
+from .events import ChatEvent
 from .history import HistoryStore
 
 if TYPE_CHECKING:
@@ -48,9 +49,9 @@ __all__ = ["Batch", "GroupCommit"]
 
 log = logging.getLogger(__name__)
 
-Deliver = Callable[["ChatRoom", int, bytes], None]
-# (room, seq, msg frame with its LF, sender, the sender's ok, the request's id)
-Pending = tuple["ChatRoom", int, bytes, "ChatSession", bytes, "int | str | None"]
+Deliver = Callable[["ChatRoom", int, ChatEvent], None]
+# (room, seq, the msg event, sender, the sender's ok, the request's id)
+Pending = tuple["ChatRoom", int, ChatEvent, "ChatSession", bytes, "int | str | None"]
 
 
 M = TypeVar("M")
@@ -84,9 +85,9 @@ class GroupCommit:
         self._idle.set()
         self._committer = gevent.spawn(self._run)
 
-    def submit(self, room: ChatRoom, seq: int, event: bytes, sender: ChatSession, ok: bytes,
+    def submit(self, room: ChatRoom, seq: int, event: ChatEvent, sender: ChatSession, ok: bytes,
                request_id: int | str | None) -> Batch[Pending]:
-        """Queue `event` (a msg frame with its LF), message `seq` of `room`, to be stored,
+        """Queue `event` (a msg), message `seq` of `room`, to be stored,
         delivered, then answered with `ok`; return at once with the batch it is in."""
         batch = self._open
         batch.messages.append((room, seq, event, sender, ok, request_id))
@@ -120,7 +121,7 @@ class GroupCommit:
             self._idle.set()
 
     def _commit(self, batch: Batch[Pending]) -> None:
-        self.store.append_batch([(room.name, seq, event[:-1])
+        self.store.append_batch([(room.name, seq, event.json[:-1])
                                  for room, seq, event, _, _, _ in batch.messages])
         deliver, flusher = self._deliver, self._flusher
         flusher.delivering = True

@@ -28,6 +28,7 @@ from ..protocol import (
     valid_nick,
     valid_room,
 )
+from .events import ChatEvent
 from .ratelimit import TokenBucket
 
 if TYPE_CHECKING:
@@ -90,6 +91,8 @@ def _check_room(name: str) -> None:
 
 class ChatSession(Session):
     """A connection to the chat server: registration, rooms, and every op."""
+
+    door = "json"  # PROTOCOL.md's JSON lines
 
     def __init__(self, server: ChatServer) -> None:
         super().__init__(limits=server.session_limits)
@@ -175,6 +178,9 @@ class ChatSession(Session):
         self.send_reply(encode({"op": "error", "id": None, "code": "frame_too_large",
                           "message": f"a frame may be at most {limit} bytes"}))
         self.close("frame_too_large", bye("frame_too_large"))
+
+    def render(self, event: ChatEvent) -> bytes:
+        return event.json
 
     def slow_consumer_farewell(self) -> bytes:
         return bye("slow_consumer")

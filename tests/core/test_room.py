@@ -33,6 +33,42 @@ def test_broadcast_queues_the_same_bytes_object_to_every_member_but_excluded():
     assert members[0] not in room and len(room) == 2
 
 
+class Shouter(Member):
+    """A second door: renders an event in upper case, and counts its renders."""
+
+    door = "shout"
+    renders = 0
+
+    def render(self, event: object) -> bytes:
+        Shouter.renders += 1
+        return str(event).upper().encode() + b"\n"
+
+
+class Plain(Member):
+    door = "plain"
+
+    def render(self, event: object) -> bytes:
+        return str(event).encode() + b"\n"
+
+
+def test_an_event_is_rendered_once_per_door_and_shared_by_its_members():
+    room = Room("r")
+    plain = [Plain(i) for i in range(1, 4)]
+    shouters = [Shouter(i) for i in range(4, 7)]
+    for member in plain + shouters:
+        room.enter(member)
+    Shouter.renders = 0
+    assert room.broadcast("hi", exclude=plain[0]) == 5
+    assert Shouter.renders == 1
+    assert plain[0].sent == [] and plain[1].sent == [b"hi\n"]
+    assert plain[1].sent[0] is plain[2].sent[0]
+    assert shouters[0].sent == [b"HI\n"] and shouters[0].sent[0] is shouters[2].sent[0]
+    for member in shouters:  # one door left: rendered once, by any member
+        room.leave(member)
+    room.leave(shouters[0])  # leaving twice changes nothing
+    assert room.broadcast("again") == 3 and plain[0].sent == [b"again\n"]
+
+
 def test_a_member_that_never_reads_does_not_delay_the_others():
     limits = SessionLimits(max_queue_bytes=200_000, max_queue_frames=1000, linger=0.1)
     room = Room("r")

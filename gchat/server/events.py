@@ -1,0 +1,43 @@
+"""ChatEvent: what the chat state tells sessions (msg, presence, whisper), as one value
+that each door renders for its members.
+
+Strategy: an event is PROTOCOL.md's JSON object, encoded once as the JSON line every
+JSON session is sent (and the history stores), with its fields kept alongside, or
+decoded lazily when the event came as bytes (a cluster node's records). A door other
+than JSON lines renders from the fields; a room renders an event once per door
+present (core/room.py), never once per member.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from ..protocol import encode
+
+__all__ = ["ChatEvent"]
+
+
+class ChatEvent:
+    """One event: its JSON line (`json`, with the LF) and its `fields`."""
+
+    __slots__ = ("_fields", "json")
+
+    def __init__(self, json_line: bytes, fields: dict[str, Any] | None = None) -> None:
+        self.json = json_line
+        self._fields = fields
+
+    @classmethod
+    def of(cls, fields: dict[str, Any]) -> ChatEvent:
+        """The event with these fields, encoded once."""
+        return cls(encode(fields), fields)
+
+    @property
+    def fields(self) -> dict[str, Any]:
+        """The event's JSON object (`op`, `room`, `from`, `text`...)."""
+        if self._fields is None:
+            self._fields = json.loads(self.json)
+        return self._fields
+
+    def __repr__(self) -> str:
+        return f"ChatEvent({self.json!r})"
