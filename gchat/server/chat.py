@@ -28,7 +28,7 @@ from gevent.event import Event
 from .. import __version__
 from ..core import Listener, Room, RoomMaster, SessionLimits
 from ..errors import ConfigError, RequestError, StoreError
-from ..protocol import bye, encode, encode_with_items, nick_key
+from ..protocol import bye, encode, nick_key
 from .config import Settings
 from .events import ChatEvent
 from .history import HistoryReader, HistoryStore, MemoryHistory
@@ -302,8 +302,9 @@ class ChatServer:
 
     def join(self, session: ChatSession, name: str, after: int | None,
              request_id: int | str | None) -> None:
-        """Put `session` in room `name` (telling the members already there) and send
-        the join's ok with members and history; a rejoin only sends the ok."""
+        """Put `session` in room `name` (telling the members already there) and tell it
+        (`session.joined`) the members and history; a rejoin only tells it. Nothing
+        yields between: the session hears of its join before any later event."""
         room = session.rooms.get(name)
         if room is None:
             room = self.rooms.get_or_create(name)
@@ -312,11 +313,8 @@ class ChatServer:
             room.enter(session)
             session.rooms[name] = room
         history, recovered = self.history_for_join(room, after)
-        fields: dict[str, Any] = {"op": "ok", "id": request_id, "room": name,
-                                  "members": room.nicks()}
-        if after is not None:
-            fields["recovered"] = recovered
-        session.send_reply(encode_with_items(fields, "history", history))
+        session.joined(request_id, name, room.nicks(), history,
+                       recovered if after is not None else None)
 
     def leave(self, session: ChatSession, room: ChatRoom, event: str) -> None:
         """Take `session` out of `room`; tell the rest with presence `event`."""
@@ -369,18 +367,18 @@ class ChatServer:
     def publish(self, room: ChatRoom, sender: ChatSession, text: str,
                 request_id: int | str | None) -> Batch[Any]:
         """Assign the next seq of `room` to `text` and queue it to be stored, then
-        broadcast, then answered with the sender's ok; return the batch it is in."""
+        broadcast to the others, then told to the sender (`sender.said`); return the
+        batch it is in."""
         assert self.commits is not None, "start() the server first"
         seq = room.next_seq = room.next_seq + 1
         event = ChatEvent.of({"op": "msg", "room": room.name, "from": sender.nick, "text": text,
                               "seq": seq, "ts": int(time.time() * 1000)})
-        ok = encode({"op": "ok", "id": request_id, "room": room.name, "seq": seq})
         # PROTOCOL.md 6, guarantee 2: stored before anyone, the sender included, sees it.
-        return self.commits.submit(room, seq, event, sender, ok, request_id)
+        return self.commits.submit(room, seq, event, sender, request_id)
 
-    def _deliver(self, room: ChatRoom, seq: int, event: ChatEvent) -> None:
+    def _deliver(self, room: ChatRoom, seq: int, event: ChatEvent, sender: ChatSession) -> None:
         room.seq = seq
-        room.broadcast(event)
+        room.broadcast(event, exclude=sender)  # the sender's door tells it next (said)
         if not room.members:  # its members left while the message was being stored
             self.rooms.forget_if_empty(room.name)
         if seq == 1 and self.store.room_count() > self.settings.max_history_rooms:

@@ -36,7 +36,7 @@ from gevent.event import AsyncResult, Event
 
 from ..core import Flusher, RoomMaster
 from ..errors import BackplaneError, ConfigError, RequestError
-from ..protocol import bye, encode, encode_with_items, nick_key
+from ..protocol import bye, encode, nick_key
 from .backplane import SESSIONS_PER_NODE, RedisBackplane
 from .chat import ChatRoom, ChatServer
 from .config import Settings
@@ -255,8 +255,8 @@ class ClusterServer(ChatServer):
                 settings.history_on_join, rejoin_bound=joined.seq))
             if snapshot is not None:
                 _, members, history, recovered = snapshot
-                session.send_reply(self._join_ok(request_id, name, list(members.values()), history,
-                                           recovered, after))
+                session.joined(request_id, name, sorted(members.values(), key=str.lower),
+                               history, recovered if after is not None else None)
             return
         tag = self._tag()
         marker: AsyncResult[ClusterRoom] = AsyncResult()
@@ -275,9 +275,9 @@ class ClusterServer(ChatServer):
         finally:
             self._joins.pop(tag, None)
         room.start_roster(members)
-        session.send_reply(self._join_ok(request_id, name, list(members.values()), history,
-                                   recovered, after))
-        room.admit(session)
+        session.joined(request_id, name, sorted(members.values(), key=str.lower), history,
+                       recovered if after is not None else None)
+        room.admit(session)  # after the join's ok: what was held for it
 
     @staticmethod
     def _known(session: ChatSession, snapshot: T | None) -> T | None:
@@ -287,15 +287,6 @@ class ClusterServer(ChatServer):
         if snapshot is None and session.is_open:
             raise BackplaneError("the cluster does not know this session right now")
         return snapshot
-
-    @staticmethod
-    def _join_ok(request_id: int | str | None, name: str, members: list[str],
-                 history: list[bytes], recovered: bool, after: int | None) -> bytes:
-        fields: dict[str, Any] = {"op": "ok", "id": request_id, "room": name,
-                                  "members": sorted(members, key=str.lower)}
-        if after is not None:
-            fields["recovered"] = recovered
-        return encode_with_items(fields, "history", history)
 
     def leave(self, session: ChatSession, room: ChatRoom, event: str) -> None:
         self.backplane.leave(session.session_id, room.name)
@@ -354,8 +345,7 @@ class ClusterServer(ChatServer):
             pending = self._says.pop(tag, None)
             if pending is not None:
                 sender, request_id, _ = pending
-                sender.send_reply(encode({"op": "error", "id": request_id, "code": "unavailable",
-                                    "message": _SAY_FAILED}))
+                sender.say_failed(request_id, _SAY_FAILED)
         batch.done.set()
 
     # -- the event channel ----------------------------------------------------------------------
@@ -386,16 +376,17 @@ class ClusterServer(ChatServer):
 
     def _apply_msg(self, name: str, seq: int, tag: str, frame: bytes) -> None:
         room = self.rooms.get(name)
+        pending = self._says.pop(tag, None)  # one of this node's says: its sender is told last
+        event = None
         if room is not None and seq > room.seq:
             room.seq = seq
             event = ChatEvent(frame)
-            room.broadcast(event)
+            room.broadcast(event, exclude=pending[0] if pending is not None else None)
             if room.joining:
                 room.hold(event)
-        pending = self._says.pop(tag, None)
         if pending is not None:
             sender, request_id, batch = pending
-            sender.send_reply(encode({"op": "ok", "id": request_id, "room": name, "seq": seq}))
+            sender.said(name, seq, event, request_id)
             batch.waiting -= 1
             if batch.waiting == 0:
                 batch.done.set()

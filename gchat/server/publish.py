@@ -1,15 +1,16 @@
 """GroupCommit: says are stored in batches, then broadcast in seq order.
 
 Strategy (PROTOCOL.md 6, guarantee 2): a message is stored before anyone sees it, and
-its sender's `ok` comes after its `msg`. A say assigns the seq, adds the message (with
-its encoded `ok`) to the open batch and returns at once, so a client's pipelined says
-join the same batch. One committer greenlet takes the open batch whole and stores it;
-the store may park that greenlet on its writer thread while new says fill the next
-batch, so one transaction serves every say that arrived meanwhile. Then, without
-yielding, the committer delivers each message of the batch in order, each followed by
-its sender's `ok`. Batches are stored and delivered one at a time, in the order they
-were opened, so each room's messages reach its members in seq order, and each
-sender's oks come in request order. (A session waits for its says to be delivered
+its sender's `ok` comes after its `msg`. A say assigns the seq, adds the message to
+the open batch and returns at once, so a client's pipelined says join the same batch.
+One committer greenlet takes the open batch whole and stores it; the store may park
+that greenlet on its writer thread while new says fill the next batch, so one
+transaction serves every say that arrived meanwhile. Then, without yielding, the
+committer delivers each message of the batch in order to the room's other members,
+then tells its sender (`said`: a JSON session gets the `msg`, then the `ok`).
+Batches are stored and delivered one at a time, in the order they were opened, so
+each room's messages reach its members in seq order, and each sender's oks come in
+request order. (A session waits for its says to be delivered
 before it handles any other request: see ChatSession.)
 
 A batch can be large (a hundred says of 4096 characters from each of several
@@ -37,7 +38,6 @@ from gevent.event import Event
 
 from ..core import Flusher
 from ..errors import StoreError
-from ..protocol import encode
 from .events import ChatEvent
 from .history import HistoryStore
 
@@ -49,9 +49,9 @@ __all__ = ["Batch", "GroupCommit"]
 
 log = logging.getLogger(__name__)
 
-Deliver = Callable[["ChatRoom", int, ChatEvent], None]
-# (room, seq, the msg event, sender, the sender's ok, the request's id)
-Pending = tuple["ChatRoom", int, ChatEvent, "ChatSession", bytes, "int | str | None"]
+Deliver = Callable[["ChatRoom", int, ChatEvent, "ChatSession"], None]
+# (room, seq, the msg event, sender, the request's id)
+Pending = tuple["ChatRoom", int, ChatEvent, "ChatSession", "int | str | None"]
 
 
 M = TypeVar("M")
@@ -85,12 +85,12 @@ class GroupCommit:
         self._idle.set()
         self._committer = gevent.spawn(self._run)
 
-    def submit(self, room: ChatRoom, seq: int, event: ChatEvent, sender: ChatSession, ok: bytes,
+    def submit(self, room: ChatRoom, seq: int, event: ChatEvent, sender: ChatSession,
                request_id: int | str | None) -> Batch[Pending]:
         """Queue `event` (a msg), message `seq` of `room`, to be stored,
         delivered, then answered with `ok`; return at once with the batch it is in."""
         batch = self._open
-        batch.messages.append((room, seq, event, sender, ok, request_id))
+        batch.messages.append((room, seq, event, sender, request_id))
         if len(batch.messages) == 1:
             self._idle.clear()
             self._wake.set()
@@ -122,13 +122,13 @@ class GroupCommit:
 
     def _commit(self, batch: Batch[Pending]) -> None:
         self.store.append_batch([(room.name, seq, event.json[:-1])
-                                 for room, seq, event, _, _, _ in batch.messages])
+                                 for room, seq, event, _, _ in batch.messages])
         deliver, flusher = self._deliver, self._flusher
         flusher.delivering = True
         try:
-            for room, seq, event, sender, ok, _ in batch.messages:
-                deliver(room, seq, event)
-                sender.send_reply(ok)
+            for room, seq, event, sender, request_id in batch.messages:
+                deliver(room, seq, event, sender)
+                sender.said(room.name, seq, event, request_id)
                 if flusher.backlog:
                     flusher.delivering = False
                     flusher.pace(self.pace_limit)
@@ -140,11 +140,10 @@ class GroupCommit:
         queued, self._open = self._open, Batch[Pending]()
         for failed in (batch, queued):
             failed.error = error
-            for room, _, _, sender, _, request_id in failed.messages:
+            for room, _, _, sender, request_id in failed.messages:
                 room.next_seq = room.seq
-                # An extension code: the store failed (the server logged why), so the
-                # message was not stored, not delivered, and used no seq.
-                sender.send_reply(encode({"op": "error", "id": request_id, "code": "unavailable",
-                                          "message": "history is unavailable; try again later"}))
+                # The store failed (the server logged why), so the message was not
+                # stored, not delivered, and used no seq.
+                sender.say_failed(request_id, "history is unavailable; try again later")
                 self._failed(room)
         queued.done.set()

@@ -182,6 +182,29 @@ class ChatSession(Session):
     def render(self, event: ChatEvent) -> bytes:
         return event.json
 
+    # -- what the chat state tells this session (each door renders it its own way) ---
+
+    def joined(self, request_id: int | str | None, room: str, members: list[str],
+               history: list[bytes], recovered: bool | None) -> None:
+        """It is in `room` (or was already): the join's ok (PROTOCOL.md 4)."""
+        fields: dict[str, Any] = {"op": "ok", "id": request_id, "room": room, "members": members}
+        if recovered is not None:
+            fields["recovered"] = recovered
+        self.send_reply(encode_with_items(fields, "history", history))
+
+    def said(self, room: str, seq: int, event: ChatEvent | None,
+             request_id: int | str | None) -> None:
+        """Its say is stored and delivered to the others: the `msg` (unless `event` is
+        None: it reached this session already), then the `ok` (PROTOCOL.md 7)."""
+        if event is not None:
+            self.send(event.json)
+        self.send_reply(encode({"op": "ok", "id": request_id, "room": room, "seq": seq}))
+
+    def say_failed(self, request_id: int | str | None, message: str) -> None:
+        """Its say was not stored: an extension code, `unavailable`."""
+        self.send_reply(encode({"op": "error", "id": request_id, "code": "unavailable",
+                                "message": message}))
+
     def slow_consumer_farewell(self) -> bytes:
         return bye("slow_consumer")
 
