@@ -3,6 +3,7 @@
 from .chat import ChatRoom, ChatServer
 from .config import Settings
 from .history import HistoryStore, MemoryHistory
+from .member import ChatMember
 from .session import ChatSession
 
-__all__ = ["ChatRoom", "ChatServer", "ChatSession", "HistoryStore", "MemoryHistory", "Settings"]
+__all__ = ["ChatMember", "ChatRoom", "ChatServer", "ChatSession", "HistoryStore", "MemoryHistory", "Settings"]

@@ -28,10 +28,11 @@ from gevent.event import Event
 from .. import __version__
 from ..core import Listener, Room, RoomMaster, SessionLimits
 from ..errors import ConfigError, RequestError, StoreError
-from ..protocol import bye, encode, nick_key
+from ..protocol import bye, nick_key
 from .config import Settings
 from .events import ChatEvent
 from .history import HistoryReader, HistoryStore, MemoryHistory
+from .member import ChatMember
 from .publish import Batch, GroupCommit
 from .roomindex import RoomIndex
 from .session import ChatSession
@@ -41,8 +42,6 @@ __all__ = ["ChatRoom", "ChatServer"]
 
 log = logging.getLogger(__name__)
 
-_PING = encode({"op": "ping"})
-_BYE_IDLE = bye("idle_timeout")
 _BYE_SHUTDOWN = bye("shutdown")
 _BYE_FULL = bye("server_full")  # an extension: connections past --max-connections
 
@@ -84,7 +83,7 @@ class ChatServer:
         self.room_names = RoomIndex()
         self._trim = Event()  # wakes the trimmer: more rooms with history than allowed
         self._trimmer: gevent.Greenlet | None = None
-        self.nicks: dict[str, ChatSession] = {}
+        self.nicks: dict[str, ChatMember] = {}
         self.shutting_down = False
         self.session_limits = SessionLimits(
             max_frame=settings.max_frame, max_queue_bytes=settings.max_queue_bytes,
@@ -198,7 +197,7 @@ class ChatServer:
             return MemoryHistory(settings.history_max)
         return SqliteHistory(settings.store_path, settings.history_max, settings.store_sync)
 
-    def _new_session(self) -> ChatSession:
+    def _new_session(self) -> ChatMember:
         return ChatSession(self)
 
     def _new_room(self, name: str) -> ChatRoom:
@@ -209,10 +208,10 @@ class ChatServer:
         if self.store.last_seq(room.name) == 0:  # no members and no history: it is gone
             self.room_names.discard(room.name)
 
-    def sessions(self) -> Iterator[ChatSession]:
+    def sessions(self) -> Iterator[ChatMember]:
         """Every open connection, registered or not."""
         for listener in self.listeners:
-            yield from cast(list[ChatSession], list(listener.sessions.values()))
+            yield from cast(list[ChatMember], list(listener.sessions.values()))
 
     def _sweep_idle(self) -> None:
         # PROTOCOL.md 5, idle: one ping after idle_timeout/2 of silence, bye at idle_timeout.
@@ -229,10 +228,10 @@ class ChatServer:
         for session in self.sessions():
             quiet = now - session.last_activity
             if quiet >= timeout:
-                session.close("idle_timeout", _BYE_IDLE)
+                session.close("idle_timeout", session.farewell("idle_timeout"))
             elif quiet >= timeout / 2 and session.pinged_for != session.last_activity:
                 session.pinged_for = session.last_activity
-                session.send(_PING)
+                session.idle_ping()
 
     # -- registration -----------------------------------------------------------------------
 
@@ -244,7 +243,7 @@ class ChatServer:
         if token is None or not hmac.compare_digest(token.encode(), required.encode()):
             raise RequestError("unauthorized", "a valid token is required")
 
-    def register(self, session: ChatSession, nick: str) -> None:
+    def register(self, session: ChatMember, nick: str) -> None:
         """Give `session` the nick; `nick_taken` or `server_full` if it cannot have it."""
         key = nick.lower()
         if key in self.nicks:
@@ -254,7 +253,7 @@ class ChatServer:
         self.nicks[key] = session
         session.nick = nick
 
-    def unregister(self, session: ChatSession) -> None:
+    def unregister(self, session: ChatMember) -> None:
         """A session ended: free its nick and leave its rooms, telling each room
         once with `presence quit`, unless the server is shutting down."""
         if session.nick is None:
@@ -266,12 +265,12 @@ class ChatServer:
         for room in rooms:
             self.leave(session, room, "quit")
 
-    def find(self, nick: str) -> ChatSession | None:
+    def find(self, nick: str) -> ChatMember | None:
         """The registered session called `nick`, compared ASCII-case-insensitively."""
         key = nick_key(nick)
         return self.nicks.get(key) if key is not None else None
 
-    def whisper(self, sender: ChatSession, to: str, text: str) -> None:
+    def whisper(self, sender: ChatMember, to: str, text: str) -> None:
         """Send a whisper to the session called `to`; `no_such_nick` if there is none."""
         frame = ChatEvent.of({"op": "whisper", "from": sender.nick, "text": text,
                               "ts": int(time.time() * 1000)})
@@ -284,7 +283,7 @@ class ChatServer:
             target.send(target.render(frame))
         return target is not None
 
-    def rename(self, session: ChatSession, nick: str) -> None:
+    def rename(self, session: ChatMember, nick: str) -> None:
         """Rename `session`; `nick_taken` if another session has the nick."""
         old = session.nick
         assert old is not None
@@ -300,7 +299,7 @@ class ChatServer:
 
     # -- rooms ----------------------------------------------------------------------------------
 
-    def join(self, session: ChatSession, name: str, after: int | None,
+    def join(self, session: ChatMember, name: str, after: int | None,
              request_id: int | str | None) -> None:
         """Put `session` in room `name` (telling the members already there) and tell it
         (`session.joined`) the members and history; a rejoin only tells it. Nothing
@@ -316,7 +315,7 @@ class ChatServer:
         session.joined(request_id, name, room.nicks(), history,
                        recovered if after is not None else None)
 
-    def leave(self, session: ChatSession, room: ChatRoom, event: str) -> None:
+    def leave(self, session: ChatMember, room: ChatRoom, event: str) -> None:
         """Take `session` out of `room`; tell the rest with presence `event`."""
         self.rooms.leave(room.name, session)
         if room.members and not self.shutting_down:
@@ -364,7 +363,7 @@ class ChatServer:
         # Up to the last delivered seq: a batch may be stored and half delivered (pacing).
         return self.store.before(room.name, room.seq + 1, settings.history_on_join), False
 
-    def publish(self, room: ChatRoom, sender: ChatSession, text: str,
+    def publish(self, room: ChatRoom, sender: ChatMember, text: str,
                 request_id: int | str | None) -> Batch[Any]:
         """Assign the next seq of `room` to `text` and queue it to be stored, then
         broadcast to the others, then told to the sender (`sender.said`); return the
@@ -376,7 +375,7 @@ class ChatServer:
         # PROTOCOL.md 6, guarantee 2: stored before anyone, the sender included, sees it.
         return self.commits.submit(room, seq, event, sender, request_id)
 
-    def _deliver(self, room: ChatRoom, seq: int, event: ChatEvent, sender: ChatSession) -> None:
+    def _deliver(self, room: ChatRoom, seq: int, event: ChatEvent, sender: ChatMember) -> None:
         room.seq = seq
         room.broadcast(event, exclude=sender)  # the sender's door tells it next (said)
         if not room.members:  # its members left while the message was being stored

@@ -45,7 +45,7 @@ from .publish import Batch
 from .records import BadRecord, Msg, Presence, Whisper, parse_records
 
 if TYPE_CHECKING:
-    from .session import ChatSession
+    from .member import ChatMember
 
 __all__ = ["ClusterServer"]
 
@@ -65,7 +65,7 @@ class ClusterRoom(ChatRoom):
 
     def __init__(self, name: str, seq: int = 0) -> None:
         super().__init__(name, seq)
-        self.joining: dict[int, tuple[ChatSession, list[ChatEvent]]] = {}
+        self.joining: dict[int, tuple[ChatMember, list[ChatEvent]]] = {}
         self.roster: dict[int, str] | None = None
         self._roster_log: list[tuple[int, str | None]] = []
 
@@ -97,7 +97,7 @@ class ClusterRoom(ChatRoom):
             if session_id != exclude:
                 held.append(event)
 
-    def admit(self, session: ChatSession) -> None:
+    def admit(self, session: ChatMember) -> None:
         """The join's ok was sent: make `session` a member and send what was held."""
         entry = self.joining.pop(session.session_id, None)
         if entry is None:
@@ -133,8 +133,8 @@ class ClusterServer(ChatServer):
             self._new_room, keep_empty=lambda room: bool(room.joining))
         self._echo_timeout = max(2.0, settings.node_timeout)
         self._tags = itertools.count(1)
-        self._says: dict[str, tuple[ChatSession, int | str | None, _SayBatch]] = {}
-        self._joins: dict[str, tuple[ChatSession, AsyncResult[ClusterRoom]]] = {}
+        self._says: dict[str, tuple[ChatMember, int | str | None, _SayBatch]] = {}
+        self._joins: dict[str, tuple[ChatMember, AsyncResult[ClusterRoom]]] = {}
         self._open = _SayBatch()
         self._wake = Event()
         self._idle = Event()
@@ -171,7 +171,7 @@ class ClusterServer(ChatServer):
     def _tag(self) -> str:
         return f"{self.backplane.node}:{next(self._tags)}"
 
-    def _local(self, session_id: int) -> ChatSession | None:
+    def _local(self, session_id: int) -> ChatMember | None:
         for listener in self.listeners:
             session = listener.sessions.get(session_id)
             if session is not None:
@@ -180,7 +180,7 @@ class ClusterServer(ChatServer):
 
     # -- registration -------------------------------------------------------------------
 
-    def register(self, session: ChatSession, nick: str) -> None:
+    def register(self, session: ChatMember, nick: str) -> None:
         key = nick.lower()
         if key in self.nicks or not self.backplane.claim(session.session_id, nick):
             raise RequestError("nick_taken", f"{nick} is taken")
@@ -193,7 +193,7 @@ class ClusterServer(ChatServer):
         self.nicks[key] = session
         session.nick = nick
 
-    def unregister(self, session: ChatSession) -> None:
+    def unregister(self, session: ChatMember) -> None:
         nick = session.nick
         if nick is None:
             return
@@ -214,11 +214,11 @@ class ClusterServer(ChatServer):
             log.info("session %d left while the backplane was away (%s); resync will tell "
                      "the cluster", session_id, exc)
 
-    def _forget_member(self, room: ClusterRoom, session: ChatSession) -> None:
+    def _forget_member(self, room: ClusterRoom, session: ChatMember) -> None:
         room.joining.pop(session.session_id, None)
         self.rooms.leave(room.name, session)
 
-    def rename(self, session: ChatSession, nick: str) -> None:
+    def rename(self, session: ChatMember, nick: str) -> None:
         old = session.nick
         assert old is not None
         holder = self.nicks.get(nick.lower())
@@ -244,7 +244,7 @@ class ClusterServer(ChatServer):
 
     # -- rooms ------------------------------------------------------------------------------
 
-    def join(self, session: ChatSession, name: str, after: int | None,
+    def join(self, session: ChatMember, name: str, after: int | None,
              request_id: int | str | None) -> None:
         settings = self.settings
         assert session.nick is not None
@@ -280,7 +280,7 @@ class ClusterServer(ChatServer):
         room.admit(session)  # after the join's ok: what was held for it
 
     @staticmethod
-    def _known(session: ChatSession, snapshot: T | None) -> T | None:
+    def _known(session: ChatMember, snapshot: T | None) -> T | None:
         """A script's result for `session`, or None if Redis no longer had the session:
         a no-op for a session that ended, an error for one that is live (its node was
         dropped from the cluster and has not resynced yet)."""
@@ -288,7 +288,7 @@ class ClusterServer(ChatServer):
             raise BackplaneError("the cluster does not know this session right now")
         return snapshot
 
-    def leave(self, session: ChatSession, room: ChatRoom, event: str) -> None:
+    def leave(self, session: ChatMember, room: ChatRoom, event: str) -> None:
         self.backplane.leave(session.session_id, room.name)
         self._forget_member(room, session)  # type: ignore[arg-type]
 
@@ -307,7 +307,7 @@ class ClusterServer(ChatServer):
 
     # -- says ---------------------------------------------------------------------------------
 
-    def publish(self, room: ChatRoom, sender: ChatSession, text: str,
+    def publish(self, room: ChatRoom, sender: ChatMember, text: str,
                 request_id: int | str | None) -> Batch[SayArgs]:
         tag = self._tag()
         frame = encode({"op": "msg", "room": room.name, "from": sender.nick, "text": text,

@@ -43,15 +43,15 @@ from .history import HistoryStore
 
 if TYPE_CHECKING:
     from .chat import ChatRoom
-    from .session import ChatSession
+    from .member import ChatMember
 
 __all__ = ["Batch", "GroupCommit"]
 
 log = logging.getLogger(__name__)
 
-Deliver = Callable[["ChatRoom", int, ChatEvent, "ChatSession"], None]
+Deliver = Callable[["ChatRoom", int, ChatEvent, "ChatMember"], None]
 # (room, seq, the msg event, sender, the request's id)
-Pending = tuple["ChatRoom", int, ChatEvent, "ChatSession", "int | str | None"]
+Pending = tuple["ChatRoom", int, ChatEvent, "ChatMember", "int | str | None"]
 
 
 M = TypeVar("M")
@@ -85,7 +85,7 @@ class GroupCommit:
         self._idle.set()
         self._committer = gevent.spawn(self._run)
 
-    def submit(self, room: ChatRoom, seq: int, event: ChatEvent, sender: ChatSession,
+    def submit(self, room: ChatRoom, seq: int, event: ChatEvent, sender: ChatMember,
                request_id: int | str | None) -> Batch[Pending]:
         """Queue `event` (a msg), message `seq` of `room`, to be stored,
         delivered, then answered with `ok`; return at once with the batch it is in."""

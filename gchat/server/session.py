@@ -15,7 +15,6 @@ from collections.abc import Callable
 from time import monotonic
 from typing import TYPE_CHECKING, Any
 
-from ..core import Session
 from ..errors import BackplaneError, RequestError, StoreError
 from ..protocol import (
     BadFrame,
@@ -29,11 +28,10 @@ from ..protocol import (
     valid_room,
 )
 from .events import ChatEvent
-from .ratelimit import TokenBucket
+from .member import ChatMember
 
 if TYPE_CHECKING:
-    from .chat import ChatRoom, ChatServer
-    from .publish import Batch
+    from .chat import ChatRoom
 
 __all__ = ["ChatSession"]
 
@@ -41,6 +39,7 @@ log = logging.getLogger(__name__)
 
 PROTO = 1
 _BEFORE_HELLO = frozenset({"hello", "ping", "pong", "quit"})
+_PING = encode({"op": "ping"})
 ROOMS_PAGE = 1000  # the most rooms in one `rooms` reply
 
 
@@ -89,19 +88,10 @@ def _check_room(name: str) -> None:
         raise RequestError("invalid_room", f"{name[:80]!r} is not a valid room name")
 
 
-class ChatSession(Session):
-    """A connection to the chat server: registration, rooms, and every op."""
+class ChatSession(ChatMember):
+    """The JSON door: a connection speaking PROTOCOL.md, every op."""
 
     door = "json"  # PROTOCOL.md's JSON lines
-
-    def __init__(self, server: ChatServer) -> None:
-        super().__init__(limits=server.session_limits)
-        self.server = server
-        self.nick: str | None = None
-        self.rooms: dict[str, ChatRoom] = {}
-        self.bucket = TokenBucket(server.settings.rate, server.settings.burst, monotonic())
-        self.pinged_for = -1.0  # the last_activity a ping was sent for
-        self._says: Batch[Any] | None = None  # the batch of this session's latest say
 
     # -- engine hooks ---------------------------------------------------------------
 
@@ -165,9 +155,6 @@ class ChatSession(Session):
             log.exception("session %d: %s failed", self.session_id, op)
             self._error(request_id, "internal_error", "the server failed to handle this request")
 
-    def on_disconnected(self, reason: str) -> None:
-        self.server.unregister(self)
-
     def on_eof(self) -> None:
         self._await_says()  # a half-closed client still gets a reply to every request
         super().on_eof()
@@ -205,6 +192,12 @@ class ChatSession(Session):
         self.send_reply(encode({"op": "error", "id": request_id, "code": "unavailable",
                                 "message": message}))
 
+    def idle_ping(self) -> None:
+        self.send(_PING)
+
+    def farewell(self, reason: str) -> bytes:
+        return bye(reason)
+
     def slow_consumer_farewell(self) -> bytes:
         return bye("slow_consumer")
 
@@ -216,13 +209,6 @@ class ChatSession(Session):
     def _error(self, request_id: int | str | None, code: str, message: str) -> None:
         self._await_says()
         self.send_reply(encode({"op": "error", "id": request_id, "code": code, "message": message}))
-
-    def _await_says(self) -> None:
-        """Wait until this session's says are delivered and answered: its says are
-        pipelined, every other request waits for them."""
-        if self._says is not None:
-            self._says.done.wait()
-            self._says = None
 
     def _joined(self, name: str) -> ChatRoom:
         room = self.rooms.get(name)

@@ -1,0 +1,76 @@
+"""ChatMember: what the chat state knows of a session, whatever protocol it speaks.
+
+Strategy: the state (ChatServer, a cluster node, the GroupCommit) keeps members in
+nicks and rooms and tells them what happened through a few methods; each door (the
+JSON lines of PROTOCOL.md, IRC) is a subclass that reads its own protocol, calls the
+state's methods, and says what the state tells it in its own protocol. A new door is
+one codec and one subclass; no state code changes.
+"""
+
+from __future__ import annotations
+
+from time import monotonic
+from typing import TYPE_CHECKING, Any
+
+from ..core import Session
+from .events import ChatEvent
+from .ratelimit import TokenBucket
+
+if TYPE_CHECKING:
+    from .chat import ChatRoom, ChatServer
+    from .publish import Batch
+
+__all__ = ["ChatMember"]
+
+
+class ChatMember(Session):
+    """A connection of any door: its nick (once registered), rooms and rate limit."""
+
+    def __init__(self, server: ChatServer) -> None:
+        super().__init__(limits=server.session_limits)
+        self.server = server
+        self.nick: str | None = None
+        self.rooms: dict[str, ChatRoom] = {}
+        self.bucket = TokenBucket(server.settings.rate, server.settings.burst, monotonic())
+        self.pinged_for = -1.0  # the last_activity a ping was sent for
+        self._says: Batch[Any] | None = None  # the batch of this session's latest say
+
+    def on_disconnected(self, reason: str) -> None:
+        self.server.unregister(self)
+
+    def _await_says(self) -> None:
+        """Wait until this session's says are delivered and answered: its says are
+        pipelined, every other request waits for them (PROTOCOL.md 6, guarantee 1)."""
+        if self._says is not None:
+            self._says.done.wait()
+            self._says = None
+
+    # -- what the state tells a member: each door says it in its protocol -------------
+
+    def render(self, event: ChatEvent) -> bytes:
+        """A msg, presence or whisper event, as this door's bytes (once per door)."""
+        raise NotImplementedError
+
+    def joined(self, request_id: int | str | None, room: str, members: list[str],
+               history: list[bytes], recovered: bool | None) -> None:
+        """It is in `room` (or was already): its members, and the history the join
+        brings (`recovered` when the join asked to recover, else None)."""
+        raise NotImplementedError
+
+    def said(self, room: str, seq: int, event: ChatEvent | None,
+             request_id: int | str | None) -> None:
+        """Its say is stored and delivered to the others as message `seq`; `event` is
+        the msg (None if it reached this session already)."""
+        raise NotImplementedError
+
+    def say_failed(self, request_id: int | str | None, message: str) -> None:
+        """Its say was neither stored nor delivered."""
+        raise NotImplementedError
+
+    def idle_ping(self) -> None:
+        """Half the idle timeout has passed in silence: ask the peer for a sign of life."""
+        raise NotImplementedError
+
+    def farewell(self, reason: str) -> bytes:
+        """The last frame before the server closes for `reason` (`bye` in PROTOCOL.md)."""
+        raise NotImplementedError
