@@ -119,7 +119,8 @@ def server_command(name: str, port: int, store: str) -> list[str]:
     if name in CLUSTER_NODES:
         return [*server_command("gchat", port, "memory"), "--backplane", store]
     if name == "gchat":
-        return [sys.executable, "-m", "gchat.server", "--port", str(port), "--rate", "1000000000",
+        return [sys.executable, "-m", "gchat.server", "--port", str(port), "--irc-port", "0",
+                "--rate", "1000000000",
                 "--burst", "1000000000", "--idle-timeout", "0", "--max-clients", "50000",
                 "--max-connections", "60000", "--store", store, "--log-level", "WARNING"]
     script = {"threads": "threads_server.py", "asyncio": "asyncio_server.py",

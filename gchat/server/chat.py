@@ -28,10 +28,12 @@ from gevent.event import Event
 from .. import __version__
 from ..core import Listener, Room, RoomMaster, SessionLimits
 from ..errors import ConfigError, RequestError, StoreError
+from ..irc.codec import line as irc_line
 from ..protocol import bye, nick_key
 from .config import Settings
 from .events import ChatEvent
 from .history import HistoryReader, HistoryStore, MemoryHistory
+from .irc import IrcSession
 from .member import ChatMember
 from .publish import Batch, GroupCommit
 from .roomindex import RoomIndex
@@ -44,6 +46,8 @@ log = logging.getLogger(__name__)
 
 _BYE_SHUTDOWN = bye("shutdown")
 _BYE_FULL = bye("server_full")  # an extension: connections past --max-connections
+_IRC_FULL = irc_line("ERROR", "Closing Link: Server is full")
+_IRC_SHUTDOWN = irc_line("ERROR", "Closing Link: Server shutting down")
 
 
 def _presence(room: str, nick: str | None, event: str, **extra: str) -> ChatEvent:
@@ -94,6 +98,15 @@ class ChatServer:
         if settings.tls_port is not None:
             self.listeners.append(Listener(settings.host, settings.tls_port, self._new_session,
                                            ssl_context=self._tls_context(), **common))
+        # What each listener's sessions get at shutdown (their door's bye).
+        self._goodbyes = [_BYE_SHUTDOWN] * len(self.listeners)
+        self.irc_listener: Listener | None = None
+        if settings.irc_port:
+            irc_common = {**common, "reject": _IRC_FULL}
+            self.irc_listener = Listener(settings.host, settings.irc_port,
+                                         lambda: IrcSession(self), **irc_common)
+            self.listeners.append(self.irc_listener)
+            self._goodbyes.append(_IRC_SHUTDOWN)
         self._sweeper: gevent.Greenlet | None = None
         self._shutdown: gevent.Greenlet | None = None
         self._stopped = Event()
@@ -174,8 +187,8 @@ class ChatServer:
         self.shutting_down = True  # no presence from here on
         if self._sweeper is not None:
             self._sweeper.kill()
-        gevent.joinall([gevent.spawn(listener.stop, self.settings.grace, _BYE_SHUTDOWN)
-                        for listener in self.listeners])
+        gevent.joinall([gevent.spawn(listener.stop, self.settings.grace, goodbye)
+                        for listener, goodbye in zip(self.listeners, self._goodbyes, strict=True)])
         self._drain(self.settings.grace)
         self._close_state()
         log.info("shut down")
@@ -374,6 +387,12 @@ class ChatServer:
                               "seq": seq, "ts": int(time.time() * 1000)})
         # PROTOCOL.md 6, guarantee 2: stored before anyone, the sender included, sees it.
         return self.commits.submit(room, seq, event, sender, request_id)
+
+    def wait_for_says(self) -> None:
+        """Wait until every say submitted so far has been delivered: what anyone sent
+        before a client's PING reaches that client before its PONG (docs/irc.md)."""
+        if self.commits is not None:
+            self.commits.wait_delivered()
 
     def _deliver(self, room: ChatRoom, seq: int, event: ChatEvent, sender: ChatMember) -> None:
         room.seq = seq

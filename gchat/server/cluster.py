@@ -140,6 +140,7 @@ class ClusterServer(ChatServer):
         self._idle = Event()
         self._idle.set()
         self._committer: gevent.Greenlet | None = None
+        self._committing_batch: _SayBatch | None = None
         self._flusher = Flusher.for_current_hub()
 
     # -- lifecycle (ChatServer's hooks) ----------------------------------------------
@@ -322,6 +323,12 @@ class ClusterServer(ChatServer):
             self._wake.set()
         return batch
 
+    def wait_for_says(self) -> None:
+        # This node's says; another node's are ordered by the channel, not waited for.
+        newest = self._open if self._open.messages else self._committing_batch
+        if newest is not None:
+            newest.done.wait(self._echo_timeout)
+
     def _commit_says(self) -> None:
         """One script per batch; its oks are sent as its records come back."""
         while True:
@@ -329,6 +336,7 @@ class ClusterServer(ChatServer):
             self._wake.clear()
             while self._open.messages:
                 batch, self._open = self._open, _SayBatch()
+                self._committing_batch = batch
                 try:
                     self.backplane.say(batch.messages)
                 except BackplaneError as exc:
@@ -338,6 +346,7 @@ class ClusterServer(ChatServer):
                 if not batch.done.wait(self._echo_timeout):
                     log.warning("says were stored but not echoed within %g s", self._echo_timeout)
                     self._fail(batch)
+            self._committing_batch = None
             self._idle.set()
 
     def _fail(self, batch: _SayBatch) -> None:

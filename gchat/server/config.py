@@ -6,6 +6,8 @@ its `help` metadata is the flag's help text.
 
 from __future__ import annotations
 
+import re
+import socket
 from dataclasses import dataclass, field, fields
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
@@ -13,6 +15,8 @@ from urllib.parse import urlsplit, urlunsplit
 from ..errors import ConfigError
 
 __all__ = ["Settings", "redact"]
+
+_SERVER_NAME = re.compile(r"[A-Za-z0-9](?:[A-Za-z0-9.-]{0,61}[A-Za-z0-9])?")
 
 
 def _opt(default: Any, help: str) -> Any:
@@ -28,6 +32,9 @@ class Settings:
     tls_port: int | None = _opt(None, "Also listen with TLS on this port (needs --tls-cert and --tls-key).")
     tls_cert: str | None = _opt(None, "PEM certificate chain for TLS.")
     tls_key: str | None = _opt(None, "PEM private key for TLS.")
+    irc_port: int = _opt(6667, "IRC port on --host (0: no IRC).")
+    irc_name: str | None = _opt(None, "The server name IRC clients see [default: the host name, "
+                                "or gchat].")
     token: str | None = _opt(None, "Require this token in hello (prefer GCHAT_TOKEN: flags show in ps).")
     max_frame: int = _opt(65536, "Largest client frame in bytes, CR and LF included.")
     max_text: int = _opt(4096, "Longest text of say and whisper, in code points.")
@@ -76,6 +83,11 @@ class Settings:
                 raise ConfigError(f"{name.replace('_', '-')} must not be negative")
         if self.max_frame < 2:
             raise ConfigError("max-frame must be at least 2")
+        if not 0 <= self.irc_port <= 65535:
+            raise ConfigError(f"irc-port must be from 0 (off) to 65535, not {self.irc_port}")
+        if self.irc_name is not None and not _SERVER_NAME.fullmatch(self.irc_name):
+            raise ConfigError(f"irc-name must be a host name (letters, digits, dots, hyphens), "
+                              f"not {self.irc_name!r}")
         if self.tls_port is not None and not (self.tls_cert and self.tls_key):
             raise ConfigError("--tls-port needs --tls-cert and --tls-key")
         if self.store != "memory" and not (self.store.startswith("sqlite:") and self.store_path):
@@ -89,6 +101,15 @@ class Settings:
     def store_path(self) -> str:
         """The SQLite file of `store` ("" for the memory store)."""
         return self.store.removeprefix("sqlite:") if self.store.startswith("sqlite:") else ""
+
+    @property
+    def irc_server_name(self) -> str:
+        """The server name of IRC numerics and prefixes: --irc-name, else the host
+        name when it is a valid one, else gchat."""
+        if self.irc_name:
+            return self.irc_name
+        host = socket.gethostname()
+        return host if _SERVER_NAME.fullmatch(host) else "gchat"
 
     @property
     def connection_limit(self) -> int:

@@ -83,6 +83,7 @@ class GroupCommit:
         self._wake = Event()
         self._idle = Event()
         self._idle.set()
+        self._committing: Batch[Pending] | None = None
         self._committer = gevent.spawn(self._run)
 
     def submit(self, room: ChatRoom, seq: int, event: ChatEvent, sender: ChatMember,
@@ -105,12 +106,20 @@ class GroupCommit:
         self.drain(timeout)
         self._committer.kill()
 
+    def wait_delivered(self) -> None:
+        """Wait until every say submitted so far is delivered (or has failed): batches
+        are delivered in order, so the newest one is enough."""
+        newest = self._open if self._open.messages else self._committing
+        if newest is not None:
+            newest.done.wait()
+
     def _run(self) -> None:
         while True:
             self._wake.wait()
             self._wake.clear()
             while self._open.messages:
                 batch, self._open = self._open, Batch[Pending]()
+                self._committing = batch
                 try:
                     self._commit(batch)
                 except StoreError as exc:
@@ -118,6 +127,7 @@ class GroupCommit:
                 except Exception:  # a bug: log it, keep serving the others
                     log.exception("delivering a batch failed")
                 batch.done.set()
+            self._committing = None
             self._idle.set()
 
     def _commit(self, batch: Batch[Pending]) -> None:

@@ -1,0 +1,553 @@
+"""IrcSession: the IRC door, a second front door onto the same chat state.
+
+Strategy: the pure codec (gchat.irc.codec) turns bytes into messages; this session
+maps each command onto the state's methods (register, join, leave, publish, whisper,
+rename, who...) exactly as the JSON door does, and renders what the state tells it
+as IRC lines. A room event is rendered once per broadcast for every IRC member
+(`render`), so a room of a thousand IRC users formats a PRIVMSG once. docs/irc.md
+gives each mapping decision and its reason; in short:
+
+- room `#x` is channel `#x`, room `x` is channel `&x`; a channel an IRC user names
+  is the room of that name, or else the room whose name folds to it under
+  CASEMAPPING=ascii, so `#Dev` and `#dev` are one room for IRC users;
+- a chat text is one PRIVMSG per line, each line split within 512 bytes on UTF-8
+  boundaries; PRIVMSG to a nick is a whisper and back;
+- history is not replayed on JOIN; a PING is answered once this session's earlier
+  messages are delivered, so whatever it sent before reaches the others first;
+- flooding is slowed (fake lag: a line waits for the rate limit's token) and cut off
+  with `Excess Flood` once it has waited too long.
+"""
+
+from __future__ import annotations
+
+import logging
+from time import monotonic
+from typing import TYPE_CHECKING, Any
+
+import gevent
+
+from ..errors import BackplaneError, RequestError, StoreError
+from ..irc.codec import (
+    CLIENT_TAGS_MAX,
+    MAX_LINE,
+    BadLine,
+    IrcFramer,
+    Message,
+    casefold_ascii,
+    line,
+    parse,
+    split_text,
+    text_budget,
+)
+from ..protocol import valid_nick, valid_room
+from .events import ChatEvent
+from .member import ChatMember
+
+if TYPE_CHECKING:
+    from .chat import ChatServer
+
+__all__ = ["IrcSession", "channel_of", "room_of"]
+
+log = logging.getLogger(__name__)
+
+VERSION = "gchat-irc-0.1"
+EXCESS_FLOOD = 10.0  # seconds of fake lag owed before a flooding client is cut off
+PING_SETTLE = 0.05  # at most this long a PONG waits for the loop to read what has arrived
+_BEFORE_REGISTRATION = frozenset({"CAP", "PASS", "NICK", "USER", "PING", "PONG", "QUIT"})
+
+
+def channel_of(room: str) -> str:
+    """The IRC channel of a room: `#x` is `#x`, `x` is `&x`."""
+    return room if room.startswith("#") else "&" + room
+
+
+def room_of(channel: str) -> str | None:
+    """The room a channel name means (before case folding), or None if it is none."""
+    if channel.startswith("#"):
+        name = channel
+    elif channel.startswith("&"):
+        name = channel[1:]
+    else:
+        return None
+    return name if valid_room(name) else None
+
+
+class _Once(bytes):
+    """A QUIT or NICK line: sent to a member once, however many rooms it shares."""
+
+
+class IrcSession(ChatMember):
+    """One IRC client (RFC 1459/2812 as modern.ircdocs.horse has it)."""
+
+    door = "irc"
+
+    def __init__(self, server: ChatServer) -> None:
+        super().__init__(server)
+        self.host = server.settings.irc_server_name
+        self._irc_framer = IrcFramer(max_tags=CLIENT_TAGS_MAX, max_body=MAX_LINE)
+        self._wanted_nick: str | None = None
+        self._user: str | None = None
+        self._password: str | None = None
+        self._cap_negotiating = False
+        self._lag = 0.0  # fake lag owed, seconds
+        self._last_once: bytes = b""
+        self.away: str | None = None
+
+    # -- engine hooks -----------------------------------------------------------------
+
+    def on_data(self, data: bytes) -> None:
+        items = self._irc_framer.feed(data)
+        if items:
+            self.last_activity = monotonic()
+        for item in items:
+            if not self.is_open:
+                return
+            if isinstance(item, BadLine):
+                self._bad_line(item)
+            else:
+                message = parse(item)
+                if isinstance(message, BadLine):
+                    self._bad_line(message)
+                else:
+                    self._handle(message)
+
+    def on_eof(self) -> None:
+        self._await_says()
+        super().on_eof()
+
+    def send(self, data: bytes) -> bool:
+        if type(data) is _Once:  # one QUIT or NICK per user, not one per shared room
+            if data == self._last_once:
+                return True
+            self._last_once = data
+        return super().send(data)
+
+    # -- what the state tells this session ------------------------------------------------
+
+    def render(self, event: ChatEvent) -> bytes:
+        fields = event.fields
+        op = fields["op"]
+        if op == "msg":
+            return self._text_lines("PRIVMSG", channel_of(fields["room"]), fields["from"],
+                                    fields["text"])
+        if op == "presence":
+            who = self._mask(fields["nick"])
+            kind = fields["event"]
+            if kind == "join":
+                return line("JOIN", channel_of(fields["room"]), source=who)
+            if kind == "leave":
+                return line("PART", channel_of(fields["room"]), source=who)
+            if kind == "quit":
+                return _Once(line("QUIT", "Quit", source=who))
+            return _Once(line("NICK", fields["nick"], source=self._mask(fields["old"])))
+        # a whisper: rendered for its one recipient
+        return self._text_lines("PRIVMSG", self.nick or "*", fields["from"], fields["text"])
+
+    def joined(self, request_id: int | str | None, room: str, members: list[str],
+               history: list[bytes], recovered: bool | None) -> None:
+        channel = channel_of(room)
+        self.send_reply(line("JOIN", channel, source=self._mask(self.nick)))
+        self._names(channel, members)
+
+    def said(self, room: str, seq: int, event: ChatEvent | None,
+             request_id: int | str | None) -> None:
+        """IRC echoes nothing of a client's own message (no echo-message yet)."""
+
+    def say_failed(self, request_id: int | str | None, message: str) -> None:
+        self._numeric("404", "*", f"Cannot send to channel: {message}")
+
+    def idle_ping(self) -> None:
+        self.send(line("PING", self.host))
+
+    def farewell(self, reason: str) -> bytes:
+        text = {"idle_timeout": "Ping timeout", "shutdown": "Server shutting down",
+                "slow_consumer": "SendQ exceeded", "quit": "Quit", "kicked": "Killed",
+                "server_full": "Server is full"}.get(reason, reason)
+        return line("ERROR", f"Closing Link: {text}")
+
+    def slow_consumer_farewell(self) -> bytes:
+        return self.farewell("slow_consumer")
+
+    # -- dispatch -------------------------------------------------------------------------
+
+    def _handle(self, message: Message) -> None:
+        command = message.command
+        if command == "PONG":
+            return
+        if command != "PRIVMSG" and command != "NOTICE":
+            self._await_says()  # PING included: what it sent before reaches others first
+            if not self.is_open:
+                return
+        if not self._fake_lag():
+            return
+        handler = _COMMANDS.get(command)
+        if handler is None:
+            if self.nick is not None:
+                self._numeric("421", command, "Unknown command")
+            return
+        if self.nick is None and command not in _BEFORE_REGISTRATION:
+            self._numeric("451", "You have not registered")
+            return
+        try:
+            handler(self, message.params)
+        except RequestError as exc:
+            log.debug("session %d: %s: %s", self.session_id, command, exc)
+        except (StoreError, BackplaneError) as exc:
+            self.send_reply(line("FAIL", command, "TEMPORARILY_UNAVAILABLE", str(exc),
+                                 source=self.host))
+        except Exception:
+            log.exception("session %d: %s failed", self.session_id, command)
+
+    def _fake_lag(self) -> bool:
+        """Fake lag: a line waits for its token of the rate limit (the client is slowed,
+        not refused); one owing more than EXCESS_FLOOD seconds is cut off."""
+        if self.bucket.take(monotonic()):
+            self._lag = max(0.0, self._lag - 1 / self.bucket.rate)
+            return True
+        wait = 1 / self.bucket.rate
+        self._lag += wait
+        if self._lag > EXCESS_FLOOD:
+            self.close("flood", line("ERROR", "Closing Link: Excess Flood"))
+            return False
+        gevent.sleep(wait)
+        self.bucket.take(monotonic())
+        return self.is_open
+
+    def _bad_line(self, bad: BadLine) -> None:
+        if bad.reason == "too_long":
+            self._numeric("417", "Input line was too long")
+        elif bad.reason == "invalid_utf8":
+            self.send_reply(line("FAIL", bad.command or "*", "INVALID_UTF8",
+                                 "Message rejected, your IRC software MUST use UTF-8",
+                                 source=self.host))
+
+    # -- replies --------------------------------------------------------------------------
+
+    def _numeric(self, code: str, *params: str) -> None:
+        self.send_reply(line(code, self.nick or "*", *params, source=self.host))
+
+    def _mask(self, nick: str | None) -> str:
+        return f"{nick}!{nick}@{self.host}"
+
+    def _text_lines(self, command: str, target: str, sender: str, text: str) -> bytes:
+        source = self._mask(sender)
+        budget = text_budget(command, target, source=source)
+        return b"".join(f":{source} {command} {target} :{piece}\r\n".encode()
+                        for piece in split_text(text, budget))
+
+    def _names(self, channel: str, members: list[str]) -> None:
+        chunk: list[str] = []
+        for nick in members:
+            chunk.append(nick)
+            if len(chunk) == 20:
+                self._numeric("353", "=", channel, " ".join(chunk))
+                chunk = []
+        if chunk:
+            self._numeric("353", "=", channel, " ".join(chunk))
+        self._numeric("366", channel, "End of /NAMES list")
+
+    def _room(self, channel: str) -> str | None:
+        """The room `channel` names for an IRC user: that room, or the one whose
+        name folds to it (CASEMAPPING=ascii), or a new room of that name."""
+        name = room_of(channel)
+        if name is None:
+            return None
+        joined = self._joined_folded(name)
+        if joined is not None:
+            return joined
+        return self.server.room_names.find_folded(name) or name
+
+    def _joined_folded(self, name: str) -> str | None:
+        if name in self.rooms:
+            return name
+        folded = casefold_ascii(name)
+        return next((room for room in self.rooms if casefold_ascii(room) == folded), None)
+
+    # -- registration ---------------------------------------------------------------------
+
+    def irc_cap(self, params: tuple[str, ...]) -> None:
+        sub = params[0].upper() if params else ""
+        if sub == "LS":
+            self._cap_negotiating = self.nick is None
+            self.send_reply(line("CAP", self.nick or "*", "LS", "", source=self.host))
+        elif sub == "LIST":
+            self.send_reply(line("CAP", self.nick or "*", "LIST", "", source=self.host))
+        elif sub == "REQ":
+            self._cap_negotiating = self.nick is None
+            wanted = params[1] if len(params) > 1 else ""
+            self.send_reply(line("CAP", self.nick or "*", "NAK", wanted, source=self.host))
+        elif sub == "END":
+            self._cap_negotiating = False
+            self._try_register()
+        else:
+            self._numeric("410", sub or "*", "Invalid CAP command")
+
+    def irc_pass(self, params: tuple[str, ...]) -> None:
+        if self.nick is not None:
+            self._numeric("462", "You may not reregister")
+        elif not params:
+            self._numeric("461", "PASS", "Not enough parameters")
+        else:
+            self._password = params[0]
+
+    def irc_nick(self, params: tuple[str, ...]) -> None:
+        if not params or not params[0]:
+            self._numeric("431", "No nickname given")
+            return
+        nick = params[0]
+        if not valid_nick(nick):
+            self._numeric("432", nick, "Erroneous nickname")
+            return
+        if self.nick is None:
+            self._wanted_nick = nick
+            self._try_register()
+            return
+        if nick == self.nick:
+            return
+        old = self.nick
+        try:
+            self.server.rename(self, nick)
+        except RequestError as exc:
+            if exc.code == "nick_taken":
+                self._numeric("433", nick, "Nickname is already in use")
+            return
+        if self.is_open:
+            self.send_reply(_Once(line("NICK", nick, source=self._mask(old))))
+
+    def irc_user(self, params: tuple[str, ...]) -> None:
+        if self.nick is not None:
+            self._numeric("462", "You may not reregister")
+        elif len(params) < 4 or not params[0]:
+            self._numeric("461", "USER", "Not enough parameters")
+        else:
+            self._user = params[0]
+            self._try_register()
+
+    def _try_register(self) -> None:
+        if self.nick is not None or self._cap_negotiating or not self._user \
+                or not self._wanted_nick:
+            return
+        try:
+            self.server.check_token(self._password)
+        except RequestError:
+            self._numeric("464", "Password incorrect")
+            self.close("unauthorized", line("ERROR", "Closing Link: Bad password"))
+            return
+        nick = self._wanted_nick
+        try:
+            self.server.register(self, nick)
+        except RequestError as exc:
+            if exc.code == "nick_taken":
+                self._numeric("433", nick, "Nickname is already in use")
+            else:
+                self.close("server_full", self.farewell("server_full"))
+            return
+        if self.nick is None:
+            return  # it ended meanwhile
+        self._welcome()
+
+    def _welcome(self) -> None:
+        settings = self.server.settings
+        name = self.host
+        self._numeric("001", f"Welcome to the gchat IRC network {self._mask(self.nick)}")
+        self._numeric("002", f"Your host is {name}, running version {VERSION}")
+        self._numeric("003", "This server was created with gchat")
+        self._numeric("004", name, VERSION, "i", "n")
+        tokens = ["CASEMAPPING=ascii", "CHANTYPES=#&", "NICKLEN=32", "CHANNELLEN=65",
+                  f"LINELEN={MAX_LINE}", "UTF8ONLY", "NETWORK=gchat", "CHANMODES=,,,n",
+                  f"MAXCHANNELS={settings.max_rooms}", f"CHANLIMIT=#&:{settings.max_rooms}",
+                  "PREFIX=", "MODES=0"]
+        self._numeric("005", *tokens, "are supported by this server")
+        self._numeric("422", "MOTD File is missing")
+
+    # -- commands -------------------------------------------------------------------------
+
+    def irc_ping(self, params: tuple[str, ...]) -> None:
+        if not params:
+            self._numeric("409", "No origin specified")
+            return
+        # What others sent before this PING comes before its PONG: let the loop read
+        # every connection that is readable now (their says are submitted; at most a
+        # moment, on a busy server), then wait for the says submitted so far to be
+        # delivered.
+        with gevent.Timeout(PING_SETTLE, False):  # type: ignore[arg-type]  # False: silent
+            gevent.idle()
+        self.server.wait_for_says()
+        if self.is_open:
+            self.send_reply(line("PONG", self.host, params[0], source=self.host))
+
+    def irc_quit(self, params: tuple[str, ...]) -> None:
+        reason = params[0] if params else "Quit"
+        self.close("quit", line("ERROR", f"Closing Link: {reason}"))
+
+    def irc_join(self, params: tuple[str, ...]) -> None:
+        if not params:
+            self._numeric("461", "JOIN", "Not enough parameters")
+            return
+        if params[0] == "0":
+            for room in list(self.rooms):
+                self._part(room, channel_of(room))
+            return
+        limit = self.server.settings.max_rooms
+        for channel in params[0].split(","):
+            if not self.is_open:
+                return
+            name = self._room(channel)
+            if name is None:
+                self._numeric("479", channel, "Illegal channel name")
+                continue
+            if name not in self.rooms and len(self.rooms) >= limit:
+                self._numeric("405", channel, "You have joined too many channels")
+                continue
+            if name in self.rooms:
+                continue  # IRC: joining a channel one is in changes nothing
+            self.server.join(self, name, None, None)
+
+    def irc_part(self, params: tuple[str, ...]) -> None:
+        if not params:
+            self._numeric("461", "PART", "Not enough parameters")
+            return
+        for channel in params[0].split(","):
+            name = room_of(channel)
+            joined = self._joined_folded(name) if name is not None else None
+            if joined is None:
+                self._numeric("442" if name is not None else "403", channel,
+                              "You're not on that channel")
+                continue
+            self._part(joined, channel)
+
+    def _part(self, room: str, channel: str) -> None:
+        chat_room = self.rooms.get(room)
+        if chat_room is None:
+            return
+        self.server.leave(self, chat_room, "leave")
+        self.rooms.pop(room, None)
+        if self.is_open:
+            self.send_reply(line("PART", channel_of(room), source=self._mask(self.nick)))
+
+    def irc_privmsg(self, params: tuple[str, ...], notice: bool = False) -> None:
+        command = "NOTICE" if notice else "PRIVMSG"
+        if not params:
+            if not notice:
+                self._numeric("411", f"No recipient given ({command})")
+            return
+        if len(params) < 2 or not params[1]:
+            if not notice:
+                self._numeric("412", "No text to send")
+            return
+        text = params[1]
+        for target in params[0].split(","):
+            if target[:1] in ("#", "&"):
+                name = room_of(target)
+                joined = self._joined_folded(name) if name is not None else None
+                if joined is None:
+                    if not notice:
+                        self._numeric("404", target, "Cannot send to channel")
+                    continue
+                self._says = self.server.publish(self.rooms[joined], self, text, None)
+            else:
+                self._await_says()
+                try:
+                    self.server.whisper(self, target, text)
+                except RequestError:
+                    if not notice:
+                        self._numeric("401", target, "No such nick/channel")
+
+    def irc_notice(self, params: tuple[str, ...]) -> None:
+        self.irc_privmsg(params, notice=True)
+
+    def irc_names(self, params: tuple[str, ...]) -> None:
+        if not params:
+            self._numeric("366", "*", "End of /NAMES list")
+            return
+        for channel in params[0].split(","):
+            name = self._room(channel)
+            if name is not None and self.server.room_exists(name):
+                self._names(channel_of(name), self.server.who(name))
+            else:
+                self._numeric("366", channel, "End of /NAMES list")
+
+    def irc_who(self, params: tuple[str, ...]) -> None:
+        mask = params[0] if params else "*"
+        name = self._room(mask) if mask[:1] in ("#", "&") else None
+        if name is not None and self.server.room_exists(name):
+            channel = channel_of(name)
+            for nick in self.server.who(name):
+                self._numeric("352", channel, nick, self.host, self.host, nick, "H",
+                              f"0 {nick}")
+        elif mask[:1] not in ("#", "&") and self.server.find(mask) is not None:
+            member = self.server.find(mask)
+            assert member is not None and member.nick is not None
+            self._numeric("352", "*", member.nick, self.host, self.host, member.nick,
+                          "G" if getattr(member, "away", None) else "H", f"0 {member.nick}")
+        self._numeric("315", mask, "End of WHO list")
+
+    def irc_whois(self, params: tuple[str, ...]) -> None:
+        if not params:
+            self._numeric("431", "No nickname given")
+            return
+        target = params[-1]
+        member = self.server.find(target)
+        if member is None or member.nick is None:
+            self._numeric("401", target, "No such nick/channel")
+        else:
+            nick = member.nick
+            self._numeric("311", nick, nick, self.host, "*", nick)
+            self._numeric("312", nick, self.host, "gchat")
+            away = getattr(member, "away", None)
+            if away:
+                self._numeric("301", nick, away)
+        self._numeric("318", target, "End of /WHOIS list")
+
+    def irc_list(self, params: tuple[str, ...]) -> None:
+        self._numeric("321", "Channel", "Users  Name")
+        rooms, _ = self.server.room_list(None, 1000)
+        for room in rooms:
+            self._numeric("322", channel_of(room["room"]), str(room["members"]), "")
+        self._numeric("323", "End of /LIST")
+
+    def irc_topic(self, params: tuple[str, ...]) -> None:
+        if not params:
+            self._numeric("461", "TOPIC", "Not enough parameters")
+            return
+        name = self._room(params[0])
+        if name is None or not self.server.room_exists(name):
+            self._numeric("403", params[0], "No such channel")
+        elif len(params) == 1:
+            self._numeric("331", channel_of(name), "No topic is set")
+        else:
+            self._numeric("482", channel_of(name), "gchat rooms have no topic")
+
+    def irc_mode(self, params: tuple[str, ...]) -> None:
+        if not params:
+            self._numeric("461", "MODE", "Not enough parameters")
+            return
+        target = params[0]
+        if target[:1] in ("#", "&"):
+            name = self._room(target)
+            if name is None or not self.server.room_exists(name):
+                self._numeric("403", target, "No such channel")
+            elif len(params) == 1:
+                self._numeric("324", channel_of(name), "+n")
+            else:
+                self._numeric("482", channel_of(name), "gchat rooms have no modes to change")
+        elif casefold_ascii(target) != casefold_ascii(self.nick or ""):
+            self._numeric("502", "Can't change mode for other users")
+        elif len(params) == 1:
+            self._numeric("221", "+")
+        else:
+            self._numeric("501", "Unknown MODE flag")
+
+    def irc_away(self, params: tuple[str, ...]) -> None:
+        if params and params[0]:
+            self.away = params[0]
+            self._numeric("306", "You have been marked as being away")
+        else:
+            self.away = None
+            self._numeric("305", "You are no longer marked as being away")
+
+
+_COMMANDS: dict[str, Any] = {
+    name[4:].upper(): getattr(IrcSession, name)
+    for name in dir(IrcSession) if name.startswith("irc_")
+}

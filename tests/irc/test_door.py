@@ -1,0 +1,223 @@
+"""The IRC door: IRC and JSON users in the same rooms, over real loopback sockets."""
+
+from __future__ import annotations
+
+import socket
+
+import gevent
+import pytest
+from gevent import socket as gsocket
+
+from gchat.irc.codec import Message, parse
+from tests.rawclient import Client
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+class IrcClient:
+    """A raw IRC client: lines out, parsed messages in; every read has a timeout."""
+
+    def __init__(self, port: int) -> None:
+        self.sock = gsocket.create_connection(("127.0.0.1", port), timeout=5)
+        self.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)  # as irctest does
+        self.buffer = b""
+        self.seen: list[Message] = []
+
+    def send(self, *lines: str) -> None:
+        self.sock.sendall(b"".join(text.encode() + b"\r\n" for text in lines))
+
+    def recv(self, timeout: float = 5) -> Message:
+        with gevent.Timeout(timeout, AssertionError(f"no line within {timeout} s")):
+            while b"\n" not in self.buffer:
+                data = self.sock.recv(65536)
+                if not data:
+                    raise AssertionError("closed by the server")
+                self.buffer += data
+        raw, self.buffer = self.buffer.split(b"\n", 1)
+        message = parse(raw.rstrip(b"\r"))
+        assert isinstance(message, Message), raw
+        self.seen.append(message)
+        return message
+
+    def until(self, command: str, timeout: float = 5) -> list[Message]:
+        """Messages up to and including the first with `command`."""
+        got = []
+        while True:
+            message = self.recv(timeout)
+            got.append(message)
+            if message.command == command:
+                return got
+
+    def sync(self) -> list[Message]:
+        """Everything before the PONG of a fresh PING."""
+        self.send("PING sync")
+        return self.until("PONG")[:-1]
+
+    def register(self, nick: str) -> list[Message]:
+        self.send(f"NICK {nick}", f"USER {nick} 0 * :{nick}")
+        return self.until("422")
+
+
+@pytest.fixture
+def irc(make_server, connect):
+    port = free_port()
+    server = make_server(irc_port=port, irc_name="irc.test")
+    clients: list[IrcClient] = []
+
+    def open_irc(nick: str | None = None) -> IrcClient:
+        client = IrcClient(port)
+        clients.append(client)
+        if nick:
+            client.register(nick)
+        return client
+
+    def open_json(nick: str) -> Client:
+        return connect(nick, server)
+
+    yield open_irc, open_json
+    for client in clients:
+        client.sock.close()
+
+
+def test_registration_welcomes_with_the_numerics_clients_need(irc):
+    open_irc, _ = irc
+    bob = open_irc()
+    bob.send("CAP LS 302", "NICK bob", "USER bob 0 * :Bob")
+    assert bob.recv() == Message("CAP", ("*", "LS", ""), source="irc.test")
+    bob.send("CAP END")
+    got = bob.until("422")
+    assert [m.command for m in got] == ["001", "002", "003", "004", "005", "422"]
+    assert got[0].params[0] == "bob" and got[3].params[1] == "irc.test"
+    isupport = got[4].params
+    for token in ("CASEMAPPING=ascii", "CHANTYPES=#&", "UTF8ONLY", "LINELEN=512"):
+        assert token in isupport
+    bob.send("PRIVMSG")
+    assert bob.recv().command == "411"
+    bob.send("FROB")
+    assert bob.recv().params[1:] == ("FROB", "Unknown command")
+
+
+def test_before_registration_only_registration_commands(irc):
+    open_irc, _ = irc
+    early = open_irc()
+    early.send("JOIN #x")
+    assert early.recv().command == "451"
+    early.send("NICK 1bad")
+    assert early.recv().command == "432"
+
+
+def test_irc_and_json_users_share_rooms_messages_and_presence(irc):
+    open_irc, open_json = irc
+    alice = open_json("alice")
+    alice.join("#dev")
+    alice.join("lobby")
+    bob = open_irc("bob")
+    bob.send("JOIN #dev,&lobby")
+    joined = bob.until("366") + bob.until("366")
+    assert [m.command for m in joined if m.command in ("JOIN", "366")] == ["JOIN", "366"] * 2
+    names = [m for m in joined if m.command == "353"]
+    assert names[0].params[-1].split() == ["alice", "bob"]
+    assert alice.recv_until(lambda f: f.get("op") == "presence")[-1]["nick"] == "bob"
+
+    alice.request("say", room="#dev", text="hello bob")
+    said = bob.until("PRIVMSG")[-1]
+    assert said == Message("PRIVMSG", ("#dev", "hello bob"), source="alice!alice@irc.test")
+
+    bob.send("PRIVMSG &lobby :hi alice")
+    assert bob.sync() == []  # no echo of its own message (no echo-message)
+    msg = alice.recv_until(lambda f: f.get("op") == "msg" and f["from"] == "bob")[-1]
+    assert (msg["room"], msg["from"], msg["text"]) == ("lobby", "bob", "hi alice")
+
+    bob.send("PART #dev")
+    assert bob.until("PART")[-1].params == ("#dev",)
+    event = alice.recv_until(lambda f: f.get("op") == "presence")[-1]
+    assert (event["room"], event["nick"], event["event"]) == ("#dev", "bob", "leave")
+
+
+def test_whispers_both_ways_and_nicks_unique_across_doors(irc):
+    open_irc, open_json = irc
+    alice = open_json("alice")
+    bob = open_irc("bob")
+    assert alice.request("whisper", to="bob", text="psst")["op"] == "ok"
+    assert bob.until("PRIVMSG")[-1] == Message("PRIVMSG", ("bob", "psst"),
+                                               source="alice!alice@irc.test")
+    bob.send("PRIVMSG alice :back at you")
+    whisper = alice.recv_until(lambda f: f.get("op") == "whisper")[-1]
+    assert (whisper["from"], whisper["text"]) == ("bob", "back at you")
+    bob.send("PRIVMSG nobody :hello?")
+    assert bob.recv().command == "401"
+    carol = open_irc()
+    carol.send("NICK ALICE", "USER c 0 * :c")
+    assert carol.recv().params[1:] == ("ALICE", "Nickname is already in use")
+    assert alice.request("hello", nick="x")["code"] == "already_registered"
+    assert open_json("dave").request("nick", nick="Bob")["code"] == "nick_taken"
+
+
+def test_nick_changes_and_quits_are_told_once_per_user(irc):
+    open_irc, open_json = irc
+    alice = open_json("alice")
+    bob = open_irc("bob")
+    for room in ("a", "b"):
+        alice.join(room)
+        bob.send(f"JOIN &{room}")
+        bob.until("366")
+    alice.request("nick", nick="alice2")
+    assert bob.sync() == [Message("NICK", ("alice2",), source="alice!alice@irc.test")]
+    bob.send("NICK robert")
+    assert bob.until("NICK")[-1] == Message("NICK", ("robert",), source="bob!bob@irc.test")
+    renames = [f for f in alice.drain() if f.get("event") == "rename"]
+    assert [(f["room"], f["old"], f["nick"]) for f in renames] == [("a", "bob", "robert"),
+                                                                   ("b", "bob", "robert")]
+    alice.request("quit")
+    assert bob.sync() == [Message("QUIT", ("Quit",), source="alice2!alice2@irc.test")]
+
+
+def test_channel_names_fold_case_for_irc_users(irc):
+    open_irc, open_json = irc
+    alice = open_json("alice")
+    alice.join("#Dev")
+    bob, carol = open_irc("bob"), open_irc("carol")
+    bob.send("JOIN #dev")
+    assert bob.until("366")[0].params == ("#Dev",)  # the existing room, as it is called
+    carol.send("JOIN #DEV")
+    names = carol.until("366")
+    assert next(m for m in names if m.command == "353").params[-1].split() == \
+        ["alice", "bob", "carol"]
+    assert bob.sync() == [Message("JOIN", ("#Dev",), source="carol!carol@irc.test")]
+    bob.send("JOIN #new", "JOIN #NEW")  # no room yet: the first one names it
+    assert bob.until("366")[0].params == ("#new",)
+    assert bob.sync() == []
+
+
+def test_a_long_or_multiline_text_becomes_several_lines_within_512_bytes(irc):
+    open_irc, open_json = irc
+    alice = open_json("alice")
+    alice.join("#t")
+    bob = open_irc("bob")
+    bob.send("JOIN #t")
+    bob.until("366")
+    text = "é" * 3000
+    alice.request("say", room="#t", text="first\nsecond")
+    alice.request("say", room="#t", text=text)
+    lines = [m for m in bob.sync() if m.command == "PRIVMSG"]
+    assert [m.params[1] for m in lines[:2]] == ["first", "second"]
+    assert "".join(m.params[1] for m in lines[2:]) == text
+    for message in lines:
+        raw = f":{message.source} PRIVMSG #t :{message.params[1]}\r\n".encode()
+        assert len(raw) <= 512
+
+
+def test_a_message_sent_before_a_ping_arrives_before_its_pong(irc):
+    open_irc, _ = irc
+    bob, carol = open_irc("bob"), open_irc("carol")
+    for client in (bob, carol):
+        client.send("JOIN #sync")
+        client.until("366")
+    for n in range(20):
+        bob.send(f"PRIVMSG #sync :m{n}")
+        got = carol.sync()
+        assert [m.params[1] for m in got if m.command == "PRIVMSG"] == [f"m{n}"], got
