@@ -6,7 +6,7 @@ STAMP := $(VENV)/.installed
 
 BENCH_STAMP := $(VENV)/.bench-installed
 
-.PHONY: venv run-server run-cluster test lint bench soak clean
+.PHONY: venv run-server run-cluster test lint bench soak clean irctest
 
 venv: $(STAMP)
 
@@ -47,6 +47,21 @@ soak: $(STAMP)
 	GCHAT_SOAK_CLIENTS=$(SOAK_CLIENTS) GCHAT_SOAK_SECONDS=$(SOAK_SECONDS) \
 	GCHAT_TEST_DEADLINE=$$(( $(SOAK_SECONDS) + 600 )) \
 		$(PY) -m pytest -s --timeout 0 tests/reliability/test_load.py tests/cluster/test_cluster_load.py $(ARGS)
+
+# irctest's T1 subset (../shared/IRC.md) against a fresh gchat per test: prints irctest's
+# summary, then "passed X of Y"; fails only when fewer than IRCTEST_MIN pass.
+# ARGS adds pytest options, e.g. make irctest ARGS='-k testPing --tb=long'.
+IRCTEST_DIR ?= ../shared/irctest
+IRCTEST_MIN ?= 0
+IRCTEST_JOBS ?= 2
+IRCTEST_STAMP := $(VENV)/.irctest-installed
+irctest: $(IRCTEST_STAMP)
+	IRCTEST_DIR=$(IRCTEST_DIR) IRCTEST_MIN=$(IRCTEST_MIN) IRCTEST_JOBS=$(IRCTEST_JOBS) \
+		$(PY) -m tests.irctest.run $(ARGS)
+
+$(IRCTEST_STAMP): $(STAMP) requirements-irctest.txt
+	$(PY) -m pip install --quiet -r requirements-irctest.txt
+	touch $(IRCTEST_STAMP)
 
 lint: $(STAMP)
 	$(PY) -m ruff check gchat tests bench

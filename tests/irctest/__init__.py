@@ -1,0 +1,1 @@
+"""irctest's controller for gchat (`make irctest`); see gchat_controller.py."""

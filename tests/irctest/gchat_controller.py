@@ -1,0 +1,104 @@
+"""irctest controller: a fresh gchat (memory store) per test, serving IRC on irctest's port.
+
+irctest (../shared/irctest, not part of this repository) imports this module with
+``pytest --controller tests.irctest.gchat_controller`` from its own directory, so the
+repository root must be on PYTHONPATH (``make irctest`` does that). It is not a pytest
+test module of gchat's own suite: it imports ``irctest``, which only exists there.
+
+``capabilities`` stays empty on purpose: a CAP that gchat does not offer (NAK) skips
+its tests instead of failing them, as IRC.md describes; whatever gchat offers in CAP LS
+is tested for real. ``isupport`` lists the 005 tokens issue 13 asks for and gchat sends
+(isupport.py's testValues checks them): TOPICLEN joins them when rooms get topics.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+from irctest import patma
+from irctest.basecontrollers import BaseServerController
+from irctest.runner import NotImplementedByController
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
+SERVER_NAME = "My.Little.Server"  # the name irctest checks in PONG, 004, WHO, WHOIS
+
+
+class GchatController(BaseServerController):
+    software_name = "gchat"
+    supported_sasl_mechanisms: set[str] = set()  # accounts come later (issue 13, T2)
+    supports_sts = False
+    isupport = {
+        "CASEMAPPING": "ascii",
+        "CHANTYPES": "#&",  # room "#x" is channel #x, room "x" is channel &x
+        "NICKLEN": patma.StrRe("(1[4-9]|[2-9][0-9]|[1-9][0-9][0-9]+)"),  # irctest: >= 14
+        "CHANNELLEN": patma.StrRe("[1-9][0-9]*"),
+        "LINELEN": patma.StrRe("[1-9][0-9]*"),
+        "UTF8ONLY": None,
+    }
+
+    def run(
+        self,
+        hostname: str,
+        port: int,
+        *,
+        password: str | None,
+        ssl: bool,
+        run_services: bool,
+        faketime: str | None,
+        websocket_hostname: str | None,
+        websocket_port: int | None,
+    ) -> None:
+        if websocket_hostname is not None or websocket_port is not None:
+            raise NotImplementedByController("Websocket")
+        if ssl:
+            raise NotImplementedByController("TLS")
+        if run_services:
+            raise NotImplementedByController("services")
+        # faketime: ignored (no test of the T1 selection needs it; faketime_enabled
+        # stays False, which is how tests learn it).
+        assert self.proc is None
+        self.hostname = hostname
+        self.port = port
+        command = [
+            sys.executable, "-m", "gchat.server",
+            "--host", "127.0.0.1",
+            "--port", "0",  # the JSON door: the OS picks a free port, no race
+            "--irc-port", str(port),
+            "--irc-name", SERVER_NAME,
+            "--store", "memory",
+            "--idle-timeout", "0",
+            "--log-level", "WARNING",
+        ]
+        if password is not None:
+            command += ["--token", password]  # gchat's PASS is its token
+        env = {k: v for k, v in os.environ.items() if not k.startswith("GCHAT_")}
+        env["PYTHONPATH"] = os.pathsep.join(
+            p for p in (str(REPO_ROOT), env.get("PYTHONPATH", "")) if p
+        )
+        # execute(): its own session (process group), output shown only with
+        # IRCTEST_DEBUG_LOGS=1.
+        self.proc = self.execute(command, proc_name="gchat", cwd=REPO_ROOT, env=env)
+
+    def kill_proc(self) -> None:
+        self.terminate()
+
+    def terminate(self) -> None:
+        """SIGTERM (gchat says goodbye and exits), then SIGKILL after 10 s."""
+        proc = self.proc
+        assert proc is not None
+        if proc.poll() is None:
+            proc.send_signal(signal.SIGTERM)
+            try:
+                proc.wait(10)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait(10)
+        self.proc = None
+
+
+def get_irctest_controller_class() -> type[GchatController]:
+    return GchatController
