@@ -20,7 +20,9 @@ gives each mapping decision and its reason; in short:
 
 from __future__ import annotations
 
+import fnmatch
 import logging
+import re
 from time import monotonic
 from typing import TYPE_CHECKING, Any
 
@@ -52,6 +54,9 @@ log = logging.getLogger(__name__)
 
 VERSION = "gchat-irc-0.1"
 EXCESS_FLOOD = 10.0  # seconds of fake lag owed before a flooding client is cut off
+USERLEN = 16  # the longest user name kept from USER
+# Offered capabilities (IRCv3): only those whose irctest cases pass.
+CAPS = frozenset({"multi-prefix", "userhost-in-names"})
 PING_SETTLE = 0.05  # at most this long a PONG waits for the loop to read what has arrived
 _BEFORE_REGISTRATION = frozenset({"CAP", "PASS", "NICK", "USER", "PING", "PONG", "QUIT"})
 
@@ -86,12 +91,11 @@ class IrcSession(ChatMember):
         self.host = server.settings.irc_server_name
         self._irc_framer = IrcFramer(max_tags=CLIENT_TAGS_MAX, max_body=MAX_LINE)
         self._wanted_nick: str | None = None
-        self._user: str | None = None
         self._password: str | None = None
         self._cap_negotiating = False
+        self.caps: set[str] = set()
         self._lag = 0.0  # fake lag owed, seconds
         self._last_once: bytes = b""
-        self.away: str | None = None
 
     # -- engine hooks -----------------------------------------------------------------
 
@@ -227,7 +231,15 @@ class IrcSession(ChatMember):
         self.send_reply(line(code, self.nick or "*", *params, source=self.host))
 
     def _mask(self, nick: str | None) -> str:
-        return f"{nick}!{nick}@{self.host}"
+        """`nick!user@host`: the user is what USER gave (the nick for other doors, or
+        for a user this node does not hold); the host is the server name."""
+        member = self.server.find(nick) if nick else None
+        return f"{nick}!{self._user_of(member, nick)}@{self.host}"
+
+    @staticmethod
+    def _user_of(member: ChatMember | None, nick: str | None) -> str:
+        return (member.username if member is not None and member.username else None) \
+            or nick or "*"
 
     def _text_lines(self, command: str, target: str, sender: str, text: str) -> bytes:
         source = self._mask(sender)
@@ -237,8 +249,9 @@ class IrcSession(ChatMember):
 
     def _names(self, channel: str, members: list[str]) -> None:
         chunk: list[str] = []
+        full = "userhost-in-names" in self.caps
         for nick in members:
-            chunk.append(nick)
+            chunk.append(self._mask(nick) if full else nick)
             if len(chunk) == 20:
                 self._numeric("353", "=", channel, " ".join(chunk))
                 chunk = []
@@ -267,15 +280,26 @@ class IrcSession(ChatMember):
 
     def irc_cap(self, params: tuple[str, ...]) -> None:
         sub = params[0].upper() if params else ""
+        who = self.nick or "*"
         if sub == "LS":
             self._cap_negotiating = self.nick is None
-            self.send_reply(line("CAP", self.nick or "*", "LS", "", source=self.host))
+            self.send_reply(line("CAP", who, "LS", " ".join(sorted(CAPS)), source=self.host))
         elif sub == "LIST":
-            self.send_reply(line("CAP", self.nick or "*", "LIST", "", source=self.host))
+            self.send_reply(line("CAP", who, "LIST", " ".join(sorted(self.caps)), source=self.host))
         elif sub == "REQ":
             self._cap_negotiating = self.nick is None
             wanted = params[1] if len(params) > 1 else ""
-            self.send_reply(line("CAP", self.nick or "*", "NAK", wanted, source=self.host))
+            # All or nothing (IRCv3 capability negotiation), "-cap" to remove one.
+            asked = wanted.split()
+            if asked and all(cap.removeprefix("-") in CAPS for cap in asked):
+                for cap in asked:
+                    if cap.startswith("-"):
+                        self.caps.discard(cap[1:])
+                    else:
+                        self.caps.add(cap)
+                self.send_reply(line("CAP", who, "ACK", wanted, source=self.host))
+            else:
+                self.send_reply(line("CAP", who, "NAK", wanted, source=self.host))
         elif sub == "END":
             self._cap_negotiating = False
             self._try_register()
@@ -317,14 +341,15 @@ class IrcSession(ChatMember):
     def irc_user(self, params: tuple[str, ...]) -> None:
         if self.nick is not None:
             self._numeric("462", "You may not reregister")
-        elif len(params) < 4 or not params[0]:
+        elif len(params) < 4 or not params[0] or not params[3]:
             self._numeric("461", "USER", "Not enough parameters")
         else:
-            self._user = params[0]
+            self.username = params[0][:USERLEN]
+            self.realname = params[3]
             self._try_register()
 
     def _try_register(self) -> None:
-        if self.nick is not None or self._cap_negotiating or not self._user \
+        if self.nick is not None or self._cap_negotiating or not self.username \
                 or not self._wanted_nick:
             return
         try:
@@ -356,8 +381,10 @@ class IrcSession(ChatMember):
         tokens = ["CASEMAPPING=ascii", "CHANTYPES=#&", "NICKLEN=32", "CHANNELLEN=65",
                   f"LINELEN={MAX_LINE}", "UTF8ONLY", "NETWORK=gchat", "CHANMODES=,,,n",
                   f"MAXCHANNELS={settings.max_rooms}", f"CHANLIMIT=#&:{settings.max_rooms}",
-                  "PREFIX=", "MODES=0"]
-        self._numeric("005", *tokens, "are supported by this server")
+                  "PREFIX=", "MODES=0", f"USERLEN={USERLEN}",
+                  "TARGMAX=JOIN:,PART:,NAMES:,WHOIS:1,PRIVMSG:4,NOTICE:4"]
+        for start in range(0, len(tokens), 12):  # 15 parameters at most per line
+            self._numeric("005", *tokens[start:start + 12], "are supported by this server")
         self._numeric("422", "MOTD File is missing")
 
     # -- commands -------------------------------------------------------------------------
@@ -436,6 +463,7 @@ class IrcSession(ChatMember):
                 self._numeric("412", "No text to send")
             return
         text = params[1]
+        size = len(text.encode())
         for target in params[0].split(","):
             if target[:1] in ("#", "&"):
                 name = room_of(target)
@@ -444,8 +472,15 @@ class IrcSession(ChatMember):
                     if not notice:
                         self._numeric("404", target, "Cannot send to channel")
                     continue
+                if size > text_budget(command, channel_of(joined), source=self._mask(self.nick)):
+                    # Relayed with its source it would pass 512 bytes (modern: 417).
+                    self._numeric("417", "Input line was too long")
+                    continue
                 self._says = self.server.publish(self.rooms[joined], self, text, None)
             else:
+                if size > text_budget(command, target, source=self._mask(self.nick)):
+                    self._numeric("417", "Input line was too long")
+                    continue
                 self._await_says()
                 try:
                     self.server.whisper(self, target, text)
@@ -469,18 +504,25 @@ class IrcSession(ChatMember):
 
     def irc_who(self, params: tuple[str, ...]) -> None:
         mask = params[0] if params else "*"
-        name = self._room(mask) if mask[:1] in ("#", "&") else None
-        if name is not None and self.server.room_exists(name):
-            channel = channel_of(name)
-            for nick in self.server.who(name):
-                self._numeric("352", channel, nick, self.host, self.host, nick, "H",
-                              f"0 {nick}")
-        elif mask[:1] not in ("#", "&") and self.server.find(mask) is not None:
-            member = self.server.find(mask)
-            assert member is not None and member.nick is not None
-            self._numeric("352", "*", member.nick, self.host, self.host, member.nick,
-                          "G" if getattr(member, "away", None) else "H", f"0 {member.nick}")
+        if mask[:1] in ("#", "&"):
+            name = self._room(mask)
+            if name is not None and self.server.room_exists(name):
+                channel = channel_of(name)
+                for nick in self.server.who(name):
+                    self._who_line(channel, nick, self.server.find(nick))
+        else:
+            pattern = re.compile(fnmatch.translate(casefold_ascii(mask)))
+            for member in list(self.server.nicks.values()):
+                if member.nick is not None and pattern.match(casefold_ascii(member.nick)):
+                    self._who_line("*", member.nick, member)
         self._numeric("315", mask, "End of WHO list")
+
+    def _who_line(self, channel: str, nick: str, member: ChatMember | None) -> None:
+        """352 RPL_WHOREPLY: <channel> <user> <host> <server> <nick> <H|G> :0 <realname>."""
+        away = member is not None and member.away
+        realname = (member.realname if member is not None else None) or nick
+        self._numeric("352", channel, self._user_of(member, nick), self.host, self.host, nick,
+                      "G" if away else "H", f"0 {realname}")
 
     def irc_whois(self, params: tuple[str, ...]) -> None:
         if not params:
@@ -492,11 +534,11 @@ class IrcSession(ChatMember):
             self._numeric("401", target, "No such nick/channel")
         else:
             nick = member.nick
-            self._numeric("311", nick, nick, self.host, "*", nick)
+            self._numeric("311", nick, self._user_of(member, nick), self.host, "*",
+                          member.realname or nick)
             self._numeric("312", nick, self.host, "gchat")
-            away = getattr(member, "away", None)
-            if away:
-                self._numeric("301", nick, away)
+            if member.away:
+                self._numeric("301", nick, member.away)
         self._numeric("318", target, "End of /WHOIS list")
 
     def irc_list(self, params: tuple[str, ...]) -> None:

@@ -33,6 +33,10 @@ class ChatMember(Session):
         self.rooms: dict[str, ChatRoom] = {}
         self.bucket = TokenBucket(server.settings.rate, server.settings.burst, monotonic())
         self.pinged_for = -1.0  # the last_activity a ping was sent for
+        # What an IRC user told USER; other doors have no such names: the nick stands in.
+        self.username: str | None = None
+        self.realname: str | None = None
+        self.away: str | None = None
         self._says: Batch[Any] | None = None  # the batch of this session's latest say
 
     def on_disconnected(self, reason: str) -> None:

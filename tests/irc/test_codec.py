@@ -192,7 +192,8 @@ def test_any_split_yields_the_same_lines_and_markers(items, endings, cuts):
     assert feed_all(split, split_at(stream, cuts)) == whole
     assert split.buffered == 0
     # each line comes out once, without its ending, unless empty or too long
-    assert len(whole) == sum(1 for item in items if item not in (b"", b"\r"))
+    assert len(whole) == sum(1 for item, ending in zip(items, endings, strict=False)
+                             if (item + ending)[:-1].removesuffix(b"\r"))
     for got in whole:
         assert isinstance(got, BadLine) or (got and b"\n" not in got)
 

@@ -87,12 +87,13 @@ def test_registration_welcomes_with_the_numerics_clients_need(irc):
     open_irc, _ = irc
     bob = open_irc()
     bob.send("CAP LS 302", "NICK bob", "USER bob 0 * :Bob")
-    assert bob.recv() == Message("CAP", ("*", "LS", ""), source="irc.test")
+    assert bob.recv() == Message("CAP", ("*", "LS", "multi-prefix userhost-in-names"),
+                                 source="irc.test")
     bob.send("CAP END")
     got = bob.until("422")
-    assert [m.command for m in got] == ["001", "002", "003", "004", "005", "422"]
+    assert [m.command for m in got] == ["001", "002", "003", "004", "005", "005", "422"]
     assert got[0].params[0] == "bob" and got[3].params[1] == "irc.test"
-    isupport = got[4].params
+    isupport = got[4].params + got[5].params
     for token in ("CASEMAPPING=ascii", "CHANTYPES=#&", "UTF8ONLY", "LINELEN=512"):
         assert token in isupport
     bob.send("PRIVMSG")
