@@ -50,8 +50,11 @@ _IRC_FULL = irc_line("ERROR", "Closing Link: Server is full")
 _IRC_SHUTDOWN = irc_line("ERROR", "Closing Link: Server shutting down")
 
 
-def _presence(room: str, nick: str | None, event: str, **extra: str) -> ChatEvent:
-    return ChatEvent.of({"op": "presence", "room": room, "nick": nick, "event": event, **extra})
+def _presence(room: str, nick: str | None, event: str, reason: str | None = None,
+              **extra: str) -> ChatEvent:
+    presence = ChatEvent.of({"op": "presence", "room": room, "nick": nick, "event": event, **extra})
+    presence.reason = reason
+    return presence
 
 
 class ChatRoom(Room):
@@ -276,17 +279,21 @@ class ChatServer:
         rooms = list(session.rooms.values())
         session.rooms.clear()
         for room in rooms:
-            self.leave(session, room, "quit")
+            self.leave(session, room, "quit", session.quit_reason)
 
     def find(self, nick: str) -> ChatMember | None:
         """The registered session called `nick`, compared ASCII-case-insensitively."""
         key = nick_key(nick)
         return self.nicks.get(key) if key is not None else None
 
-    def whisper(self, sender: ChatMember, to: str, text: str) -> None:
-        """Send a whisper to the session called `to`; `no_such_nick` if there is none."""
-        frame = ChatEvent.of({"op": "whisper", "from": sender.nick, "text": text,
-                              "ts": int(time.time() * 1000)})
+    def whisper(self, sender: ChatMember, to: str, text: str, notice: bool = False) -> None:
+        """Send a whisper to the session called `to`; `no_such_nick` if there is none.
+        A `notice` (from IRC) is marked so (an extension field, docs/irc.md)."""
+        fields: dict[str, Any] = {"op": "whisper", "from": sender.nick, "text": text,
+                                  "ts": int(time.time() * 1000)}
+        if notice:
+            fields["notice"] = True
+        frame = ChatEvent.of(fields)
         if not self._send_whisper(to, frame):
             raise RequestError("no_such_nick", f"nobody is called {to[:80]}")
 
@@ -328,11 +335,13 @@ class ChatServer:
         session.joined(request_id, name, room.nicks(), history,
                        recovered if after is not None else None)
 
-    def leave(self, session: ChatMember, room: ChatRoom, event: str) -> None:
-        """Take `session` out of `room`; tell the rest with presence `event`."""
+    def leave(self, session: ChatMember, room: ChatRoom, event: str,
+              reason: str | None = None) -> None:
+        """Take `session` out of `room`; tell the rest with presence `event` (and the
+        IRC user's `reason`, which only IRC shows)."""
         self.rooms.leave(room.name, session)
         if room.members and not self.shutting_down:
-            room.broadcast(_presence(room.name, session.nick, event))
+            room.broadcast(_presence(room.name, session.nick, event, reason))
 
     def room_exists(self, name: str) -> bool:
         """A room exists while it has members or stored history (PROTOCOL.md 3)."""
@@ -377,14 +386,17 @@ class ChatServer:
         return self.store.before(room.name, room.seq + 1, settings.history_on_join), False
 
     def publish(self, room: ChatRoom, sender: ChatMember, text: str,
-                request_id: int | str | None) -> Batch[Any]:
+                request_id: int | str | None, notice: bool = False) -> Batch[Any]:
         """Assign the next seq of `room` to `text` and queue it to be stored, then
         broadcast to the others, then told to the sender (`sender.said`); return the
-        batch it is in."""
+        batch it is in. A `notice` (IRC's NOTICE) is marked so: an extension field."""
         assert self.commits is not None, "start() the server first"
         seq = room.next_seq = room.next_seq + 1
-        event = ChatEvent.of({"op": "msg", "room": room.name, "from": sender.nick, "text": text,
-                              "seq": seq, "ts": int(time.time() * 1000)})
+        fields: dict[str, Any] = {"op": "msg", "room": room.name, "from": sender.nick,
+                                  "text": text, "seq": seq, "ts": int(time.time() * 1000)}
+        if notice:
+            fields["notice"] = True
+        event = ChatEvent.of(fields)
         # PROTOCOL.md 6, guarantee 2: stored before anyone, the sender included, sees it.
         return self.commits.submit(room, seq, event, sender, request_id)
 

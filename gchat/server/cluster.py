@@ -289,7 +289,9 @@ class ClusterServer(ChatServer):
             raise BackplaneError("the cluster does not know this session right now")
         return snapshot
 
-    def leave(self, session: ChatMember, room: ChatRoom, event: str) -> None:
+    def leave(self, session: ChatMember, room: ChatRoom, event: str,
+              reason: str | None = None) -> None:
+        # An IRC PART or QUIT reason does not cross nodes (docs/irc.md).
         self.backplane.leave(session.session_id, room.name)
         self._forget_member(room, session)  # type: ignore[arg-type]
 
@@ -309,10 +311,13 @@ class ClusterServer(ChatServer):
     # -- says ---------------------------------------------------------------------------------
 
     def publish(self, room: ChatRoom, sender: ChatMember, text: str,
-                request_id: int | str | None) -> Batch[SayArgs]:
+                request_id: int | str | None, notice: bool = False) -> Batch[SayArgs]:
         tag = self._tag()
-        frame = encode({"op": "msg", "room": room.name, "from": sender.nick, "text": text,
-                        "seq": 0, "ts": int(time.time() * 1000)})[:-1]
+        fields: dict[str, Any] = {"op": "msg", "room": room.name, "from": sender.nick,
+                                  "text": text, "seq": 0, "ts": int(time.time() * 1000)}
+        if notice:
+            fields["notice"] = True
+        frame = encode(fields)[:-1]
         cut = frame.rindex(b'"seq":0,"ts":') + 6  # the script puts the seq in between
         batch = self._open
         batch.messages.append((room.name, tag, frame[:cut], frame[cut + 1:]))

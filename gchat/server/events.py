@@ -19,13 +19,16 @@ __all__ = ["ChatEvent"]
 
 
 class ChatEvent:
-    """One event: its JSON line (`json`, with the LF) and its `fields`."""
+    """One event: its JSON line (`json`, with the LF) and its `fields`; `reason` is an
+    IRC user's PART or QUIT reason, which IRC shows and PROTOCOL.md does not."""
 
-    __slots__ = ("_fields", "json")
+    __slots__ = ("_fields", "json", "reason")
 
-    def __init__(self, json_line: bytes, fields: dict[str, Any] | None = None) -> None:
+    def __init__(self, json_line: bytes, fields: dict[str, Any] | None = None,
+                 reason: str | None = None) -> None:
         self.json = json_line
         self._fields = fields
+        self.reason = reason
 
     @classmethod
     def of(cls, fields: dict[str, Any]) -> ChatEvent:

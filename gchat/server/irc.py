@@ -131,8 +131,9 @@ class IrcSession(ChatMember):
     def render(self, event: ChatEvent) -> bytes:
         fields = event.fields
         op = fields["op"]
+        command = "NOTICE" if fields.get("notice") else "PRIVMSG"
         if op == "msg":
-            return self._text_lines("PRIVMSG", channel_of(fields["room"]), fields["from"],
+            return self._text_lines(command, channel_of(fields["room"]), fields["from"],
                                     fields["text"])
         if op == "presence":
             who = self._mask(fields["nick"])
@@ -140,12 +141,14 @@ class IrcSession(ChatMember):
             if kind == "join":
                 return line("JOIN", channel_of(fields["room"]), source=who)
             if kind == "leave":
-                return line("PART", channel_of(fields["room"]), source=who)
+                reason = () if event.reason is None else (event.reason,)
+                return line("PART", channel_of(fields["room"]), *reason, source=who)
             if kind == "quit":
-                return _Once(line("QUIT", "Quit", source=who))
+                text = "Quit" if event.reason is None else f"Quit: {event.reason}"
+                return _Once(line("QUIT", text, source=who))
             return _Once(line("NICK", fields["nick"], source=self._mask(fields["old"])))
         # a whisper: rendered for its one recipient
-        return self._text_lines("PRIVMSG", self.nick or "*", fields["from"], fields["text"])
+        return self._text_lines(command, self.nick or "*", fields["from"], fields["text"])
 
     def joined(self, request_id: int | str | None, room: str, members: list[str],
                history: list[bytes], recovered: bool | None) -> None:
@@ -404,8 +407,8 @@ class IrcSession(ChatMember):
             self.send_reply(line("PONG", self.host, params[0], source=self.host))
 
     def irc_quit(self, params: tuple[str, ...]) -> None:
-        reason = params[0] if params else "Quit"
-        self.close("quit", line("ERROR", f"Closing Link: {reason}"))
+        self.quit_reason = params[0] if params and params[0] else None
+        self.close("quit", line("ERROR", f"Closing Link: {self.quit_reason or 'Quit'}"))
 
     def irc_join(self, params: tuple[str, ...]) -> None:
         if not params:
@@ -413,7 +416,7 @@ class IrcSession(ChatMember):
             return
         if params[0] == "0":
             for room in list(self.rooms):
-                self._part(room, channel_of(room))
+                self._part(room, None)
             return
         limit = self.server.settings.max_rooms
         for channel in params[0].split(","):
@@ -434,6 +437,7 @@ class IrcSession(ChatMember):
         if not params:
             self._numeric("461", "PART", "Not enough parameters")
             return
+        reason = params[1] if len(params) > 1 and params[1] else None
         for channel in params[0].split(","):
             name = room_of(channel)
             joined = self._joined_folded(name) if name is not None else None
@@ -441,16 +445,17 @@ class IrcSession(ChatMember):
                 self._numeric("442" if name is not None else "403", channel,
                               "You're not on that channel")
                 continue
-            self._part(joined, channel)
+            self._part(joined, reason)
 
-    def _part(self, room: str, channel: str) -> None:
+    def _part(self, room: str, reason: str | None) -> None:
         chat_room = self.rooms.get(room)
         if chat_room is None:
             return
-        self.server.leave(self, chat_room, "leave")
+        self.server.leave(self, chat_room, "leave", reason)
         self.rooms.pop(room, None)
         if self.is_open:
-            self.send_reply(line("PART", channel_of(room), source=self._mask(self.nick)))
+            extra = () if reason is None else (reason,)
+            self.send_reply(line("PART", channel_of(room), *extra, source=self._mask(self.nick)))
 
     def irc_privmsg(self, params: tuple[str, ...], notice: bool = False) -> None:
         command = "NOTICE" if notice else "PRIVMSG"
@@ -476,14 +481,14 @@ class IrcSession(ChatMember):
                     # Relayed with its source it would pass 512 bytes (modern: 417).
                     self._numeric("417", "Input line was too long")
                     continue
-                self._says = self.server.publish(self.rooms[joined], self, text, None)
+                self._says = self.server.publish(self.rooms[joined], self, text, None, notice)
             else:
                 if size > text_budget(command, target, source=self._mask(self.nick)):
                     self._numeric("417", "Input line was too long")
                     continue
                 self._await_says()
                 try:
-                    self.server.whisper(self, target, text)
+                    self.server.whisper(self, target, text, notice)
                 except RequestError:
                     if not notice:
                         self._numeric("401", target, "No such nick/channel")

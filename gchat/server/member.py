@@ -37,6 +37,7 @@ class ChatMember(Session):
         self.username: str | None = None
         self.realname: str | None = None
         self.away: str | None = None
+        self.quit_reason: str | None = None  # an IRC user's QUIT reason, shown on IRC only
         self._says: Batch[Any] | None = None  # the batch of this session's latest say
 
     def on_disconnected(self, reason: str) -> None:

@@ -222,3 +222,29 @@ def test_a_message_sent_before_a_ping_arrives_before_its_pong(irc):
         bob.send(f"PRIVMSG #sync :m{n}")
         got = carol.sync()
         assert [m.params[1] for m in got if m.command == "PRIVMSG"] == [f"m{n}"], got
+
+
+def test_part_and_quit_reasons_reach_irc_users_and_notices_stay_notices(irc):
+    open_irc, open_json = irc
+    alice = open_json("alice")
+    alice.join("#r")
+    bob, carol = open_irc("bob"), open_irc("carol")
+    for client in (bob, carol):
+        client.send("JOIN #r")
+        client.until("366")
+    bob.sync()
+    carol.send("NOTICE #r :a notice")
+    assert bob.until("NOTICE")[-1].params == ("#r", "a notice")
+    msg = alice.recv_until(lambda f: f.get("op") == "msg")[-1]
+    assert (msg["text"], msg.get("notice")) == ("a notice", True)  # an extension field
+    carol.send("PART #r :see you")
+    assert carol.until("PART")[-1].params == ("#r", "see you")
+    assert bob.until("PART")[-1].params == ("#r", "see you")
+    leave = alice.recv_until(lambda f: f.get("event") == "leave")[-1]
+    assert "reason" not in leave  # PROTOCOL.md's presence has none
+    bob.send("JOIN #s")
+    bob.until("366")
+    carol.send("JOIN #s")
+    carol.until("366")
+    carol.send("QUIT :gone fishing")
+    assert bob.until("QUIT")[-1].params == ("Quit: gone fishing",)
