@@ -210,7 +210,9 @@ class IrcFramer:
 
 # --- parsing ---------------------------------------------------------------------------
 
-_COMMAND = re.compile(r"[A-Za-z]+|[0-9]{3}")  # modern: command ::= letter* / 3digit
+# modern: command ::= letter* / 3digit. Also underscores, hyphens and other digit runs,
+# so that a command no server knows still parses and gets 421 ERR_UNKNOWNCOMMAND.
+_COMMAND = re.compile(r"[A-Za-z0-9_-]+")
 _FORBIDDEN = re.compile("[\0\r\n]")  # modern: no part may hold NUL, CR or LF
 _UNCLEAN = re.compile("[\0\r\n\ud800-\udfff]")  # also undecodable bytes (surrogateescape)
 _ESCAPED = re.compile(r"\\(.?)", re.DOTALL)

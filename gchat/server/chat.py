@@ -286,7 +286,8 @@ class ChatServer:
         key = nick_key(nick)
         return self.nicks.get(key) if key is not None else None
 
-    def whisper(self, sender: ChatMember, to: str, text: str, notice: bool = False) -> None:
+    def whisper(self, sender: ChatMember, to: str, text: str, notice: bool = False,
+                tags: dict[str, str] | None = None) -> ChatEvent:
         """Send a whisper to the session called `to`; `no_such_nick` if there is none.
         A `notice` (from IRC) is marked so (an extension field, docs/irc.md)."""
         fields: dict[str, Any] = {"op": "whisper", "from": sender.nick, "text": text,
@@ -294,8 +295,10 @@ class ChatServer:
         if notice:
             fields["notice"] = True
         frame = ChatEvent.of(fields)
+        frame.tags = tags
         if not self._send_whisper(to, frame):
             raise RequestError("no_such_nick", f"nobody is called {to[:80]}")
+        return frame
 
     def _send_whisper(self, to: str, frame: ChatEvent) -> bool:
         target = self.find(to)
@@ -386,7 +389,8 @@ class ChatServer:
         return self.store.before(room.name, room.seq + 1, settings.history_on_join), False
 
     def publish(self, room: ChatRoom, sender: ChatMember, text: str,
-                request_id: int | str | None, notice: bool = False) -> Batch[Any]:
+                request_id: int | str | None, notice: bool = False,
+                tags: dict[str, str] | None = None) -> Batch[Any]:
         """Assign the next seq of `room` to `text` and queue it to be stored, then
         broadcast to the others, then told to the sender (`sender.said`); return the
         batch it is in. A `notice` (IRC's NOTICE) is marked so: an extension field."""
@@ -397,6 +401,7 @@ class ChatServer:
         if notice:
             fields["notice"] = True
         event = ChatEvent.of(fields)
+        event.tags = tags  # an IRC user's client-only tags, for IRC members (docs/irc.md)
         # PROTOCOL.md 6, guarantee 2: stored before anyone, the sender included, sees it.
         return self.commits.submit(room, seq, event, sender, request_id)
 

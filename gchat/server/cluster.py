@@ -311,7 +311,9 @@ class ClusterServer(ChatServer):
     # -- says ---------------------------------------------------------------------------------
 
     def publish(self, room: ChatRoom, sender: ChatMember, text: str,
-                request_id: int | str | None, notice: bool = False) -> Batch[SayArgs]:
+                request_id: int | str | None, notice: bool = False,
+                tags: dict[str, str] | None = None) -> Batch[SayArgs]:
+        # Client-only IRC tags do not cross nodes yet (docs/irc.md).
         tag = self._tag()
         fields: dict[str, Any] = {"op": "msg", "room": room.name, "from": sender.nick,
                                   "text": text, "seq": 0, "ts": int(time.time() * 1000)}

@@ -11,6 +11,7 @@ present (core/room.py), never once per member.
 from __future__ import annotations
 
 import json
+import time
 from typing import Any
 
 from ..protocol import encode
@@ -22,13 +23,15 @@ class ChatEvent:
     """One event: its JSON line (`json`, with the LF) and its `fields`; `reason` is an
     IRC user's PART or QUIT reason, which IRC shows and PROTOCOL.md does not."""
 
-    __slots__ = ("_fields", "json", "reason")
+    __slots__ = ("_fields", "at", "json", "reason", "tags")
 
     def __init__(self, json_line: bytes, fields: dict[str, Any] | None = None,
                  reason: str | None = None) -> None:
         self.json = json_line
         self._fields = fields
         self.reason = reason
+        self.tags: dict[str, str] | None = None  # an IRC user's client-only tags (+key)
+        self.at = time.time()  # when it happened (IRC's server-time for presence)
 
     @classmethod
     def of(cls, fields: dict[str, Any]) -> ChatEvent:

@@ -21,8 +21,10 @@ gives each mapping decision and its reason; in short:
 from __future__ import annotations
 
 import fnmatch
+import itertools
 import logging
 import re
+import time
 from time import monotonic
 from typing import TYPE_CHECKING, Any
 
@@ -38,6 +40,7 @@ from ..irc.codec import (
     casefold_ascii,
     line,
     parse,
+    render_tags,
     split_text,
     text_budget,
 )
@@ -56,8 +59,11 @@ VERSION = "gchat-irc-0.1"
 EXCESS_FLOOD = 10.0  # seconds of fake lag owed before a flooding client is cut off
 USERLEN = 16  # the longest user name kept from USER
 # Offered capabilities (IRCv3): only those whose irctest cases pass.
-CAPS = frozenset({"multi-prefix", "userhost-in-names"})
+CAPS = frozenset({"batch", "echo-message", "labeled-response", "message-tags", "multi-prefix",
+                  "server-time", "userhost-in-names"})
+_RENDERING_CAPS = (("message-tags", "m"), ("server-time", "t"))  # what changes the bytes
 PING_SETTLE = 0.05  # at most this long a PONG waits for the loop to read what has arrived
+_BATCHES = itertools.count(1)  # batch references
 _BEFORE_REGISTRATION = frozenset({"CAP", "PASS", "NICK", "USER", "PING", "PONG", "QUIT"})
 
 
@@ -81,6 +87,22 @@ class _Once(bytes):
     """A QUIT or NICK line: sent to a member once, however many rooms it shares."""
 
 
+def _without_tags(data: bytes) -> bytes:
+    return data.split(b" ", 1)[1] if data.startswith(b"@") else data
+
+
+def _labeled(label: str, data: bytes) -> bytes:
+    """`data` (one line) with the label tag added (labeled-response)."""
+    tag = render_tags({"label": label})  # b"@label=... "
+    return tag[:-1] + b";" + data[1:] if data.startswith(b"@") else tag + data
+
+
+def _server_time(seconds: float) -> str:
+    """server-time's format: ISO 8601 UTC with milliseconds."""
+    return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(seconds)) + \
+        f".{int(seconds * 1000) % 1000:03d}Z"
+
+
 class IrcSession(ChatMember):
     """One IRC client (RFC 1459/2812 as modern.ircdocs.horse has it)."""
 
@@ -96,6 +118,8 @@ class IrcSession(ChatMember):
         self.caps: set[str] = set()
         self._lag = 0.0  # fake lag owed, seconds
         self._last_once: bytes = b""
+        self._label: str | None = None  # the label of the command being answered
+        self._labeled: list[bytes] | None = None  # its reply lines, held to label them
 
     # -- engine hooks -----------------------------------------------------------------
 
@@ -121,34 +145,75 @@ class IrcSession(ChatMember):
 
     def send(self, data: bytes) -> bool:
         if type(data) is _Once:  # one QUIT or NICK per user, not one per shared room
-            if data == self._last_once:
+            bare = _without_tags(data)
+            if bare == self._last_once:
                 return True
-            self._last_once = data
+            self._last_once = bare
         return super().send(data)
+
+    def send_reply(self, data: bytes) -> bool:
+        if self._labeled is not None:  # labeled-response: held, labeled when complete
+            self._labeled.append(data)
+            return True
+        return super().send_reply(data)
 
     # -- what the state tells this session ------------------------------------------------
 
-    def render(self, event: ChatEvent) -> bytes:
+    def render(self, event: ChatEvent, target: str | None = None) -> bytes:
+        """The event as this door sees it; the tags follow the capabilities that make
+        the door (`door`): server-time, message-tags (msgid, client-only tags)."""
         fields = event.fields
         op = fields["op"]
         command = "NOTICE" if fields.get("notice") else "PRIVMSG"
+        tags = self._tags_for(event, fields)
         if op == "msg":
             return self._text_lines(command, channel_of(fields["room"]), fields["from"],
-                                    fields["text"])
+                                    fields["text"], tags)
+        if op == "tagmsg":
+            return render_tags(tags) + line("TAGMSG", target or fields["to"],
+                                            source=self._mask(fields["from"]))
         if op == "presence":
             who = self._mask(fields["nick"])
             kind = fields["event"]
+            head = render_tags(tags)
             if kind == "join":
-                return line("JOIN", channel_of(fields["room"]), source=who)
+                return head + line("JOIN", channel_of(fields["room"]), source=who)
             if kind == "leave":
                 reason = () if event.reason is None else (event.reason,)
-                return line("PART", channel_of(fields["room"]), *reason, source=who)
+                return head + line("PART", channel_of(fields["room"]), *reason, source=who)
             if kind == "quit":
                 text = "Quit" if event.reason is None else f"Quit: {event.reason}"
-                return _Once(line("QUIT", text, source=who))
-            return _Once(line("NICK", fields["nick"], source=self._mask(fields["old"])))
-        # a whisper: rendered for its one recipient
-        return self._text_lines(command, self.nick or "*", fields["from"], fields["text"])
+                return _Once(head + line("QUIT", text, source=who))
+            return _Once(head + line("NICK", fields["nick"], source=self._mask(fields["old"])))
+        # a whisper: to its one recipient (or, echoed, to whom it was sent)
+        return self._text_lines(command, target or self.nick or "*", fields["from"],
+                                fields["text"], tags)
+
+    def _tags_for(self, event: ChatEvent, fields: dict[str, Any]) -> dict[str, str]:
+        tags: dict[str, str] = {}
+        if "+t" in self.door:
+            tags["time"] = _server_time(fields["ts"] / 1000 if "ts" in fields else event.at)
+        if "+m" in self.door:
+            if fields["op"] == "msg":
+                tags["msgid"] = f"{fields['room']}:{fields['seq']}"
+            elif "ts" in fields:
+                tags["msgid"] = f"{fields['from']}:{fields['ts']}:{id(event) % 100000}"
+            if event.tags:
+                tags.update(event.tags)
+        return tags
+
+    def _set_door(self) -> None:
+        """The door is the capabilities that change what a broadcast looks like: a
+        room renders an event once per door, so members that see the same bytes share
+        one rendering."""
+        door = "irc" + "".join("+" + flag for cap, flag in _RENDERING_CAPS if cap in self.caps)
+        if door != self.door:
+            rooms = list(self.rooms.values())
+            for room in rooms:
+                room.leave(self)
+            self.door = door
+            for room in rooms:
+                room.enter(self)
 
     def joined(self, request_id: int | str | None, room: str, members: list[str],
                history: list[bytes], recovered: bool | None) -> None:
@@ -158,7 +223,9 @@ class IrcSession(ChatMember):
 
     def said(self, room: str, seq: int, event: ChatEvent | None,
              request_id: int | str | None) -> None:
-        """IRC echoes nothing of a client's own message (no echo-message yet)."""
+        """With echo-message, the client's own message comes back as the others see it."""
+        if event is not None and "echo-message" in self.caps:
+            self.send_reply(self.render(event))
 
     def say_failed(self, request_id: int | str | None, message: str) -> None:
         self._numeric("404", "*", f"Cannot send to channel: {message}")
@@ -178,10 +245,37 @@ class IrcSession(ChatMember):
     # -- dispatch -------------------------------------------------------------------------
 
     def _handle(self, message: Message) -> None:
+        label = message.tags.get("label") if "labeled-response" in self.caps else None
+        if label is None:
+            self._dispatch(message)
+            return
+        # labeled-response: every line answering this command carries the label; none
+        # is an ACK, several are a batch. A say's echo is part of the answer: wait for it.
+        self._labeled = []
+        try:
+            self._dispatch(message)
+            self._await_says()
+        finally:
+            held, self._labeled = self._labeled, None
+        lines = [raw + b"\n" for data in held for raw in data.split(b"\n") if raw]
+        if not lines:
+            self.send_reply(_labeled(label, line("ACK", source=self.host)))
+        elif len(lines) == 1:
+            self.send_reply(_labeled(label, lines[0]))
+        else:
+            ref = f"L{next(_BATCHES)}"
+            self.send_reply(_labeled(label, line("BATCH", "+" + ref, "labeled-response",
+                                                 source=self.host)))
+            tag = render_tags({"batch": ref})
+            self.send_reply(b"".join(tag[:-1] + b";" + raw[1:] if raw.startswith(b"@")
+                                     else tag + raw for raw in lines))
+            self.send_reply(line("BATCH", "-" + ref, source=self.host))
+
+    def _dispatch(self, message: Message) -> None:
         command = message.command
         if command == "PONG":
             return
-        if command != "PRIVMSG" and command != "NOTICE":
+        if command not in ("PRIVMSG", "NOTICE", "TAGMSG"):
             self._await_says()  # PING included: what it sent before reaches others first
             if not self.is_open:
                 return
@@ -196,7 +290,12 @@ class IrcSession(ChatMember):
             self._numeric("451", "You have not registered")
             return
         try:
-            handler(self, message.params)
+            if command in ("PRIVMSG", "NOTICE", "TAGMSG"):
+                handler(self, message.params, client_tags={
+                    key: value for key, value in message.tags.items() if key.startswith("+")
+                } if "message-tags" in self.caps else None)
+            else:
+                handler(self, message.params)
         except RequestError as exc:
             log.debug("session %d: %s: %s", self.session_id, command, exc)
         except (StoreError, BackplaneError) as exc:
@@ -244,10 +343,12 @@ class IrcSession(ChatMember):
         return (member.username if member is not None and member.username else None) \
             or nick or "*"
 
-    def _text_lines(self, command: str, target: str, sender: str, text: str) -> bytes:
+    def _text_lines(self, command: str, target: str, sender: str, text: str,
+                    tags: dict[str, str] | None = None) -> bytes:
         source = self._mask(sender)
         budget = text_budget(command, target, source=source)
-        return b"".join(f":{source} {command} {target} :{piece}\r\n".encode()
+        head = render_tags(tags) if tags else b""
+        return b"".join(head + f":{source} {command} {target} :{piece}\r\n".encode()
                         for piece in split_text(text, budget))
 
     def _names(self, channel: str, members: list[str]) -> None:
@@ -300,6 +401,7 @@ class IrcSession(ChatMember):
                         self.caps.discard(cap[1:])
                     else:
                         self.caps.add(cap)
+                self._set_door()
                 self.send_reply(line("CAP", who, "ACK", wanted, source=self.host))
             else:
                 self.send_reply(line("CAP", who, "NAK", wanted, source=self.host))
@@ -457,7 +559,8 @@ class IrcSession(ChatMember):
             extra = () if reason is None else (reason,)
             self.send_reply(line("PART", channel_of(room), *extra, source=self._mask(self.nick)))
 
-    def irc_privmsg(self, params: tuple[str, ...], notice: bool = False) -> None:
+    def irc_privmsg(self, params: tuple[str, ...], notice: bool = False,
+                    client_tags: dict[str, str] | None = None) -> None:
         command = "NOTICE" if notice else "PRIVMSG"
         if not params:
             if not notice:
@@ -471,30 +574,77 @@ class IrcSession(ChatMember):
         size = len(text.encode())
         for target in params[0].split(","):
             if target[:1] in ("#", "&"):
-                name = room_of(target)
-                joined = self._joined_folded(name) if name is not None else None
+                joined = self._channel_joined(target, notice)
                 if joined is None:
-                    if not notice:
-                        self._numeric("404", target, "Cannot send to channel")
                     continue
                 if size > text_budget(command, channel_of(joined), source=self._mask(self.nick)):
                     # Relayed with its source it would pass 512 bytes (modern: 417).
                     self._numeric("417", "Input line was too long")
                     continue
-                self._says = self.server.publish(self.rooms[joined], self, text, None, notice)
+                self._says = self.server.publish(self.rooms[joined], self, text, None, notice,
+                                                 client_tags or None)
             else:
                 if size > text_budget(command, target, source=self._mask(self.nick)):
                     self._numeric("417", "Input line was too long")
                     continue
                 self._await_says()
                 try:
-                    self.server.whisper(self, target, text, notice)
+                    whisper = self.server.whisper(self, target, text, notice, client_tags or None)
                 except RequestError:
                     if not notice:
                         self._numeric("401", target, "No such nick/channel")
+                    continue
+                if "echo-message" in self.caps:
+                    recipient = self.server.find(target)
+                    self.send_reply(self.render(whisper, recipient.nick if recipient else target))
 
-    def irc_notice(self, params: tuple[str, ...]) -> None:
-        self.irc_privmsg(params, notice=True)
+    def irc_notice(self, params: tuple[str, ...],
+                   client_tags: dict[str, str] | None = None) -> None:
+        self.irc_privmsg(params, notice=True, client_tags=client_tags)
+
+    def irc_tagmsg(self, params: tuple[str, ...],
+                   client_tags: dict[str, str] | None = None) -> None:
+        """message-tags: only tags, relayed to the IRC users who accept tags; not a
+        gchat message (no text, not stored, no seq)."""
+        if not params:
+            self._numeric("461", "TAGMSG", "Not enough parameters")
+            return
+        for target in params[0].split(","):
+            event = ChatEvent.of({"op": "tagmsg", "from": self.nick, "to": target,
+                                  "ts": int(time.time() * 1000)})
+            event.tags = client_tags or None
+            if target[:1] in ("#", "&"):
+                joined = self._channel_joined(target, False)
+                if joined is None:
+                    continue
+                rendered: dict[str, bytes] = {}
+                for member in list(self.rooms[joined].members.values()):
+                    if member is not self and isinstance(member, IrcSession) \
+                            and "message-tags" in member.caps:
+                        data = rendered.get(member.door)
+                        if data is None:
+                            data = rendered[member.door] = member.render(
+                                event, channel_of(joined))
+                        member.send(data)
+                echo_target = channel_of(joined)
+            else:
+                recipient = self.server.find(target)
+                if recipient is None:
+                    self._numeric("401", target, "No such nick/channel")
+                    continue
+                if isinstance(recipient, IrcSession) and "message-tags" in recipient.caps:
+                    recipient.send(recipient.render(event, target))
+                echo_target = target
+            if "echo-message" in self.caps:
+                self.send_reply(self.render(event, echo_target))
+
+    def _channel_joined(self, channel: str, quiet: bool) -> str | None:
+        """The joined room `channel` names, or None (and 404 unless `quiet`)."""
+        name = room_of(channel)
+        joined = self._joined_folded(name) if name is not None else None
+        if joined is None and not quiet:
+            self._numeric("404", channel, "Cannot send to channel")
+        return joined
 
     def irc_names(self, params: tuple[str, ...]) -> None:
         if not params:

@@ -255,13 +255,17 @@ def test_tags_repeated_keys_and_empty_items():
     (b": PING", "the line has an empty source"),
     (b":src  ", "the line has no command"),
     (b"   ", "the line has no command"),
-    (b"12 x", "bad command '12'"),
-    (b"1234", "bad command '1234'"),
-    (b"PRIV1MSG #a", "bad command 'PRIV1MSG'"),
     ("ÉTÉ x".encode(), "bad command 'ÉTÉ'"),
+    (b"PRIV.MSG #a", "bad command 'PRIV.MSG'"),
 ])
 def test_malformed_lines(raw, detail):
     assert parse(raw) == BadLine("malformed", detail)
+
+
+def test_a_command_no_server_knows_still_parses_so_it_can_get_421():
+    for raw, command in [(b"12 x", "12"), (b"NONEXISTENT_COMMAND", "NONEXISTENT_COMMAND"),
+                         (b"priv1msg #a", "PRIV1MSG")]:
+        assert parse(raw).command == command
 
 
 def test_nul_cr_lf_are_bad_lines_that_keep_the_command_and_tags():
@@ -306,7 +310,7 @@ def test_render_examples(message, raw):
     {"command": "PRIVMSG", "params": (":a", "x")},
     {"command": "PRIVMSG", "params": ("a\0", "x")},
     {"command": "PRIV MSG", "params": ()},
-    {"command": "12", "params": ()},
+    {"command": "PRIV.MSG", "params": ()},
     {"command": "", "params": ()},
     {"command": "X", "params": tuple("abcdefghijklmnop")},
     {"command": "X", "params": (), "source": ""},

@@ -87,8 +87,9 @@ def test_registration_welcomes_with_the_numerics_clients_need(irc):
     open_irc, _ = irc
     bob = open_irc()
     bob.send("CAP LS 302", "NICK bob", "USER bob 0 * :Bob")
-    assert bob.recv() == Message("CAP", ("*", "LS", "multi-prefix userhost-in-names"),
-                                 source="irc.test")
+    assert bob.recv() == Message("CAP", ("*", "LS", "batch echo-message labeled-response "
+                                         "message-tags multi-prefix server-time "
+                                         "userhost-in-names"), source="irc.test")
     bob.send("CAP END")
     got = bob.until("422")
     assert [m.command for m in got] == ["001", "002", "003", "004", "005", "005", "422"]
@@ -248,3 +249,37 @@ def test_part_and_quit_reasons_reach_irc_users_and_notices_stay_notices(irc):
     carol.until("366")
     carol.send("QUIT :gone fishing")
     assert bob.until("QUIT")[-1].params == ("Quit: gone fishing",)
+
+
+def test_ircv3_echo_time_msgid_tags_and_labels(irc):
+    open_irc, open_json = irc
+    alice = open_json("alice")
+    alice.join("#v3")
+    bob, carol, dave = open_irc(), open_irc(), open_irc("dave")  # dave asks for nothing
+    for client, nick in ((bob, "bob"), (carol, "carol")):
+        client.send("CAP LS 302", "CAP REQ :echo-message server-time message-tags batch "
+                    "labeled-response", f"NICK {nick}", f"USER {nick} 0 * :{nick}", "CAP END")
+        client.until("422")
+    for client in (bob, carol, dave):
+        client.send("JOIN #v3")
+        client.until("366")
+        client.sync()
+    bob.send("@label=L1;+draft/react=yes PRIVMSG #v3 :tagged")
+    echo = bob.until("PRIVMSG")[-1]  # echo-message: its own message, labeled
+    assert echo.tags["label"] == "L1" and echo.tags["+draft/react"] == "yes"
+    got = carol.until("PRIVMSG")[-1]
+    assert got.params == ("#v3", "tagged") and "label" not in got.tags
+    assert got.tags["msgid"] == echo.tags["msgid"] == "#v3:1"
+    assert got.tags["time"].endswith("Z") and got.tags["+draft/react"] == "yes"
+    assert dave.until("PRIVMSG")[-1].tags == {}  # no capability: no tags
+    assert alice.recv_until(lambda f: f.get("op") == "msg")[-1]["text"] == "tagged"
+    bob.send("@+typing=active TAGMSG #v3")
+    assert carol.until("TAGMSG")[-1].tags["+typing"] == "active"
+    assert [m.command for m in dave.sync()] == []  # no message-tags: no TAGMSG
+    assert bob.until("TAGMSG")[-1].tags["+typing"] == "active"  # its echo
+    bob.send("@label=L2 PONG x")
+    assert bob.recv() == Message("ACK", (), source="irc.test", tags={"label": "L2"})
+    bob.send("@label=L3 JOIN #other")
+    lines = bob.until("BATCH") + bob.until("BATCH")
+    assert lines[0].tags == {"label": "L3"} and lines[0].params[1] == "labeled-response"
+    assert [m.command for m in lines[1:]] == ["JOIN", "353", "366", "BATCH"]
