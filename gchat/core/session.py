@@ -91,12 +91,49 @@ class Session:
     Connector calls `start(sock)`, which runs the reader in a new greenlet.
     """
 
-    session_id: int = 0
-    peer: Any = None
     # Sessions of one door render a broadcast event to the same bytes (see room.py).
     door: str = "bytes"
 
+    # Slots: a server holds tens of thousands of idle sessions (docs/benchmarks.md, idle).
+    # Subclasses add their own attributes in a dict of their own.
+    __slots__ = (
+        "__dict__",
+        "_accepting",
+        "_backlogged",
+        "_closed",
+        "_direct",
+        "_dirty",
+        "_drained",
+        "_flusher",
+        "_framer",
+        "_high_frames",
+        "_linger",
+        "_max_bytes",
+        "_max_frames",
+        "_pace_since",
+        "_pace_spent",
+        "_queue",
+        "_replies",
+        "_reply_bytes",
+        "_sock",
+        "_state",
+        "_watcher",
+        "_writing",
+        "_written_total",
+        "disconnect_reason",
+        "high_water_bytes",
+        "last_activity",
+        "limits",
+        "peer",
+        "queued_bytes",
+        "queued_frames",
+        "reads_paused",
+        "session_id",
+    )
+
     def __init__(self, *, limits: SessionLimits | None = None) -> None:
+        self.session_id = 0  # given by the Listener (or whoever runs the session)
+        self.peer: Any = None
         self.limits = limits or SessionLimits()
         self.last_activity = monotonic()
         self.disconnect_reason: str | None = None
@@ -123,13 +160,13 @@ class Session:
         self._backlogged = False  # on the Flusher's backlog
         self._pace_since = self._pace_spent = 0.0  # this PACE_WINDOW, and the time it was paced for
         self._written_total = 0  # bytes ever written: a reply's end is an offset in that stream
-        self._replies: deque[tuple[int, int]] = deque()  # (end offset, size) of queued replies
+        # (end offset, size) of each queued reply, made when the first is queued
+        self._replies: deque[tuple[int, int]] | None = None
         self._reply_bytes = 0  # the sizes in _replies, summed
         # True while the owner does not read the peer's requests (its queue is full of
         # what the peer asked for): bytes written then count as activity (idle timeout).
         self.reads_paused = False
-        self._drained = Event()  # set while the queue is below the high-water mark
-        self._drained.set()
+        self._drained: Event | None = None  # made by the first wait_drained; set on progress
 
     # -- hooks: no-op defaults, overridden by client and server sessions ---------
 
@@ -236,10 +273,10 @@ class Session:
             return
         self._state = _CLOSING
         self._accepting = False
-        self._drained.set()  # nobody waits for a closing session
+        self._wake_drain_waiters()  # nobody waits for a closing session
         self.disconnect_reason = reason
         if discard:
-            self._replies.clear()
+            self._replies = None
             self._reply_bytes = 0
             self.queued_bytes -= sum(map(len, self._queue))
             self.queued_frames -= len(self._queue)
@@ -258,7 +295,7 @@ class Session:
         if self._state is _OPEN:
             self._state = _CLOSING
             self._accepting = False
-            self._drained.set()
+            self._wake_drain_waiters()
             self.disconnect_reason = reason
             self._notify_disconnected(reason)
         self._close_socket()
@@ -278,10 +315,10 @@ class Session:
         if self._linger is not None and self._linger is not current:
             self._linger.kill(block=False)
         self._queue = []
-        self._replies.clear()
+        self._replies = None
         self._reply_bytes = 0
         self.queued_bytes = self.queued_frames = 0
-        self._drained.set()
+        self._wake_drain_waiters()
         if self._watcher is not None:
             self._watcher.stop()  # before the fd is closed, and maybe reused
             self._watcher.close()
@@ -303,10 +340,21 @@ class Session:
         """
         if not self._accepting:
             return False
+        if self.queued_bytes >= self.high_water_bytes or self.queued_frames >= self._high_frames:
+            return self._send_past_high_water(data)
+        # The common case, once per member per message: as few steps as possible.
+        self._queue.append(data)
+        self.queued_bytes += len(data)
+        self.queued_frames += 1
+        if not self._dirty:  # _schedule_flush, inlined
+            self._dirty = True
+            self._flusher.add(self)
+        return True
+
+    def _send_past_high_water(self, data: bytes) -> bool:
         # PROTOCOL.md 7, queue bound: accept while the queue holds fewer than the
         # limits *before* this frame (replies not counted).
-        if (self.queued_bytes >= self._max_bytes and self.counted_bytes() >= self._max_bytes) \
-                or self.queued_frames >= self._max_frames:
+        if self.counted_bytes() >= self._max_bytes or self.queued_frames >= self._max_frames:
             self._accepting = False
             # Close in a greenlet of its own, not here: the caller may be iterating
             # over a room's members, and closing changes rooms.
@@ -315,16 +363,12 @@ class Session:
         self._queue.append(data)
         self.queued_bytes += len(data)
         self.queued_frames += 1
-        if not self._dirty:  # _schedule_flush, inlined: this runs once per member per message
-            self._dirty = True
-            self._flusher.add(self)
-        if (self.queued_bytes >= self.high_water_bytes
-                and self.counted_bytes() >= self.high_water_bytes) \
-                or self.queued_frames >= self._high_frames:
-            self._drained.clear()
-            if self._flusher.delivering and not self._backlogged:
-                self._backlogged = True
-                self._flusher.backlog.append(self)
+        self._schedule_flush()
+        # Past half the bound while a burst is delivered: the deliverer paces for it.
+        if (self.counted_bytes() >= self.high_water_bytes or self.queued_frames >= self._high_frames) \
+                and self._flusher.delivering and not self._backlogged:
+            self._backlogged = True
+            self._flusher.backlog.append(self)
         return True
 
     def send_reply(self, data: bytes) -> bool:
@@ -335,6 +379,8 @@ class Session:
         self._queue.append(data)
         self.queued_bytes += len(data)
         self.queued_frames += 1
+        if self._replies is None:
+            self._replies = deque()
         self._replies.append((self._written_total + self.queued_bytes, len(data)))
         self._reply_bytes += len(data)
         self._schedule_flush()
@@ -343,6 +389,8 @@ class Session:
     def counted_bytes(self) -> int:
         """Queued bytes that count against the bound: all but unwritten replies."""
         replies = self._replies
+        if not replies:
+            return self.queued_bytes
         written = self._written_total
         while replies and replies[0][0] <= written:
             self._reply_bytes -= replies.popleft()[1]
@@ -360,6 +408,8 @@ class Session:
             while self._accepting and (
                     self.queued_frames >= self._high_frames
                     or (self.queued_bytes if replies else self.counted_bytes()) >= mark):
+                if self._drained is None:
+                    self._drained = Event()
                 self._drained.clear()
                 self._drained.wait()
             return True
@@ -382,6 +432,10 @@ class Session:
                 break
             now = monotonic()
         self._pace_spent += monotonic() - start
+
+    def _wake_drain_waiters(self) -> None:
+        if self._drained is not None:
+            self._drained.set()
 
     def _schedule_flush(self) -> None:
         if not self._dirty:
@@ -432,10 +486,13 @@ class Session:
         self._written_total += nbytes
         self.queued_bytes = max(0, self.queued_bytes - nbytes)
         replies = self._replies
-        while replies and replies[0][0] <= self._written_total:  # written whole: forget it
-            self._reply_bytes -= replies.popleft()[1]
+        if replies is not None:
+            while replies and replies[0][0] <= self._written_total:  # written whole: forget it
+                self._reply_bytes -= replies.popleft()[1]
+            if not replies:
+                self._replies = None  # idle sessions keep no deque
         self.queued_frames = max(0, self.queued_frames - frames)
-        if not self._drained.is_set():
+        if self._drained is not None:
             self._drained.set()  # waiters check their own mark
         if self.reads_paused:
             self.last_activity = monotonic()

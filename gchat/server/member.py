@@ -26,6 +26,13 @@ __all__ = ["ChatMember"]
 class ChatMember(Session):
     """A connection of any door: its nick (once registered), rooms and rate limit."""
 
+    # What an IRC user told USER, AWAY and QUIT: class defaults, so that sessions of
+    # other doors spend no memory on them (the nick stands in for the names).
+    username: str | None = None
+    realname: str | None = None
+    away: str | None = None
+    quit_reason: str | None = None  # shown on IRC only
+
     def __init__(self, server: ChatServer) -> None:
         super().__init__(limits=server.session_limits)
         self.server = server
@@ -33,11 +40,6 @@ class ChatMember(Session):
         self.rooms: dict[str, ChatRoom] = {}
         self.bucket = TokenBucket(server.settings.rate, server.settings.burst, monotonic())
         self.pinged_for = -1.0  # the last_activity a ping was sent for
-        # What an IRC user told USER; other doors have no such names: the nick stands in.
-        self.username: str | None = None
-        self.realname: str | None = None
-        self.away: str | None = None
-        self.quit_reason: str | None = None  # an IRC user's QUIT reason, shown on IRC only
         self._says: Batch[Any] | None = None  # the batch of this session's latest say
 
     def on_disconnected(self, reason: str) -> None:

@@ -204,6 +204,6 @@ def test_replies_are_outside_the_bound_and_leave_nothing_behind_once_written(pai
         while len(received) < len(reply) + 6 + 30_000:
             received += theirs.recv(65536)
     # Nothing of 10,001 written replies is kept (a soak found each one kept for ever).
-    assert len(session._replies) == 0
+    assert not session._replies
     assert session.queued_bytes == 0 and session.counted_bytes() == 0
     session.disconnect()
