@@ -1,41 +1,11 @@
 """The IRC gateway: gchat spoken as IRC (issue 13, ../shared/IRC.md).
 
-`codec` is the pure line codec (bytes in, messages out; messages in, bytes out).
-Importing this package never monkey-patches anything and imports neither socket nor gevent.
+`codec` is the pure line codec (bytes in, messages out; messages in, bytes out); the
+door itself, a session on the chat state, is gchat/server/irc.py. Importing this
+package never monkey-patches anything and imports neither socket nor gevent.
 """
 
-from .codec import (
-    CLIENT_TAGS_MAX,
-    MAX_LINE,
-    MAX_PARAMS,
-    TAGS_MAX,
-    BadLine,
-    IrcFramer,
-    Message,
-    casefold_ascii,
-    line,
-    parse,
-    render,
-    render_tags,
-    split_text,
-    text_budget,
-    text_line,
-)
+from . import codec
+from .codec import *  # noqa: F403  # the codec's public names are the package's
 
-__all__ = [
-    "CLIENT_TAGS_MAX",
-    "MAX_LINE",
-    "MAX_PARAMS",
-    "TAGS_MAX",
-    "BadLine",
-    "IrcFramer",
-    "Message",
-    "casefold_ascii",
-    "line",
-    "parse",
-    "render",
-    "render_tags",
-    "split_text",
-    "text_budget",
-    "text_line",
-]
+__all__ = codec.__all__
