@@ -104,11 +104,18 @@ class ChatServer:
         # What each listener's sessions get at shutdown (their door's bye).
         self._goodbyes = [_BYE_SHUTDOWN] * len(self.listeners)
         self.irc_listener: Listener | None = None
+        irc_common = {**common, "reject": _IRC_FULL}
         if settings.irc_port:
-            irc_common = {**common, "reject": _IRC_FULL}
             self.irc_listener = Listener(settings.host, settings.irc_port,
                                          lambda: IrcSession(self), **irc_common)
             self.listeners.append(self.irc_listener)
+            self._goodbyes.append(_IRC_SHUTDOWN)
+        self.irc_tls_listener: Listener | None = None
+        if settings.irc_tls_port is not None:
+            self.irc_tls_listener = Listener(settings.host, settings.irc_tls_port,
+                                             lambda: IrcSession(self),
+                                             ssl_context=self._tls_context(), **irc_common)
+            self.listeners.append(self.irc_tls_listener)
             self._goodbyes.append(_IRC_SHUTDOWN)
         self._sweeper: gevent.Greenlet | None = None
         self._shutdown: gevent.Greenlet | None = None

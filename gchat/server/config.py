@@ -33,6 +33,8 @@ class Settings:
     tls_cert: str | None = _opt(None, "PEM certificate chain for TLS.")
     tls_key: str | None = _opt(None, "PEM private key for TLS.")
     irc_port: int = _opt(6667, "IRC port on --host (0: no IRC).")
+    irc_tls_port: int | None = _opt(None, "Also serve IRC with TLS on this port (needs --tls-cert "
+                                    "and --tls-key).")
     irc_name: str | None = _opt(None, "The server name IRC clients see [default: the host name, "
                                 "or gchat].")
     token: str | None = _opt(None, "Require this token in hello (prefer GCHAT_TOKEN: flags show in ps).")
@@ -90,6 +92,8 @@ class Settings:
                               f"not {self.irc_name!r}")
         if self.tls_port is not None and not (self.tls_cert and self.tls_key):
             raise ConfigError("--tls-port needs --tls-cert and --tls-key")
+        if self.irc_tls_port is not None and not (self.tls_cert and self.tls_key):
+            raise ConfigError("--irc-tls-port needs --tls-cert and --tls-key")
         if self.store != "memory" and not (self.store.startswith("sqlite:") and self.store_path):
             raise ConfigError(f"--store must be memory or sqlite:PATH, not {self.store!r}")
         if self.store_sync not in ("full", "normal"):

@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import socket
+import ssl
 
 import gevent
 import pytest
 from gevent import socket as gsocket
+from gevent import ssl as gssl
 
 from gchat.irc.codec import Message, parse
 from tests.rawclient import Client
@@ -21,8 +23,8 @@ def free_port() -> int:
 class IrcClient:
     """A raw IRC client: lines out, parsed messages in; every read has a timeout."""
 
-    def __init__(self, port: int) -> None:
-        self.sock = gsocket.create_connection(("127.0.0.1", port), timeout=5)
+    def __init__(self, port: int, sock: socket.socket | None = None) -> None:
+        self.sock = sock or gsocket.create_connection(("127.0.0.1", port), timeout=5)
         self.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)  # as irctest does
         self.buffer = b""
         self.seen: list[Message] = []
@@ -283,3 +285,17 @@ def test_ircv3_echo_time_msgid_tags_and_labels(irc):
     lines = bob.until("BATCH") + bob.until("BATCH")
     assert lines[0].tags == {"label": "L3"} and lines[0].params[1] == "labeled-response"
     assert [m.command for m in lines[1:]] == ["JOIN", "353", "366", "BATCH"]
+
+
+def test_irc_over_tls_on_its_own_port(make_server, certificate):
+    cert, key = certificate
+    server = make_server(irc_tls_port=0, tls_cert=str(cert), tls_key=str(key),
+                         irc_name="irc.test")
+    port = server.irc_tls_listener.address[1]
+    context = gssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+    context.load_verify_locations(str(cert))
+    raw = gsocket.create_connection(("127.0.0.1", port), timeout=5)
+    client = IrcClient(port, context.wrap_socket(raw, server_hostname="127.0.0.1"))
+    assert client.register("secure")[0].params[0] == "secure"
+    client.send("JOIN #tls")
+    assert client.until("366")[0] == Message("JOIN", ("#tls",), source="secure!secure@irc.test")
