@@ -25,6 +25,7 @@ import itertools
 import logging
 import re
 import time
+from collections.abc import Callable
 from time import monotonic
 from typing import TYPE_CHECKING, Any
 
@@ -58,6 +59,7 @@ log = logging.getLogger(__name__)
 VERSION = "gchat-irc-0.1"
 EXCESS_FLOOD = 10.0  # seconds of fake lag owed before a flooding client is cut off
 USERLEN = 16  # the longest user name kept from USER
+LIST_MAX = 10_000  # the most rooms one LIST looks at
 # Offered capabilities (IRCv3): only those whose irctest cases pass.
 CAPS = frozenset({"batch", "echo-message", "labeled-response", "message-tags", "multi-prefix",
                   "server-time", "userhost-in-names"})
@@ -85,6 +87,18 @@ def room_of(channel: str) -> str | None:
 
 class _Once(bytes):
     """A QUIT or NICK line: sent to a member once, however many rooms it shares."""
+
+
+def _list_test(condition: str) -> Callable[[str, int], bool]:
+    """One ELIST condition: `>n` or `<n` members (U), `!mask` (N), or a mask (M)."""
+    if condition[:1] in (">", "<") and condition[1:].isdigit():
+        count = int(condition[1:])
+        if condition[0] == ">":
+            return lambda channel, members: members > count
+        return lambda channel, members: members < count
+    negate = condition.startswith("!")
+    pattern = re.compile(fnmatch.translate(casefold_ascii(condition.removeprefix("!"))))
+    return lambda channel, members: bool(pattern.match(casefold_ascii(channel))) != negate
 
 
 def _without_tags(data: bytes) -> bytes:
@@ -487,7 +501,7 @@ class IrcSession(ChatMember):
                   f"LINELEN={MAX_LINE}", "UTF8ONLY", "NETWORK=gchat", "CHANMODES=,,,n",
                   f"MAXCHANNELS={settings.max_rooms}", f"CHANLIMIT=#&:{settings.max_rooms}",
                   "PREFIX=", "MODES=0", f"USERLEN={USERLEN}",
-                  "TARGMAX=JOIN:,PART:,NAMES:,WHOIS:1,PRIVMSG:4,NOTICE:4"]
+                  "TARGMAX=JOIN:,PART:,NAMES:,WHOIS:1,PRIVMSG:4,NOTICE:4", "ELIST=MNU"]
         for start in range(0, len(tokens), 12):  # 15 parameters at most per line
             self._numeric("005", *tokens[start:start + 12], "are supported by this server")
         self._numeric("422", "MOTD File is missing")
@@ -697,10 +711,23 @@ class IrcSession(ChatMember):
         self._numeric("318", target, "End of /WHOIS list")
 
     def irc_list(self, params: tuple[str, ...]) -> None:
+        """LIST, with the ELIST=MNU filters: masks, `!mask`, `>n` and `<n` members.
+        Rooms are read a page at a time, yielding between pages, and at most
+        LIST_MAX of them, so a LIST costs the loop what one `rooms` page does."""
+        tests = [_list_test(condition) for condition in params[0].split(",")] \
+            if params and params[0] else []
         self._numeric("321", "Channel", "Users  Name")
-        rooms, _ = self.server.room_list(None, 1000)
-        for room in rooms:
-            self._numeric("322", channel_of(room["room"]), str(room["members"]), "")
+        after, seen, more = None, 0, True
+        while more and seen < LIST_MAX:
+            rooms, more = self.server.room_list(after, 1000)
+            for room in rooms:
+                channel = channel_of(room["room"])
+                if all(test(channel, room["members"]) for test in tests):
+                    self._numeric("322", channel, str(room["members"]), "")
+            seen += len(rooms)
+            after = rooms[-1]["room"] if rooms else None
+            if more:
+                gevent.sleep(0)
         self._numeric("323", "End of /LIST")
 
     def irc_topic(self, params: tuple[str, ...]) -> None:

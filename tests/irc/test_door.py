@@ -299,3 +299,23 @@ def test_irc_over_tls_on_its_own_port(make_server, certificate):
     assert client.register("secure")[0].params[0] == "secure"
     client.send("JOIN #tls")
     assert client.until("366")[0] == Message("JOIN", ("#tls",), source="secure!secure@irc.test")
+
+
+def test_list_filters_by_mask_negated_mask_and_member_count(irc):
+    open_irc, open_json = irc
+    alice = open_json("alice")
+    for room in ("#chan1", "#chan2", "plain"):
+        alice.join(room)
+    bob = open_irc("bob")
+    bob.send("JOIN #chan2")
+    bob.until("366")
+
+    def listed(query: str) -> set[str]:
+        bob.send(f"LIST {query}".strip())
+        return {m.params[1] for m in bob.until("323") if m.command == "322"}
+
+    assert listed("") == {"#chan1", "#chan2", "&plain"}
+    assert listed("*an1") == {"#chan1"}
+    assert listed("!#c*") == {"&plain"}
+    assert listed(">1") == {"#chan2"}
+    assert listed("#CH*,<2") == {"#chan1"}
