@@ -11,7 +11,7 @@ from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 
 from .load import main as load_main
 from .report import print_table, save_json, write_chart
-from .runner import ROOT, SCALES, SERVERS, BenchFailed, BenchRun, run_scenario
+from .runner import ROOT, SCALES, SERVERS, TRANSPORTS, BenchFailed, BenchRun, run_scenario
 
 __all__ = ["main"]
 
@@ -38,45 +38,56 @@ def main() -> None:
               help="gchat's history store.")
 @click.option("--results", type=click.Path(file_okay=False, path_type=Path),
               default=ROOT / "bench" / "results", show_default=True, help="Where to write the JSON.")
+@click.option("--transport", "transports", multiple=True, type=click.Choice(TRANSPORTS),
+              help="The subscribers' door (repeatable; each scenario and server runs once per "
+                   "transport): json, or irc (gchat's IRC port; publishers stay JSON; the "
+                   "baselines are skipped) [default: json].")
 @click.option("--server-arg", "server_args", multiple=True,
               help="Extra flag for gchat (repeatable), e.g. --server-arg=--gc-interval=0.")
 @click.option("--profile", is_flag=True,
               help="Run each server under py-spy; flame graphs go next to the JSON.")
 def run(scenarios: tuple[str, ...], servers: tuple[str, ...], duration: float, procs: int,
-        scale: str, store: str, results: Path, server_args: tuple[str, ...], profile: bool) -> None:
+        scale: str, store: str, results: Path, transports: tuple[str, ...],
+        server_args: tuple[str, ...], profile: bool) -> None:
     """Run the scenarios; print a table and write one JSON file."""
     scenarios = scenarios or SCENARIO_NAMES
     servers = servers or ("gchat",)
+    transports = tuple(dict.fromkeys(transports)) or ("json",)
     runs: list[BenchRun] = []
     columns = (TextColumn("{task.description}"), BarColumn(), TextColumn("{task.completed}/{task.total}"),
                TimeElapsedColumn())
     with Progress(*columns, transient=True) as progress:
-        task = progress.add_task("starting", total=len(scenarios) * len(servers))
+        task = progress.add_task("starting", total=len(scenarios) * len(servers) * len(transports))
         for scenario in scenarios:
             for server in servers:
-                progress.update(task, description=f"{scenario} on {server}")
-                try:
-                    flame = results / f"{scenario}-{server}.svg" if profile else None
-                    if flame:
-                        results.mkdir(parents=True, exist_ok=True)
-                    runs.append(run_scenario(server, scenario, SCALES[scale][scenario],
-                                             duration=duration, procs=procs, store=store, profile=flame,
-                                             server_args=server_args))
-                except BenchFailed as exc:
-                    # Still a row (and an entry in the JSON): the table says what failed.
-                    runs.append(BenchRun(server, scenario, SCALES[scale][scenario], duration, procs,
-                                         status="failed", detail=str(exc)))
-                progress.advance(task)
+                for transport in transports:  # one after the other: JSON and IRC side by side
+                    suffix = "" if transport == "json" else f"-{transport}"
+                    progress.update(task, description=f"{scenario} on {server}{suffix}")
+                    try:
+                        flame = results / f"{scenario}-{server}{suffix}.svg" if profile else None
+                        if flame:
+                            results.mkdir(parents=True, exist_ok=True)
+                        runs.append(run_scenario(server, scenario, SCALES[scale][scenario],
+                                                 duration=duration, procs=procs, store=store,
+                                                 profile=flame, server_args=server_args,
+                                                 transport=transport))
+                    except BenchFailed as exc:
+                        # Still a row (and an entry in the JSON): the table says what failed.
+                        runs.append(BenchRun(server, scenario, SCALES[scale][scenario], duration,
+                                             procs, status="failed", detail=str(exc),
+                                             transport=transport))
+                    progress.advance(task)
     print_table(runs)
     path = save_json(runs, results, shlex.join(["gchat-bench", *sys.argv[1:]]))
     click.echo(f"results: {path}")
     for bench_run in runs:
         if bench_run.figures.get("load_cpu_pct", 0) >= 90:
-            click.echo(f"note: the load of {bench_run.scenario} on {bench_run.server} used "
+            click.echo(f"note: the load of {bench_run.label} used "
                        f"{bench_run.figures['load_cpu_pct']}% of a core: it may measure itself; "
                        "try more --procs", err=True)
-    # A baseline that cannot keep up (or breaks) is a result; gchat's own failure fails the run.
-    failed = [f"{r.scenario} on {r.server} {r.status}: {r.detail}" for r in runs
+    # A baseline that cannot keep up (or breaks, or has no IRC door) is a result; gchat's
+    # own failure fails the run.
+    failed = [f"{r.label} {r.status}: {r.detail}" for r in runs
               if r.status != "ok" and (r.server == "gchat" or r.server.startswith("gchat-"))]
     if failed:
         raise click.ClickException("gchat did not complete: " + "; ".join(failed))

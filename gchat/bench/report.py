@@ -21,8 +21,8 @@ __all__ = ["machine", "print_table", "save_json", "write_chart"]
 # (figure key, column title) in the order the table shows them
 COLUMNS = [
     ("deliveries_per_s", "deliveries/s"), ("says_per_s", "says/s"), ("p50_ms", "p50 ms"),
-    ("p99_ms", "p99 ms"), ("p999_ms", "p99.9 ms"), ("lost", "lost"), ("register_s", "register s"),
-    ("rss_per_session_kib", "KiB/session"), ("server_cpu_pct", "server CPU %"),
+    ("p99_ms", "p99 ms"), ("p999_ms", "p99.9 ms"), ("lost", "lost"), ("seq_gaps", "seq gaps"),
+    ("register_s", "register s"), ("rss_per_session_kib", "KiB/session"), ("server_cpu_pct", "server CPU %"),
     ("load_cpu_pct", "load CPU %"), ("other_cpu_pct", "other CPU %"),
 ]
 
@@ -52,7 +52,7 @@ def _cell(value: Any) -> str:
 
 
 def print_table(runs: list[BenchRun], console: Console | None = None) -> None:
-    """One row per server and scenario, the columns any of them has."""
+    """One row per scenario, server and transport, the columns any of them has."""
     console = console or Console()
     if not console.is_terminal:
         console = Console(width=200)  # a log or a pipe: never squeeze the figures
@@ -61,6 +61,7 @@ def print_table(runs: list[BenchRun], console: Console | None = None) -> None:
     table = Table(title="gchat benchmark")
     table.add_column("scenario")
     table.add_column("server")
+    table.add_column("transport")  # the subscribers' door
     for _, title in present:
         table.add_column(title, justify="right")
     if notes:
@@ -69,7 +70,7 @@ def print_table(runs: list[BenchRun], console: Console | None = None) -> None:
         cells: list[str | Text] = [_cell(run.figures.get(key)) for key, _ in present]
         if notes:
             cells.append(_result(run))
-        table.add_row(run.scenario, run.server, *cells)
+        table.add_row(run.scenario, run.server, run.transport, *cells)
     console.print(table)
 
 
@@ -78,7 +79,7 @@ def _result(run: BenchRun) -> Text:
     (Text, not markup: a detail may hold brackets.)"""
     if run.status == "ok":
         return Text("")
-    style = "bold yellow" if run.status == "timed out" else "bold red"
+    style = {"timed out": "bold yellow", "skipped": "dim"}.get(run.status, "bold red")
     return Text.assemble((run.status, style), f": {run.detail}")
 
 
@@ -106,10 +107,11 @@ def write_chart(result_file: Path, output: Path) -> None:
               ("idle", "rss_per_session_kib", "idle: KiB per session")]
     figure, axes = plt.subplots(1, len(panels), figsize=(4.2 * len(panels), 3.6))
     for axis, (scenario, key, title) in zip(axes, panels, strict=False):
-        rows = [(run["server"], run["figures"].get(key)) for run in runs if run["scenario"] == scenario]
+        rows = [(run["server"] + ("/irc" if run.get("transport") == "irc" else ""),
+                 run["figures"].get(key)) for run in runs if run["scenario"] == scenario]
         rows = [(server, value) for server, value in rows if value is not None]
         axis.bar([server for server, _ in rows], [value for _, value in rows],
-                 color=["#d62728" if server == "gchat" else "#7f7f7f" for server, _ in rows])
+                 color=["#d62728" if server in ("gchat", "gchat/irc") else "#7f7f7f" for server, _ in rows])
         axis.set_title(title, fontsize=10)
         if key.endswith("_ms"):
             axis.set_yscale("log")  # an overloaded server is seconds behind, the rest milliseconds

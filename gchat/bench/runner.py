@@ -13,6 +13,10 @@ REPLY_TIMEOUT while measuring), the run is marked "timed out" with how far it go
 the other servers go on. The setup timeout is load.SETUP_TIMEOUT (30 s per session);
 the environment variable GCHAT_BENCH_SETUP_TIMEOUT (seconds) overrides it, for tests
 that need a server which cannot keep up.
+
+The transport ("json" or "irc") is the subscribers' door (see load.py): with "irc",
+each gchat node also serves IRC on a free port, and the load's subscribers use it.
+The baselines speak only JSON: an "irc" run of one is a "skipped" row, not a figure.
 """
 
 from __future__ import annotations
@@ -33,9 +37,9 @@ import gevent
 from gevent import subprocess
 
 from ..errors import GchatError
-from .load import SETUP_TIMEOUT
+from .load import SETUP_TIMEOUT, TRANSPORTS
 
-__all__ = ["SCALES", "SERVERS", "BenchRun", "run_scenario"]
+__all__ = ["SCALES", "SERVERS", "TRANSPORTS", "BenchRun", "run_scenario", "speaks_irc"]
 
 ROOT = Path(__file__).resolve().parents[2]
 BASELINES = ROOT / "bench" / "baselines"
@@ -75,8 +79,19 @@ class BenchRun:
     duration: float
     procs: int
     figures: dict[str, Any] = field(default_factory=dict)
-    status: str = "ok"  # or "timed out" (the server did not keep up) or "failed"
+    status: str = "ok"  # or "timed out" (the server did not keep up), "failed" or "skipped"
     detail: str = ""  # when not ok, one line: how far it got, or why it failed
+    transport: str = "json"  # the subscribers' door: "json" or "irc"
+
+    @property
+    def label(self) -> str:
+        """How the run is named in messages: the scenario, the server, an IRC transport."""
+        return f"{self.scenario} on {self.server}" + (" over IRC" if self.transport == "irc" else "")
+
+
+def speaks_irc(server: str) -> bool:
+    """Whether `server` has an IRC door (gchat, on one node or a cluster)."""
+    return server == "gchat" or server in CLUSTER_NODES
 
 
 def _free_port() -> int:
@@ -113,13 +128,14 @@ def cpu_split() -> tuple[set[int] | None, set[int] | None]:
     return {cpus[0]}, set(cpus[1:])
 
 
-def server_command(name: str, port: int, store: str) -> list[str]:
+def server_command(name: str, port: int, store: str, irc_port: int = 0) -> list[str]:
     """The command line that serves `name` on 127.0.0.1:`port` (`store` is gchat's
-    --store, or for a cluster node its --backplane URL)."""
+    --store, or for a cluster node its --backplane URL); gchat also serves IRC on
+    `irc_port` unless it is 0."""
     if name in CLUSTER_NODES:
-        return [*server_command("gchat", port, "memory"), "--backplane", store]
+        return [*server_command("gchat", port, "memory", irc_port), "--backplane", store]
     if name == "gchat":
-        return [sys.executable, "-m", "gchat.server", "--port", str(port), "--irc-port", "0",
+        return [sys.executable, "-m", "gchat.server", "--port", str(port), "--irc-port", str(irc_port),
                 "--rate", "1000000000",
                 "--burst", "1000000000", "--idle-timeout", "0", "--max-clients", "50000",
                 "--max-connections", "60000", "--store", store, "--log-level", "WARNING"]
@@ -207,17 +223,25 @@ def percentile(sorted_values: list[int], fraction: float) -> float:
 
 def run_scenario(server_name: str, scenario: str, params: dict[str, Any], *, duration: float,
                  procs: int, store: str = "sqlite", profile: Path | None = None,
-                 server_args: tuple[str, ...] = ()) -> BenchRun:
+                 server_args: tuple[str, ...] = (), transport: str = "json") -> BenchRun:
     """Run `scenario` against a fresh `server_name`; its figures. With `profile`, the
     server runs under py-spy, which writes a flame graph there (the server's RSS and
-    CPU figures are then py-spy's own). `server_args` go to gchat's command line."""
-    run = BenchRun(server_name, scenario, params, duration, procs)
+    CPU figures are then py-spy's own). `server_args` go to gchat's command line.
+    `transport` is the subscribers' door; "irc" against a baseline is skipped."""
+    if transport not in TRANSPORTS:
+        raise ValueError(f"transport must be one of {TRANSPORTS}, not {transport!r}")
+    run = BenchRun(server_name, scenario, params, duration, procs, transport=transport)
+    if transport == "irc" and not speaks_irc(server_name):
+        run.status = "skipped"
+        run.detail = "no IRC door (a baseline speaks only JSON)"
+        return run
     setup_timeout = float(os.environ.get("GCHAT_BENCH_SETUP_TIMEOUT", SETUP_TIMEOUT))
     server_cpus, load_cpus = cpu_split()
     nodes = CLUSTER_NODES.get(server_name, 1)
     if server_name in CLUSTER_NODES:
         server_cpus = load_cpus = None  # nodes, Redis and the load share the machine
     ports = [_free_port() for _ in range(nodes)]
+    irc_ports = [_free_port() for _ in range(nodes)] if transport == "irc" else []
     with tempfile.TemporaryDirectory(prefix="gchat-bench-") as tmp:
         redis_server = _start_redis(tmp) if server_name in CLUSTER_NODES else None
         if redis_server is not None:
@@ -227,8 +251,9 @@ def run_scenario(server_name: str, scenario: str, params: dict[str, Any], *, dur
         servers: list[_Process] = []
         loads: list[_Process] = []
         try:
-            for port in ports:
-                command = server_command(server_name, port, store_arg)
+            for node, port in enumerate(ports):
+                command = server_command(server_name, port, store_arg,
+                                         irc_ports[node] if irc_ports else 0)
                 if server_name.startswith("gchat"):
                     command += server_args
                 if profile is not None:
@@ -239,13 +264,16 @@ def run_scenario(server_name: str, scenario: str, params: dict[str, Any], *, dur
                 servers.append(_Process(command, server_cpus))
             for server, port in zip(servers, ports, strict=True):
                 _wait_listening(server, port)
+            for server, port in zip(servers, irc_ports, strict=False):
+                _wait_listening(server, port)
             rss_before = _total(_rss, servers)
             started = time.monotonic()
             for index in range(procs):
                 load = _Process([sys.executable, "-m", "gchat.bench", "load"], load_cpus, stdin=True)
                 loads.append(load)
                 load.tell({"scenario": scenario, "host": "127.0.0.1", "ports": ports, "proc": index,
-                           "procs": procs, "setup_timeout": setup_timeout, **params})
+                           "procs": procs, "setup_timeout": setup_timeout, "transport": transport,
+                           "irc_ports": irc_ports, **params})
             answers = [load.hear(timeout=180) for load in loads]
             setup_s = time.monotonic() - started
             if any(answer["event"] == "timed_out" for answer in answers):
@@ -265,7 +293,7 @@ def run_scenario(server_name: str, scenario: str, params: dict[str, Any], *, dur
             machine_busy = _machine_busy_seconds() - busy_before
             if redis_server is not None:
                 run.figures["redis_cpu_s"] = _cpu_seconds(redis_server[0].proc.pid) - redis_cpu_before
-            if scenario == "many-rooms":
+            if scenario in ("many-rooms", "fan-out"):  # the loss check: what was acknowledged
                 acked: dict[str, int] = {}
                 for part in measured:
                     for room, count in part["acked_rooms"].items():
@@ -338,16 +366,19 @@ def _figures(scenario: str, params: dict[str, Any], results: list[dict[str, Any]
                         "p99_ms": percentile(latencies, 0.99) / 1000,
                         "p999_ms": percentile(latencies, 0.999) / 1000,
                         "max_ms": latencies[-1] / 1000})
-    if scenario == "fan-out":
-        deliveries = sum(r["deliveries"] for r in results)
-        figures["deliveries_per_s"] = round(deliveries / elapsed)
-        figures["says_per_s"] = round(sum(r["says"] for r in results) / elapsed)
-    elif scenario == "many-rooms":
+    if scenario in ("fan-out", "many-rooms"):
+        # lost = expected - delivered once the queues drained; seq gaps: texts a
+        # checking subscriber got out of its sender's order (or repeated, or after a gap)
         expected = sum(r["expected"] for r in results)
         delivered = sum(r["delivered"] for r in results)
         figures.update({"says_per_s": round(sum(r["says"] for r in results) / elapsed),
                         "failed": sum(r["failed"] for r in results),
-                        "expected": expected, "delivered": delivered, "lost": expected - delivered})
+                        "expected": expected, "delivered": delivered, "lost": expected - delivered,
+                        "seq_gaps": sum(r["seq_gaps"] for r in results)})
+    if scenario == "fan-out":
+        # deliveries/s: counted up to the end of the window, before the queues drain
+        deliveries = sum(r["deliveries"] for r in results)
+        figures["deliveries_per_s"] = round(deliveries / elapsed)
     elif scenario == "ping-pong":
         figures["says_per_s"] = round(sum(r["says"] for r in results) / elapsed)
     elif scenario == "idle":

@@ -28,11 +28,35 @@ def test_every_scenario_runs_against_gchat(tmp_path):
     figures = {run["scenario"]: run["figures"] for run in report["runs"]}
     assert set(figures) == {"fan-out", "many-rooms", "ping-pong", "idle"}
     assert figures["fan-out"]["deliveries_per_s"] > 0
+    assert figures["fan-out"]["expected"] > 0 and figures["fan-out"]["lost"] == 0
     assert figures["many-rooms"]["expected"] > 0
     assert figures["many-rooms"]["lost"] == 0 and figures["many-rooms"]["failed"] == 0
     assert figures["ping-pong"]["says_per_s"] > 0
     assert figures["idle"]["alive"] == figures["idle"]["sessions"] == 50
     assert report["machine"]["nproc"] >= 1 and report["command"].startswith("gchat-bench run")
+
+
+def test_irc_subscribers_get_every_message_and_idle_irc_sessions_stay(tmp_path):
+    # JSON then IRC, one after the other, as the figures of issue 13 compare them; a
+    # baseline has no IRC door: its IRC runs are skipped rows, and the run exits 0.
+    report = bench(tmp_path, "--scenario", "fan-out", "--scenario", "idle", "--server", "gchat",
+                   "--server", "threads", "--transport", "json", "--transport", "irc")
+    runs = [(r["scenario"], r["server"], r["transport"], r["status"]) for r in report["runs"]]
+    assert runs == [(scenario, server, transport, "skipped" if (server, transport) == ("threads", "irc")
+                     else "ok")
+                    for scenario in ("fan-out", "idle") for server in ("gchat", "threads")
+                    for transport in ("json", "irc")]
+    for run in report["runs"]:
+        figures = run["figures"]
+        if run["status"] == "skipped":
+            assert figures == {} and "only JSON" in run["detail"]
+        elif run["scenario"] == "fan-out":
+            assert figures["deliveries_per_s"] > 0 and figures["expected"] > 0, run
+            assert figures["lost"] == figures["seq_gaps"] == figures["failed"] == 0, run
+            assert figures["p50_ms"] > 0, run  # the checking subscriber's latencies
+        else:
+            assert figures["alive"] == figures["sessions"] == 50, run
+            assert "rss_per_session_kib" in figures and figures["p50_ms"] > 0, run
 
 
 @pytest.mark.parametrize("server", ["threads", "asyncio"])
