@@ -55,6 +55,7 @@ Decisions, each with its reason:
 
 from __future__ import annotations
 
+import functools
 import re
 import unicodedata
 from collections.abc import Mapping
@@ -111,6 +112,12 @@ class BadLine:
     tags: dict[str, str] = field(default_factory=dict, hash=False)
 
 
+@functools.lru_cache(maxsize=16)
+def _too_long(part: str, limit: int) -> BadLine:
+    """The marker for a too-long line, one per limit (a framer per connection keeps none)."""
+    return BadLine("too_long", f"the {part} exceed{'s' if part == 'line' else ''} {limit} bytes")
+
+
 class IrcFramer:
     """Split a byte stream into IRC lines (bytes, without CR and LF) and `BadLine`
     markers for the lines over the size limits.
@@ -129,8 +136,6 @@ class IrcFramer:
         self._hard = max_tags + max_body - 2 + 1
         self._buffer = bytearray()
         self._skipping = False  # inside a too-long line already reported
-        self._tags_too_long = BadLine("too_long", f"the tags exceed {max_tags} bytes")
-        self._body_too_long = BadLine("too_long", f"the line exceeds {max_body} bytes")
 
     @property
     def buffered(self) -> int:
@@ -199,12 +204,12 @@ class IrcFramer:
             space = line.find(b" ", 0, min(size, self.max_tags))
             if space < 0:
                 # No SPACE within max_tags bytes: the section and its SPACE cannot fit.
-                return self._tags_too_long if size >= self.max_tags else None
+                return _too_long("tags", self.max_tags) if size >= self.max_tags else None
             body = size - space - 1
         else:
             body = size
         if body > self.max_body - 2:
-            return self._body_too_long
+            return _too_long("line", self.max_body)
         return None
 
 

@@ -129,7 +129,7 @@ class IrcSession(ChatMember):
         self._wanted_nick: str | None = None
         self._password: str | None = None
         self._cap_negotiating = False
-        self.caps: set[str] = set()
+        self.caps: set[str] | frozenset[str] = frozenset()  # a set once CAP REQ adds one
         self._lag = 0.0  # fake lag owed, seconds
         self._last_once: bytes = b""
         self._label: str | None = None  # the label of the command being answered
@@ -410,11 +410,13 @@ class IrcSession(ChatMember):
             # All or nothing (IRCv3 capability negotiation), "-cap" to remove one.
             asked = wanted.split()
             if asked and all(cap.removeprefix("-") in CAPS for cap in asked):
+                caps = set(self.caps)
                 for cap in asked:
                     if cap.startswith("-"):
-                        self.caps.discard(cap[1:])
+                        caps.discard(cap[1:])
                     else:
-                        self.caps.add(cap)
+                        caps.add(cap)
+                self.caps = frozenset(caps)
                 self._set_door()
                 self.send_reply(line("CAP", who, "ACK", wanted, source=self.host))
             else:
