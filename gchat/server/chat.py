@@ -50,10 +50,12 @@ _IRC_FULL = irc_line("ERROR", "Closing Link: Server is full")
 _IRC_SHUTDOWN = irc_line("ERROR", "Closing Link: Server shutting down")
 
 
-def _presence(room: str, nick: str | None, event: str, reason: str | None = None,
+def _presence(room: str, actor: ChatMember, event: str, reason: str | None = None,
               **extra: str) -> ChatEvent:
-    presence = ChatEvent.of({"op": "presence", "room": room, "nick": nick, "event": event, **extra})
+    presence = ChatEvent.of({"op": "presence", "room": room, "nick": actor.nick, "event": event,
+                             **extra})
     presence.reason = reason
+    presence.user = actor.username  # IRC shows it in prefixes
     return presence
 
 
@@ -325,7 +327,7 @@ class ChatServer:
         self.nicks[key] = session
         session.nick = nick
         for room in session.rooms.values():
-            room.broadcast(_presence(room.name, nick, "rename", old=old), exclude=session)
+            room.broadcast(_presence(room.name, session, "rename", old=old), exclude=session)
 
     # -- rooms ----------------------------------------------------------------------------------
 
@@ -338,7 +340,7 @@ class ChatServer:
         if room is None:
             room = self.rooms.get_or_create(name)
             if room.members:
-                room.broadcast(_presence(name, session.nick, "join"))
+                room.broadcast(_presence(name, session, "join"))
             room.enter(session)
             session.rooms[name] = room
         history, recovered = self.history_for_join(room, after)
@@ -351,7 +353,7 @@ class ChatServer:
         IRC user's `reason`, which only IRC shows)."""
         self.rooms.leave(room.name, session)
         if room.members and not self.shutting_down:
-            room.broadcast(_presence(room.name, session.nick, event, reason))
+            room.broadcast(_presence(room.name, session, event, reason))
 
     def room_exists(self, name: str) -> bool:
         """A room exists while it has members or stored history (PROTOCOL.md 3)."""

@@ -134,6 +134,7 @@ class IrcSession(ChatMember):
         self._last_once: bytes = b""
         self._label: str | None = None  # the label of the command being answered
         self._labeled: list[bytes] | None = None  # its reply lines, held to label them
+        self.invisible = False  # user mode +i
 
     # -- engine hooks -----------------------------------------------------------------
 
@@ -187,7 +188,7 @@ class IrcSession(ChatMember):
             return render_tags(tags) + line("TAGMSG", target or fields["to"],
                                             source=self._mask(fields["from"]))
         if op == "presence":
-            who = self._mask(fields["nick"])
+            who = self._mask(fields["nick"], event.user)
             kind = fields["event"]
             head = render_tags(tags)
             if kind == "join":
@@ -198,7 +199,8 @@ class IrcSession(ChatMember):
             if kind == "quit":
                 text = "Quit" if event.reason is None else f"Quit: {event.reason}"
                 return _Once(head + line("QUIT", text, source=who))
-            return _Once(head + line("NICK", fields["nick"], source=self._mask(fields["old"])))
+            return _Once(head + line("NICK", fields["nick"],
+                                     source=self._mask(fields["old"], event.user)))
         # a whisper: to its one recipient (or, echoed, to whom it was sent)
         return self._text_lines(command, target or self.nick or "*", fields["from"],
                                 fields["text"], tags)
@@ -346,11 +348,12 @@ class IrcSession(ChatMember):
     def _numeric(self, code: str, *params: str) -> None:
         self.send_reply(line(code, self.nick or "*", *params, source=self.host))
 
-    def _mask(self, nick: str | None) -> str:
+    def _mask(self, nick: str | None, user: str | None = None) -> str:
         """`nick!user@host`: the user is what USER gave (the nick for other doors, or
         for a user this node does not hold); the host is the server name."""
-        member = self.server.find(nick) if nick else None
-        return f"{nick}!{self._user_of(member, nick)}@{self.host}"
+        if user is None:
+            user = self._user_of(self.server.find(nick) if nick else None, nick)
+        return f"{nick}!{user}@{self.host}"
 
     @staticmethod
     def _user_of(member: ChatMember | None, nick: str | None) -> str:
@@ -457,7 +460,7 @@ class IrcSession(ChatMember):
                 self._numeric("433", nick, "Nickname is already in use")
             return
         if self.is_open:
-            self.send_reply(_Once(line("NICK", nick, source=self._mask(old))))
+            self.send_reply(line("NICK", nick, source=f"{old}!{self.username or old}@{self.host}"))
 
     def irc_user(self, params: tuple[str, ...]) -> None:
         if self.nick is not None:
@@ -755,12 +758,22 @@ class IrcSession(ChatMember):
                 self._numeric("403", target, "No such channel")
             elif len(params) == 1:
                 self._numeric("324", channel_of(name), "+n")
+            elif params[1].lstrip("+") in ("b", "e", "I") and len(params) == 2:
+                # A list query (clients ask for the ban list on join): gchat keeps none.
+                end = {"b": ("368", "ban"), "e": ("349", "exception"), "I": ("347", "invite")}
+                code, what = end[params[1].lstrip("+")]
+                self._numeric(code, channel_of(name), f"End of channel {what} list")
             else:
                 self._numeric("482", channel_of(name), "gchat rooms have no modes to change")
         elif casefold_ascii(target) != casefold_ascii(self.nick or ""):
             self._numeric("502", "Can't change mode for other users")
         elif len(params) == 1:
-            self._numeric("221", "+")
+            self._numeric("221", "+i" if self.invisible else "+")
+        elif params[1] in ("+i", "-i"):
+            # Invisible: what clients ask for by default (irssi does); gchat hides no one
+            # from WHO anyway, so the flag is kept and shown, nothing more.
+            self.invisible = params[1] == "+i"
+            self.send_reply(line("MODE", self.nick or "*", params[1], source=self._mask(self.nick)))
         else:
             self._numeric("501", "Unknown MODE flag")
 

@@ -319,3 +319,25 @@ def test_list_filters_by_mask_negated_mask_and_member_count(irc):
     assert listed("!#c*") == {"&plain"}
     assert listed(">1") == {"#chan2"}
     assert listed("#CH*,<2") == {"#chan1"}
+
+
+def test_what_real_clients_send_on_connect_and_their_user_name_in_every_prefix(irc):
+    # Found with irssi and weechat (tests/irc/test_real_clients.py).
+    open_irc, _ = irc
+    zed, watcher = open_irc(), open_irc("watcher")
+    zed.send("NICK zed", "USER zuser 0 * :Zed")
+    zed.until("422")
+    zed.send("MODE zed +i", "MODE zed")
+    assert zed.until("MODE")[-1] == Message("MODE", ("zed", "+i"), source="zed!zuser@irc.test")
+    assert zed.until("221")[-1].params[1] == "+i"
+    for client in (zed, watcher):
+        client.send("JOIN #q")
+        client.until("366")
+    zed.send("MODE #q b")
+    assert zed.until("368")[-1].params[1] == "#q"
+    watcher.sync()
+    zed.send("NICK zed2")
+    assert zed.until("NICK")[-1].source == "zed!zuser@irc.test"
+    assert watcher.until("NICK")[-1].source == "zed!zuser@irc.test"
+    zed.send("QUIT :gone")
+    assert watcher.until("QUIT")[-1].source == "zed2!zuser@irc.test"
