@@ -6,10 +6,11 @@ that cannot keep up overflows its own queue and is dropped (PROTOCOL.md 6, guara
 3). Nothing in a broadcast blocks, so greenlets see each room's events in one order
 without locks. A RoomMaster is an ordinary object owned by a server, not a global.
 
-Doors: members may speak different protocols. A broadcast event that is not bytes is
-rendered by `Session.render`, once per door (`Session.door`) present in the room, and
-each door's members get the same bytes object; a room of one door renders once and
-takes the plain loop.
+Doors: members may speak different protocols. A room keeps its members grouped by
+door (`Session.door`); a broadcast event that is not bytes is rendered by
+`Session.render` once per door present, and that door's members get the same bytes
+object in the plain loop. A rendering marked `Once` (IRC's QUIT and NICK) reaches a
+session once however many of its rooms broadcast it.
 """
 
 from __future__ import annotations
@@ -19,9 +20,23 @@ from typing import Generic, TypeVar
 
 from .session import Session
 
-__all__ = ["Room", "RoomMaster"]
+__all__ = ["Once", "Room", "RoomMaster"]
 
 R = TypeVar("R", bound="Room")
+
+
+class Once(bytes):
+    """A rendering each session takes once, whichever of its rooms broadcasts it:
+    `key` names the event (a user's quit is one event in every room it was in)."""
+
+    key: bytes
+
+    @classmethod
+    def of(cls, data: bytes, key: bytes) -> Once:
+        """`data` to send once per session for the event `key`."""
+        once = cls(data)
+        once.key = key
+        return once
 
 
 class Room:
@@ -30,7 +45,7 @@ class Room:
     def __init__(self, name: str) -> None:
         self.name = name
         self.members: dict[int, Session] = {}
-        self._doors: dict[str, int] = {}  # door -> how many members speak it
+        self._groups: dict[str, dict[int, Session]] = {}  # door -> its members
 
     def __len__(self) -> int:
         return len(self.members)
@@ -42,44 +57,44 @@ class Room:
         """Add `session` to the room (a no-op if it is already a member)."""
         if self.members.get(session.session_id) is not session:
             self.members[session.session_id] = session
-            self._doors[session.door] = self._doors.get(session.door, 0) + 1
+            self._groups.setdefault(session.door, {})[session.session_id] = session
 
     def leave(self, session: Session) -> None:
         """Remove `session` from the room (a no-op if it is not a member)."""
         if self.members.get(session.session_id) is session:
             del self.members[session.session_id]
-            left = self._doors[session.door] - 1
-            if left:
-                self._doors[session.door] = left
-            else:
-                del self._doors[session.door]
+            group = self._groups[session.door]
+            del group[session.session_id]
+            if not group:
+                del self._groups[session.door]
 
     def broadcast(self, event: object, exclude: Session | None = None) -> int:
         """Queue `event` to every member but `exclude`: bytes as they are, anything
         else as each member's door renders it, once per door. Returns how many took it."""
-        if type(event) is not bytes:
-            if not self.members:
-                return 0
-            if len(self._doors) > 1:
-                return self._broadcast_doors(event, exclude)
-            event = next(iter(self.members.values())).render(event)
         delivered = 0
-        for member in self.members.values():
-            if member is not exclude and member.send(event):
-                delivered += 1
+        if type(event) is bytes:
+            for member in self.members.values():
+                if member is not exclude and member.send(event):
+                    delivered += 1
+            return delivered
+        for group in self._groups.values():
+            data = next(iter(group.values())).render(event)  # once for the whole door
+            if type(data) is Once:
+                delivered += self._send_once(group, data, exclude)
+                continue
+            for member in group.values():
+                if member is not exclude and member.send(data):
+                    delivered += 1
         return delivered
 
-    def _broadcast_doors(self, event: object, exclude: Session | None) -> int:
-        rendered: dict[str, bytes] = {}
+    @staticmethod
+    def _send_once(group: dict[int, Session], data: Once, exclude: Session | None) -> int:
         delivered = 0
-        for member in self.members.values():
-            if member is exclude:
-                continue
-            data = rendered.get(member.door)
-            if data is None:
-                data = rendered[member.door] = member.render(event)
-            if member.send(data):
-                delivered += 1
+        for member in group.values():
+            if member is not exclude and member.last_once != data.key:
+                member.last_once = data.key
+                if member.send(data):
+                    delivered += 1
         return delivered
 
 

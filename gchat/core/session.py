@@ -123,6 +123,7 @@ class Session:
         "disconnect_reason",
         "high_water_bytes",
         "last_activity",
+        "last_once",
         "limits",
         "peer",
         "queued_bytes",
@@ -133,13 +134,14 @@ class Session:
 
     def __init__(self, *, limits: SessionLimits | None = None) -> None:
         self.session_id = 0  # given by the Listener (or whoever runs the session)
+        self.last_once: bytes | None = None  # the key of the last Once broadcast taken
         self.peer: Any = None
         self.limits = limits or SessionLimits()
         self.last_activity = monotonic()
         self.disconnect_reason: str | None = None
         self.queued_bytes = 0  # accepted by send() and not yet written to the socket
         self.queued_frames = 0
-        self._framer = LineFramer(self.limits.max_frame)
+        self._framer: LineFramer | None = None  # made by the first on_data that needs it
         self._sock: socket.socket | None = None
         self._direct = True
         self._queue: list[bytes] = []
@@ -177,7 +179,10 @@ class Session:
         """Bytes arrived. Default: frame them into lines, call `on_recv` for each
         non-blank one and `on_frame_too_large` on overflow. Override only to handle
         the raw stream yourself (the benchmark counts lines without framing them)."""
-        lines = self._framer.feed(data)
+        framer = self._framer
+        if framer is None:
+            framer = self._framer = LineFramer(self.limits.max_frame)
+        lines = framer.feed(data)
         if lines:
             self.last_activity = monotonic()
         for line in lines:
@@ -185,7 +190,7 @@ class Session:
                 return
             if line.strip(b" \t\r"):
                 self.on_recv(line)
-        if self._framer.overflowed and self._state is _OPEN:
+        if framer.overflowed and self._state is _OPEN:
             self.on_frame_too_large()
 
     def on_recv(self, line: bytes) -> None:

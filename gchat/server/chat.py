@@ -105,6 +105,7 @@ class ChatServer:
                                            ssl_context=self._tls_context(), **common))
         # What each listener's sessions get at shutdown (their door's bye).
         self._goodbyes = [_BYE_SHUTDOWN] * len(self.listeners)
+        self.irc_host = settings.irc_server_name  # asked once: it may look up the host name
         self.irc_listener: Listener | None = None
         irc_common = {**common, "reject": _IRC_FULL}
         if settings.irc_port:

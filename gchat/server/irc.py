@@ -31,6 +31,7 @@ from typing import TYPE_CHECKING, Any
 
 import gevent
 
+from ..core import Once
 from ..errors import BackplaneError, RequestError, StoreError
 from ..irc.codec import (
     CLIENT_TAGS_MAX,
@@ -85,10 +86,6 @@ def room_of(channel: str) -> str | None:
     return name if valid_room(name) else None
 
 
-class _Once(bytes):
-    """A QUIT or NICK line: sent to a member once, however many rooms it shares."""
-
-
 def _list_test(condition: str) -> Callable[[str, int], bool]:
     """One ELIST condition: `>n` or `<n` members (U), `!mask` (N), or a mask (M)."""
     if condition[:1] in (">", "<") and condition[1:].isdigit():
@@ -99,10 +96,6 @@ def _list_test(condition: str) -> Callable[[str, int], bool]:
     negate = condition.startswith("!")
     pattern = re.compile(fnmatch.translate(casefold_ascii(condition.removeprefix("!"))))
     return lambda channel, members: bool(pattern.match(casefold_ascii(channel))) != negate
-
-
-def _without_tags(data: bytes) -> bytes:
-    return data.split(b" ", 1)[1] if data.startswith(b"@") else data
 
 
 def _labeled(label: str, data: bytes) -> bytes:
@@ -122,19 +115,20 @@ class IrcSession(ChatMember):
 
     door = "irc"
 
+    # Class defaults, set on a session only when they change: an idle IRC session
+    # should cost about what a JSON one does (docs/benchmarks.md).
+    _wanted_nick: str | None = None
+    _password: str | None = None
+    _cap_negotiating = False
+    caps: frozenset[str] = frozenset()  # what CAP REQ enabled
+    _lag = 0.0  # fake lag owed, seconds
+    _labeled: list[bytes] | None = None  # the reply lines of a labeled command, held
+    invisible = False  # user mode +i
+
     def __init__(self, server: ChatServer) -> None:
         super().__init__(server)
-        self.host = server.settings.irc_server_name
+        self.host = server.irc_host
         self._irc_framer = IrcFramer(max_tags=CLIENT_TAGS_MAX, max_body=MAX_LINE)
-        self._wanted_nick: str | None = None
-        self._password: str | None = None
-        self._cap_negotiating = False
-        self.caps: set[str] | frozenset[str] = frozenset()  # a set once CAP REQ adds one
-        self._lag = 0.0  # fake lag owed, seconds
-        self._last_once: bytes = b""
-        self._label: str | None = None  # the label of the command being answered
-        self._labeled: list[bytes] | None = None  # its reply lines, held to label them
-        self.invisible = False  # user mode +i
 
     # -- engine hooks -----------------------------------------------------------------
 
@@ -157,14 +151,6 @@ class IrcSession(ChatMember):
     def on_eof(self) -> None:
         self._await_says()
         super().on_eof()
-
-    def send(self, data: bytes) -> bool:
-        if type(data) is _Once:  # one QUIT or NICK per user, not one per shared room
-            bare = _without_tags(data)
-            if bare == self._last_once:
-                return True
-            self._last_once = bare
-        return super().send(data)
 
     def send_reply(self, data: bytes) -> bool:
         if self._labeled is not None:  # labeled-response: held, labeled when complete
@@ -196,11 +182,13 @@ class IrcSession(ChatMember):
             if kind == "leave":
                 reason = () if event.reason is None else (event.reason,)
                 return head + line("PART", channel_of(fields["room"]), *reason, source=who)
+            # One QUIT or NICK per user, however many rooms they share (core.Once).
             if kind == "quit":
                 text = "Quit" if event.reason is None else f"Quit: {event.reason}"
-                return _Once(head + line("QUIT", text, source=who))
-            return _Once(head + line("NICK", fields["nick"],
-                                     source=self._mask(fields["old"], event.user)))
+                body = line("QUIT", text, source=who)
+            else:
+                body = line("NICK", fields["nick"], source=self._mask(fields["old"], event.user))
+            return Once.of(head + body, body)
         # a whisper: to its one recipient (or, echoed, to whom it was sent)
         return self._text_lines(command, target or self.nick or "*", fields["from"],
                                 fields["text"], tags)
