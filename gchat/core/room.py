@@ -27,12 +27,13 @@ R = TypeVar("R", bound="Room")
 
 class Once(bytes):
     """A rendering each session takes once, whichever of its rooms broadcasts it:
-    `key` names the event (a user's quit is one event in every room it was in)."""
+    `key` names the event (a user's quit is one event in every room it was in), so it
+    must differ between two events, even two that render alike."""
 
-    key: bytes
+    key: object
 
     @classmethod
-    def of(cls, data: bytes, key: bytes) -> Once:
+    def of(cls, data: bytes, key: object) -> Once:
         """`data` to send once per session for the event `key`."""
         once = cls(data)
         once.key = key

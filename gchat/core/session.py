@@ -134,7 +134,7 @@ class Session:
 
     def __init__(self, *, limits: SessionLimits | None = None) -> None:
         self.session_id = 0  # given by the Listener (or whoever runs the session)
-        self.last_once: bytes | None = None  # the key of the last Once broadcast taken
+        self.last_once: object = None  # the key of the last Once broadcast taken
         self.peer: Any = None
         self.limits = limits or SessionLimits()
         self.last_activity = monotonic()

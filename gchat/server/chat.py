@@ -56,6 +56,7 @@ def _presence(room: str, actor: ChatMember, event: str, reason: str | None = Non
                              **extra})
     presence.reason = reason
     presence.user = actor.username  # IRC shows it in prefixes
+    presence.actor = actor.session_id
     return presence
 
 

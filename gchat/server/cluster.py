@@ -411,6 +411,7 @@ class ClusterServer(ChatServer):
         room = self.rooms.get(record.room)
         if room is not None:
             presence = ChatEvent(record.frame)
+            presence.actor = record.actor
             event = presence.fields
             gone = event["event"] in ("leave", "quit")
             if room.change_roster(record.actor, None if gone else event["nick"]) \
@@ -492,7 +493,9 @@ class ClusterServer(ChatServer):
                     changes.append((sid, nick, {"nick": nick, "event": "rename", "old": old}))
             for sid, now_called, fields in changes:
                 room.change_roster(sid, now_called)
-                self._tell(room, ChatEvent.of({"op": "presence", "room": room.name, **fields}), sid)
+                missed = ChatEvent.of({"op": "presence", "room": room.name, **fields})
+                missed.actor = sid
+                self._tell(room, missed, sid)
         while True:
             missed = self.backplane.tags_after(room.name, room.seq, 500)
             for seq, tag, frame in missed:

@@ -188,7 +188,8 @@ class IrcSession(ChatMember):
                 body = line("QUIT", text, source=who)
             else:
                 body = line("NICK", fields["nick"], source=self._mask(fields["old"], event.user))
-            return Once.of(head + body, body)
+            # Keyed by the actor too: a later session may quit with the same line.
+            return Once.of(head + body, (event.actor, body))
         # a whisper: to its one recipient (or, echoed, to whom it was sent)
         return self._text_lines(command, target or self.nick or "*", fields["from"],
                                 fields["text"], tags)

@@ -341,3 +341,19 @@ def test_what_real_clients_send_on_connect_and_their_user_name_in_every_prefix(i
     assert watcher.until("NICK")[-1].source == "zed!zuser@irc.test"
     zed.send("QUIT :gone")
     assert watcher.until("QUIT")[-1].source == "zed2!zuser@irc.test"
+
+
+def test_two_quits_that_look_alike_are_both_told(irc):
+    open_irc, open_json = irc
+    watcher = open_irc("watcher")
+    watcher.send("JOIN #a,#b")
+    watcher.until("366")
+    watcher.until("366")
+    for _ in range(2):  # the same nick, twice, in two shared rooms, quitting alike
+        bob = open_json("bob")
+        bob.join("#a")
+        bob.join("#b")
+        bob.request("quit")
+        bob.read_until_closed()
+        quits = [m for m in watcher.sync() if m.command == "QUIT"]
+        assert quits == [Message("QUIT", ("Quit",), source="bob!bob@irc.test")]
