@@ -50,13 +50,17 @@ _IRC_FULL = irc_line("ERROR", "Closing Link: Server is full")
 _IRC_SHUTDOWN = irc_line("ERROR", "Closing Link: Server shutting down")
 
 
+_OCCASIONS = itertools.count(1)  # one per quit or rename, shared by its rooms' events
+
+
 def _presence(room: str, actor: ChatMember, event: str, reason: str | None = None,
-              **extra: str) -> ChatEvent:
+              occasion: int | None = None, **extra: str) -> ChatEvent:
     presence = ChatEvent.of({"op": "presence", "room": room, "nick": actor.nick, "event": event,
                              **extra})
     presence.reason = reason
     presence.user = actor.username  # IRC shows it in prefixes
     presence.actor = actor.session_id
+    presence.occasion = occasion
     return presence
 
 
@@ -289,8 +293,9 @@ class ChatServer:
             del self.nicks[session.nick.lower()]
         rooms = list(session.rooms.values())
         session.rooms.clear()
+        occasion = next(_OCCASIONS)
         for room in rooms:
-            self.leave(session, room, "quit", session.quit_reason)
+            self.leave(session, room, "quit", session.quit_reason, occasion)
 
     def find(self, nick: str) -> ChatMember | None:
         """The registered session called `nick`, compared ASCII-case-insensitively."""
@@ -328,8 +333,10 @@ class ChatServer:
         del self.nicks[old.lower()]
         self.nicks[key] = session
         session.nick = nick
+        occasion = next(_OCCASIONS)
         for room in session.rooms.values():
-            room.broadcast(_presence(room.name, session, "rename", old=old), exclude=session)
+            room.broadcast(_presence(room.name, session, "rename", occasion=occasion, old=old),
+                           exclude=session)
 
     # -- rooms ----------------------------------------------------------------------------------
 
@@ -350,12 +357,12 @@ class ChatServer:
                        recovered if after is not None else None)
 
     def leave(self, session: ChatMember, room: ChatRoom, event: str,
-              reason: str | None = None) -> None:
+              reason: str | None = None, occasion: int | None = None) -> None:
         """Take `session` out of `room`; tell the rest with presence `event` (and the
         IRC user's `reason`, which only IRC shows)."""
         self.rooms.leave(room.name, session)
         if room.members and not self.shutting_down:
-            room.broadcast(_presence(room.name, session, event, reason))
+            room.broadcast(_presence(room.name, session, event, reason, occasion))
 
     def room_exists(self, name: str) -> bool:
         """A room exists while it has members or stored history (PROTOCOL.md 3)."""
@@ -420,7 +427,7 @@ class ChatServer:
         """Wait until every say submitted so far has been delivered: what anyone sent
         before a client's PING reaches that client before its PONG (docs/irc.md)."""
         if self.commits is not None:
-            self.commits.wait_delivered()
+            self.commits.wait_delivered(timeout=10.0)
 
     def _deliver(self, room: ChatRoom, seq: int, event: ChatEvent, sender: ChatMember) -> None:
         room.seq = seq

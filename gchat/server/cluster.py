@@ -141,6 +141,7 @@ class ClusterServer(ChatServer):
         self._idle.set()
         self._committer: gevent.Greenlet | None = None
         self._committing_batch: _SayBatch | None = None
+        self._payloads = 0  # payloads applied: a quit's or rename's records share one
         self._flusher = Flusher.for_current_hub()
 
     # -- lifecycle (ChatServer's hooks) ----------------------------------------------
@@ -290,7 +291,7 @@ class ClusterServer(ChatServer):
         return snapshot
 
     def leave(self, session: ChatMember, room: ChatRoom, event: str,
-              reason: str | None = None) -> None:
+              reason: str | None = None, occasion: int | None = None) -> None:
         # An IRC PART or QUIT reason does not cross nodes (docs/irc.md).
         self.backplane.leave(session.session_id, room.name)
         self._forget_member(room, session)  # type: ignore[arg-type]
@@ -373,6 +374,7 @@ class ClusterServer(ChatServer):
         except BadRecord as exc:
             log.error("ignored a malformed backplane payload: %s", exc)
             return
+        self._payloads += 1
         flusher = self._flusher
         for record in records:
             if type(record) is Msg:
@@ -412,6 +414,8 @@ class ClusterServer(ChatServer):
         if room is not None:
             presence = ChatEvent(record.frame)
             presence.actor = record.actor
+            # One payload is one script's records: one quit or rename of an actor.
+            presence.occasion = (record.actor, self._payloads)
             event = presence.fields
             gone = event["event"] in ("leave", "quit")
             if room.change_roster(record.actor, None if gone else event["nick"]) \
@@ -493,9 +497,9 @@ class ClusterServer(ChatServer):
                     changes.append((sid, nick, {"nick": nick, "event": "rename", "old": old}))
             for sid, now_called, fields in changes:
                 room.change_roster(sid, now_called)
-                missed = ChatEvent.of({"op": "presence", "room": room.name, **fields})
-                missed.actor = sid
-                self._tell(room, missed, sid)
+                told = ChatEvent.of({"op": "presence", "room": room.name, **fields})
+                told.actor = sid
+                self._tell(room, told, sid)
         while True:
             missed = self.backplane.tags_after(room.name, room.seq, 500)
             for seq, tag, frame in missed:

@@ -23,7 +23,7 @@ class ChatEvent:
     """One event: its JSON line (`json`, with the LF) and its `fields`; `reason` is an
     IRC user's PART or QUIT reason, which IRC shows and PROTOCOL.md does not."""
 
-    __slots__ = ("_fields", "actor", "at", "json", "reason", "tags", "user")
+    __slots__ = ("_fields", "actor", "at", "json", "occasion", "reason", "tags", "user")
 
     def __init__(self, json_line: bytes, fields: dict[str, Any] | None = None,
                  reason: str | None = None) -> None:
@@ -32,7 +32,8 @@ class ChatEvent:
         self.reason = reason
         self.tags: dict[str, str] | None = None  # an IRC user's client-only tags (+key)
         self.user: str | None = None  # the actor's IRC user name, for IRC prefixes
-        self.actor = 0  # the acting session's id (presence): one quit, however many rooms
+        self.actor = 0  # the acting session's id (presence)
+        self.occasion: object = None  # shared by the per-room events of one quit or rename
         self.at = time.time()  # when it happened (IRC's server-time for presence)
 
     @classmethod

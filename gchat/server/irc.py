@@ -61,6 +61,8 @@ VERSION = "gchat-irc-0.1"
 EXCESS_FLOOD = 10.0  # seconds of fake lag owed before a flooding client is cut off
 USERLEN = 16  # the longest user name kept from USER
 LIST_MAX = 10_000  # the most rooms one LIST looks at
+MAX_TARGETS = 4  # TARGMAX for PRIVMSG, NOTICE, TAGMSG and NAMES
+WHO_MAX = 500  # the most users one WHO mask lists
 # Offered capabilities (IRCv3): only those whose irctest cases pass.
 CAPS = frozenset({"batch", "echo-message", "labeled-response", "message-tags", "multi-prefix",
                   "server-time", "userhost-in-names"})
@@ -86,10 +88,27 @@ def room_of(channel: str) -> str | None:
     return name if valid_room(name) else None
 
 
+def _word(param: str) -> str:
+    """`param` as a middle parameter of a reply, or "*" if it cannot be one."""
+    if not param or param[0] == ":" or " " in param:
+        return "*"
+    return param
+
+
+def _targets(param: str) -> list[str]:
+    """The distinct non-empty targets of a comma list, in order (ASCII case folded)."""
+    seen: dict[str, str] = {}
+    for target in param.split(","):
+        if target:
+            seen.setdefault(casefold_ascii(target), target)
+    return list(seen.values())
+
+
 def _list_test(condition: str) -> Callable[[str, int], bool]:
     """One ELIST condition: `>n` or `<n` members (U), `!mask` (N), or a mask (M)."""
-    if condition[:1] in (">", "<") and condition[1:].isdigit():
-        count = int(condition[1:])
+    count_text = condition[1:]
+    if condition[:1] in (">", "<") and count_text.isascii() and count_text.isdecimal():
+        count = int(count_text)
         if condition[0] == ">":
             return lambda channel, members: members > count
         return lambda channel, members: members < count
@@ -137,7 +156,7 @@ class IrcSession(ChatMember):
         if items:
             self.last_activity = monotonic()
         for item in items:
-            if not self.is_open:
+            if not self.wait_to_read():  # the JSON door's rule: replies do not pile up
                 return
             if isinstance(item, BadLine):
                 self._bad_line(item)
@@ -188,8 +207,9 @@ class IrcSession(ChatMember):
                 body = line("QUIT", text, source=who)
             else:
                 body = line("NICK", fields["nick"], source=self._mask(fields["old"], event.user))
-            # Keyed by the actor too: a later session may quit with the same line.
-            return Once.of(head + body, (event.actor, body))
+            # Keyed by the occasion (one quit, one rename: the same in every room), so
+            # an event that looks like an earlier one is still told.
+            return Once.of(head + body, event.occasion or (event.actor, body))
         # a whisper: to its one recipient (or, echoed, to whom it was sent)
         return self._text_lines(command, target or self.nick or "*", fields["from"],
                                 fields["text"], tags)
@@ -255,7 +275,9 @@ class IrcSession(ChatMember):
             self._dispatch(message)
             return
         # labeled-response: every line answering this command carries the label; none
-        # is an ACK, several are a batch. A say's echo is part of the answer: wait for it.
+        # is an ACK, several are a batch. A say's echo is part of the answer: wait for it;
+        # what earlier commands still owe is not.
+        self._await_says()
         self._labeled = []
         try:
             self._dispatch(message)
@@ -280,7 +302,7 @@ class IrcSession(ChatMember):
         command = message.command
         if command == "PONG":
             return
-        if command not in ("PRIVMSG", "NOTICE", "TAGMSG"):
+        if command not in ("PRIVMSG", "NOTICE"):
             self._await_says()  # PING included: what it sent before reaches others first
             if not self.is_open:
                 return
@@ -335,7 +357,11 @@ class IrcSession(ChatMember):
     # -- replies --------------------------------------------------------------------------
 
     def _numeric(self, code: str, *params: str) -> None:
-        self.send_reply(line(code, self.nick or "*", *params, source=self.host))
+        # Words a client sent (a channel, a nick, a command) may not be valid middle
+        # parameters (empty, a space, a leading ":"): they are shown as "*".
+        *middle, last = params
+        self.send_reply(line(code, self.nick or "*", *map(_word, middle), last,
+                             source=self.host))
 
     def _mask(self, nick: str | None, user: str | None = None) -> str:
         """`nick!user@host`: the user is what USER gave (the nick for other doors, or
@@ -495,7 +521,8 @@ class IrcSession(ChatMember):
                   f"LINELEN={MAX_LINE}", "UTF8ONLY", "NETWORK=gchat", "CHANMODES=,,,n",
                   f"MAXCHANNELS={settings.max_rooms}", f"CHANLIMIT=#&:{settings.max_rooms}",
                   "PREFIX=", "MODES=0", f"USERLEN={USERLEN}",
-                  "TARGMAX=JOIN:,PART:,NAMES:,WHOIS:1,PRIVMSG:4,NOTICE:4", "ELIST=MNU"]
+                  f"TARGMAX=JOIN:,PART:,NAMES:{MAX_TARGETS},WHOIS:1,PRIVMSG:{MAX_TARGETS},"
+                  f"NOTICE:{MAX_TARGETS},TAGMSG:{MAX_TARGETS}", "ELIST=MNU"]
         for start in range(0, len(tokens), 12):  # 15 parameters at most per line
             self._numeric("005", *tokens[start:start + 12], "are supported by this server")
         self._numeric("422", "MOTD File is missing")
@@ -529,8 +556,8 @@ class IrcSession(ChatMember):
                 self._part(room, None)
             return
         limit = self.server.settings.max_rooms
-        for channel in params[0].split(","):
-            if not self.is_open:
+        for index, channel in enumerate(_targets(params[0])):
+            if index and not self._fake_lag():  # each channel costs a token of the rate
                 return
             name = self._room(channel)
             if name is None:
@@ -548,7 +575,9 @@ class IrcSession(ChatMember):
             self._numeric("461", "PART", "Not enough parameters")
             return
         reason = params[1] if len(params) > 1 and params[1] else None
-        for channel in params[0].split(","):
+        for index, channel in enumerate(_targets(params[0])):
+            if index and not self._fake_lag():
+                return
             name = room_of(channel)
             joined = self._joined_folded(name) if name is not None else None
             if joined is None:
@@ -580,7 +609,14 @@ class IrcSession(ChatMember):
             return
         text = params[1]
         size = len(text.encode())
-        for target in params[0].split(","):
+        targets = _targets(params[0])
+        if len(targets) > MAX_TARGETS:  # TARGMAX: one line may not fan out further
+            if not notice:
+                self._numeric("407", params[0][:64], f"Too many targets (at most {MAX_TARGETS})")
+            return
+        for index, target in enumerate(targets):
+            if index and not self._fake_lag():
+                return
             if target[:1] in ("#", "&"):
                 joined = self._channel_joined(target, notice)
                 if joined is None:
@@ -617,7 +653,13 @@ class IrcSession(ChatMember):
         if not params:
             self._numeric("461", "TAGMSG", "Not enough parameters")
             return
-        for target in params[0].split(","):
+        targets = _targets(params[0])
+        if len(targets) > MAX_TARGETS:
+            self._numeric("407", params[0][:64], f"Too many targets (at most {MAX_TARGETS})")
+            return
+        for index, target in enumerate(targets):
+            if index and not self._fake_lag():
+                return
             event = ChatEvent.of({"op": "tagmsg", "from": self.nick, "to": target,
                                   "ts": int(time.time() * 1000)})
             event.tags = client_tags or None
@@ -658,7 +700,7 @@ class IrcSession(ChatMember):
         if not params:
             self._numeric("366", "*", "End of /NAMES list")
             return
-        for channel in params[0].split(","):
+        for channel in _targets(params[0])[:MAX_TARGETS]:
             name = self._room(channel)
             if name is not None and self.server.room_exists(name):
                 self._names(channel_of(name), self.server.who(name))
@@ -675,9 +717,13 @@ class IrcSession(ChatMember):
                     self._who_line(channel, nick, self.server.find(nick))
         else:
             pattern = re.compile(fnmatch.translate(casefold_ascii(mask)))
+            found = 0
             for member in list(self.server.nicks.values()):
                 if member.nick is not None and pattern.match(casefold_ascii(member.nick)):
                     self._who_line("*", member.nick, member)
+                    found += 1
+                    if found == WHO_MAX:  # a mask of "*" on a full server: bounded
+                        break
         self._numeric("315", mask, "End of WHO list")
 
     def _who_line(self, channel: str, nick: str, member: ChatMember | None) -> None:

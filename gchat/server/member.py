@@ -45,6 +45,18 @@ class ChatMember(Session):
     def on_disconnected(self, reason: str) -> None:
         self.server.unregister(self)
 
+    def wait_to_read(self) -> bool:
+        """Before reading the peer's next request: wait while the queue is past half
+        its bound (replies are not counted against the bound, so a client that does
+        not read must stop being read; docs/protocol.md). False if it ended meanwhile."""
+        if self.queued_bytes >= self.high_water_bytes:
+            self.reads_paused = True
+            try:
+                self.wait_drained()
+            finally:
+                self.reads_paused = False
+        return self.is_open
+
     def _await_says(self) -> None:
         """Wait until this session's says are delivered and answered: its says are
         pipelined, every other request waits for them (PROTOCOL.md 6, guarantee 1)."""

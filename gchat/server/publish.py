@@ -106,12 +106,11 @@ class GroupCommit:
         self.drain(timeout)
         self._committer.kill()
 
-    def wait_delivered(self) -> None:
+    def wait_delivered(self, timeout: float | None = None) -> bool:
         """Wait until every say submitted so far is delivered (or has failed): batches
-        are delivered in order, so the newest one is enough."""
+        are delivered in order, so the newest one is enough. False on a timeout."""
         newest = self._open if self._open.messages else self._committing
-        if newest is not None:
-            newest.done.wait()
+        return newest is None or newest.done.wait(timeout)
 
     def _run(self) -> None:
         while True:

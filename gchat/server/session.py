@@ -96,18 +96,8 @@ class ChatSession(ChatMember):
     # -- engine hooks ---------------------------------------------------------------
 
     def on_recv(self, line: bytes) -> None:
-        if self.queued_bytes >= self.high_water_bytes:
-            # Replies are not counted against the queue bound (PROTOCOL.md 7, see
-            # docs/protocol.md): the next request is read once the queue has drained,
-            # so a client that does not read stops being read, and a reply is never
-            # what drops one that does.
-            self.reads_paused = True
-            try:
-                self.wait_drained()
-            finally:
-                self.reads_paused = False
-            if not self.is_open:
-                return
+        if not self.wait_to_read():  # replies are outside the bound: see wait_to_read
+            return
         request = decode_request(line)
         if self._says is not None and not (isinstance(request, Request) and request.op == "say"):
             self._await_says()  # replies and effects in request order (PROTOCOL.md 6.1)

@@ -357,3 +357,18 @@ def test_two_quits_that_look_alike_are_both_told(irc):
         bob.read_until_closed()
         quits = [m for m in watcher.sync() if m.command == "QUIT"]
         assert quits == [Message("QUIT", ("Quit",), source="bob!bob@irc.test")]
+
+
+def test_a_nick_change_like_an_earlier_one_is_still_told(irc):
+    open_irc, _ = irc
+    m, x = open_irc("m"), open_irc("xa")
+    for client in (m, x):
+        client.send("JOIN #a")
+        client.until("366")
+    m.sync()
+    x.send("NICK xb")
+    assert m.until("NICK")[-1].params == ("xb",)
+    x.send("PART #a", "NICK xa", "JOIN #a")  # away from m, back to the first name
+    x.until("366")
+    x.send("NICK xb")  # the very line m saw before
+    assert m.until("NICK")[-1].params == ("xb",)

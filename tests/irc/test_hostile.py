@@ -7,6 +7,7 @@ import gevent
 
 import gchat.server.irc
 from tests.irc.test_door import IrcClient, free_port
+from tests.reliability.test_ended_sessions import never_reading
 
 
 def start(make_server, **settings):
@@ -58,3 +59,35 @@ def test_a_flood_is_slowed_then_cut_off_with_excess_flood(make_server, monkeypat
     assert message.params == ("Closing Link: Excess Flood",)
     texts = [m.params[1] for m in carol.sync() if m.command == "PRIVMSG"]
     assert 5 < len(texts) < 50 and texts == [str(n) for n in range(len(texts))]  # slowed, in order
+
+
+def test_a_client_that_asks_and_never_reads_stops_being_read(make_server):
+    # Replies do not count against the queue bound; the door stops reading instead.
+    port = free_port()
+    server = make_server(irc_port=port, max_queue_bytes=65536, rate=100_000, burst=100_000)
+    hog = IrcClient(port, never_reading(("127.0.0.1", port)).sock)  # a tiny receive buffer
+    hog.register("hog")
+    hog.sock.sendall(b"WHOIS hog\r\n" * 20_000)  # 3 MB of replies, were all answered
+    session = server.nicks["hog"]
+    with gevent.Timeout(10, AssertionError("the server never stopped reading the hog")):
+        while not session.reads_paused:
+            gevent.sleep(0.01)
+    assert session.queued_bytes <= 65536 // 2 + 1024  # half the bound, plus one reply
+    assert session.is_open  # not dropped: it asked, it has not yet failed to read events
+
+
+def test_one_line_cannot_fan_out_past_targmax_or_use_bad_words(make_server):
+    port = start(make_server)
+    bob, carol = IrcClient(port), IrcClient(port)
+    bob.register("bob")
+    carol.register("carol")
+    bob.send("PRIVMSG " + ",".join(["carol"] * 3 + ["a", "b", "c", "d"]) + " :x")
+    assert bob.until("407")[-1].command == "407"
+    assert carol.sync() == []
+    bob.send("PRIVMSG carol,CAROL,carol :once")  # duplicates count once
+    assert [m.params[1] for m in carol.sync() if m.command == "PRIVMSG"] == ["once"]
+    for raw in ("WHO :a b", "NICK :a b", "TOPIC :#a b", "WHOIS :a b", "JOIN ,#ok", "LIST >\u00b2"):
+        bob.send(raw)
+    got = bob.sync()
+    assert any(m.command == "JOIN" and m.params == ("#ok",) for m in got)
+    assert all(" " not in p for m in got if m.command.isdigit() for p in m.params[:-1])
