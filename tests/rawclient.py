@@ -126,3 +126,12 @@ class Client:
             self.sock.close()
         except OSError:
             pass
+
+
+def never_reading(address: tuple[str, int]) -> Client:
+    """A client whose receive buffer is tiny and who never reads it."""
+    sock = gsocket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+    sock.settimeout(5)
+    sock.connect(address)
+    return Client(address, sock=sock)

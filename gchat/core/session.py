@@ -365,10 +365,7 @@ class Session:
             # over a room's members, and closing changes rooms.
             gevent.spawn(self._drop_slow_consumer)
             return False
-        self._queue.append(data)
-        self.queued_bytes += len(data)
-        self.queued_frames += 1
-        self._schedule_flush()
+        self._enqueue(data)
         # Past half the bound while a burst is delivered: the deliverer paces for it.
         if (self.counted_bytes() >= self.high_water_bytes or self.queued_frames >= self._high_frames) \
                 and self._flusher.delivering and not self._backlogged:
@@ -381,28 +378,20 @@ class Session:
         for the bound and not counted against it (see the module docstring)."""
         if not self._accepting:
             return False
-        self._queue.append(data)
-        self.queued_bytes += len(data)
-        self.queued_frames += 1
+        self._enqueue(data)
         if self._replies is None:
             self._replies = deque()
         self._replies.append((self._written_total + self.queued_bytes, len(data)))
         self._reply_bytes += len(data)
-        self._schedule_flush()
         return True
 
     def counted_bytes(self) -> int:
         """Queued bytes that count against the bound: all but unwritten replies."""
-        replies = self._replies
-        if not replies:
-            return self.queued_bytes
-        written = self._written_total
-        while replies and replies[0][0] <= written:
-            self._reply_bytes -= replies.popleft()[1]
+        replies = self._replies  # holds only replies not yet written whole (_written)
         if not replies:
             return self.queued_bytes
         end, size = replies[0]  # only the oldest reply can be partly written
-        return self.queued_bytes - self._reply_bytes + max(0, written - (end - size))
+        return self.queued_bytes - self._reply_bytes + max(0, self._written_total - (end - size))
 
     def wait_drained(self, timeout: float | None = None, *, replies: bool = True) -> bool:
         """Block the calling greenlet until the queue is below its high-water mark
@@ -437,6 +426,12 @@ class Session:
                 break
             now = monotonic()
         self._pace_spent += monotonic() - start
+
+    def _enqueue(self, data: bytes) -> None:
+        self._queue.append(data)
+        self.queued_bytes += len(data)
+        self.queued_frames += 1
+        self._schedule_flush()
 
     def _wake_drain_waiters(self) -> None:
         if self._drained is not None:
@@ -483,8 +478,8 @@ class Session:
             self._finish_if_closing()
         else:
             # The socket is full: a writer greenlet, holding the semaphore, finishes.
-            self.queued_bytes -= sent
-            self._written_total += sent
+            if sent:
+                self._written(sent, 0)
             gevent.spawn(self._write_loop, memoryview(data)[sent:], frames)
 
     def _written(self, nbytes: int, frames: int) -> None:

@@ -31,7 +31,7 @@ from ..errors import ConfigError, RequestError, StoreError
 from ..irc.codec import line as irc_line
 from ..protocol import bye, nick_key
 from .config import Settings
-from .events import ChatEvent
+from .events import ChatEvent, msg_fields
 from .history import HistoryReader, HistoryStore, MemoryHistory
 from .irc import IrcSession
 from .member import ChatMember
@@ -60,6 +60,7 @@ def _presence(room: str, actor: ChatMember, event: str, reason: str | None = Non
     presence.reason = reason
     presence.user = actor.username  # IRC shows it in prefixes
     presence.actor = actor.session_id
+    presence.at = time.time()
     presence.occasion = occasion
     return presence
 
@@ -414,11 +415,7 @@ class ChatServer:
         batch it is in. A `notice` (IRC's NOTICE) is marked so: an extension field."""
         assert self.commits is not None, "start() the server first"
         seq = room.next_seq = room.next_seq + 1
-        fields: dict[str, Any] = {"op": "msg", "room": room.name, "from": sender.nick,
-                                  "text": text, "seq": seq, "ts": int(time.time() * 1000)}
-        if notice:
-            fields["notice"] = True
-        event = ChatEvent.of(fields)
+        event = ChatEvent.of(msg_fields(room.name, sender.nick, text, seq, notice))
         event.tags = tags  # an IRC user's client-only tags, for IRC members (docs/irc.md)
         # PROTOCOL.md 6, guarantee 2: stored before anyone, the sender included, sees it.
         return self.commits.submit(room, seq, event, sender, request_id)

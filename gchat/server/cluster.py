@@ -27,7 +27,6 @@ from __future__ import annotations
 
 import itertools
 import logging
-import time
 from collections.abc import Iterator
 from typing import TYPE_CHECKING, Any, TypeVar
 
@@ -40,7 +39,7 @@ from ..protocol import bye, encode, nick_key
 from .backplane import SESSIONS_PER_NODE, RedisBackplane
 from .chat import ChatRoom, ChatServer
 from .config import Settings
-from .events import ChatEvent
+from .events import ChatEvent, msg_fields
 from .publish import Batch
 from .records import BadRecord, Msg, Presence, Whisper, parse_records
 
@@ -316,11 +315,7 @@ class ClusterServer(ChatServer):
                 tags: dict[str, str] | None = None) -> Batch[SayArgs]:
         # Client-only IRC tags do not cross nodes yet (docs/irc.md).
         tag = self._tag()
-        fields: dict[str, Any] = {"op": "msg", "room": room.name, "from": sender.nick,
-                                  "text": text, "seq": 0, "ts": int(time.time() * 1000)}
-        if notice:
-            fields["notice"] = True
-        frame = encode(fields)[:-1]
+        frame = encode(msg_fields(room.name, sender.nick, text, 0, notice))[:-1]
         cut = frame.rindex(b'"seq":0,"ts":') + 6  # the script puts the seq in between
         batch = self._open
         batch.messages.append((room.name, tag, frame[:cut], frame[cut + 1:]))

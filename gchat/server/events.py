@@ -16,7 +16,17 @@ from typing import Any
 
 from ..protocol import encode
 
-__all__ = ["ChatEvent"]
+__all__ = ["ChatEvent", "msg_fields"]
+
+
+def msg_fields(room: str, nick: str | None, text: str, seq: int, notice: bool) -> dict[str, Any]:
+    """A `msg` event's object (PROTOCOL.md 5), stamped now; `notice` (an IRC NOTICE) is
+    an extension field, present only when true."""
+    fields: dict[str, Any] = {"op": "msg", "room": room, "from": nick, "text": text, "seq": seq,
+                              "ts": int(time.time() * 1000)}
+    if notice:
+        fields["notice"] = True
+    return fields
 
 
 class ChatEvent:
@@ -34,7 +44,7 @@ class ChatEvent:
         self.user: str | None = None  # the actor's IRC user name, for IRC prefixes
         self.actor = 0  # the acting session's id (presence)
         self.occasion: object = None  # shared by the per-room events of one quit or rename
-        self.at = time.time()  # when it happened (IRC's server-time for presence)
+        self.at: float | None = None  # when a presence happened (IRC's server-time)
 
     @classmethod
     def of(cls, fields: dict[str, Any]) -> ChatEvent:

@@ -25,7 +25,7 @@ import itertools
 import logging
 import re
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from time import monotonic
 from typing import TYPE_CHECKING, Any
 
@@ -217,7 +217,8 @@ class IrcSession(ChatMember):
     def _tags_for(self, event: ChatEvent, fields: dict[str, Any]) -> dict[str, str]:
         tags: dict[str, str] = {}
         if "+t" in self.door:
-            tags["time"] = _server_time(fields["ts"] / 1000 if "ts" in fields else event.at)
+            when = fields["ts"] / 1000 if "ts" in fields else event.at or time.time()
+            tags["time"] = _server_time(when)
         if "+m" in self.door:
             if fields["op"] == "msg":
                 tags["msgid"] = f"{fields['room']}:{fields['seq']}"
@@ -556,9 +557,7 @@ class IrcSession(ChatMember):
                 self._part(room, None)
             return
         limit = self.server.settings.max_rooms
-        for index, channel in enumerate(_targets(params[0])):
-            if index and not self._fake_lag():  # each channel costs a token of the rate
-                return
+        for channel in self._each_target(params[0]):
             name = self._room(channel)
             if name is None:
                 self._numeric("479", channel, "Illegal channel name")
@@ -575,9 +574,7 @@ class IrcSession(ChatMember):
             self._numeric("461", "PART", "Not enough parameters")
             return
         reason = params[1] if len(params) > 1 and params[1] else None
-        for index, channel in enumerate(_targets(params[0])):
-            if index and not self._fake_lag():
-                return
+        for channel in self._each_target(params[0]):
             name = room_of(channel)
             joined = self._joined_folded(name) if name is not None else None
             if joined is None:
@@ -609,14 +606,7 @@ class IrcSession(ChatMember):
             return
         text = params[1]
         size = len(text.encode())
-        targets = _targets(params[0])
-        if len(targets) > MAX_TARGETS:  # TARGMAX: one line may not fan out further
-            if not notice:
-                self._numeric("407", params[0][:64], f"Too many targets (at most {MAX_TARGETS})")
-            return
-        for index, target in enumerate(targets):
-            if index and not self._fake_lag():
-                return
+        for target in self._each_target(params[0], MAX_TARGETS, quiet=notice):
             if target[:1] in ("#", "&"):
                 joined = self._channel_joined(target, notice)
                 if joined is None:
@@ -653,13 +643,7 @@ class IrcSession(ChatMember):
         if not params:
             self._numeric("461", "TAGMSG", "Not enough parameters")
             return
-        targets = _targets(params[0])
-        if len(targets) > MAX_TARGETS:
-            self._numeric("407", params[0][:64], f"Too many targets (at most {MAX_TARGETS})")
-            return
-        for index, target in enumerate(targets):
-            if index and not self._fake_lag():
-                return
+        for target in self._each_target(params[0], MAX_TARGETS):
             event = ChatEvent.of({"op": "tagmsg", "from": self.nick, "to": target,
                                   "ts": int(time.time() * 1000)})
             event.tags = client_tags or None
@@ -687,6 +671,21 @@ class IrcSession(ChatMember):
                 echo_target = target
             if "echo-message" in self.caps:
                 self.send_reply(self.render(event, echo_target))
+
+    def _each_target(self, targets: str, limit: int | None = None,
+                     quiet: bool = False) -> Iterator[str]:
+        """The distinct targets of a comma list, each after the first costing a token of
+        the rate limit (one line must not fan out for free); more than `limit` is 407
+        ERR_TOOMANYTARGETS (TARGMAX) and none at all, answered unless `quiet`."""
+        distinct = _targets(targets)
+        if limit is not None and len(distinct) > limit:
+            if not quiet:
+                self._numeric("407", targets[:64], f"Too many targets (at most {limit})")
+            return
+        for index, target in enumerate(distinct):
+            if index and not (self.is_open and self._fake_lag()):
+                return  # it ended (a join on a cluster blocks), or flooded
+            yield target
 
     def _channel_joined(self, channel: str, quiet: bool) -> str | None:
         """The joined room `channel` names, or None (and 404 unless `quiet`)."""

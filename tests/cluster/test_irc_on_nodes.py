@@ -16,8 +16,7 @@ def test_irc_users_on_two_nodes_and_a_json_user_share_a_room(spawn_node):
     alice = nodes[1].client("alice")
     alice.join("#mixed")
     for client in (bob, carol):
-        client.send("JOIN #mixed")
-        client.until("366")
+        client.join("#mixed")
     bob.sync()
     carol.sync()
 

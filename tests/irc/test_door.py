@@ -59,6 +59,14 @@ class IrcClient:
         self.send("PING sync")
         return self.until("PONG")[:-1]
 
+    def join(self, *channels: str) -> list[Message]:
+        """JOIN the channels; everything up to the end of the last one's NAMES."""
+        self.send(f"JOIN {','.join(channels)}")
+        got: list[Message] = []
+        for _ in channels:
+            got += self.until("366")
+        return got
+
     def register(self, nick: str) -> list[Message]:
         self.send(f"NICK {nick}", f"USER {nick} 0 * :{nick}")
         return self.until("422")
@@ -120,8 +128,7 @@ def test_irc_and_json_users_share_rooms_messages_and_presence(irc):
     alice.join("#dev")
     alice.join("lobby")
     bob = open_irc("bob")
-    bob.send("JOIN #dev,&lobby")
-    joined = bob.until("366") + bob.until("366")
+    joined = bob.join("#dev", "&lobby")
     assert [m.command for m in joined if m.command in ("JOIN", "366")] == ["JOIN", "366"] * 2
     names = [m for m in joined if m.command == "353"]
     assert names[0].params[-1].split() == ["alice", "bob"]
@@ -167,8 +174,7 @@ def test_nick_changes_and_quits_are_told_once_per_user(irc):
     bob = open_irc("bob")
     for room in ("a", "b"):
         alice.join(room)
-        bob.send(f"JOIN &{room}")
-        bob.until("366")
+        bob.join(f"&{room}")
     alice.request("nick", nick="alice2")
     assert bob.sync() == [Message("NICK", ("alice2",), source="alice!alice@irc.test")]
     bob.send("NICK robert")
@@ -202,8 +208,7 @@ def test_a_long_or_multiline_text_becomes_several_lines_within_512_bytes(irc):
     alice = open_json("alice")
     alice.join("#t")
     bob = open_irc("bob")
-    bob.send("JOIN #t")
-    bob.until("366")
+    bob.join("#t")
     text = "é" * 3000
     alice.request("say", room="#t", text="first\nsecond")
     alice.request("say", room="#t", text=text)
@@ -219,8 +224,7 @@ def test_a_message_sent_before_a_ping_arrives_before_its_pong(irc):
     open_irc, _ = irc
     bob, carol = open_irc("bob"), open_irc("carol")
     for client in (bob, carol):
-        client.send("JOIN #sync")
-        client.until("366")
+        client.join("#sync")
     for n in range(20):
         bob.send(f"PRIVMSG #sync :m{n}")
         got = carol.sync()
@@ -233,8 +237,7 @@ def test_part_and_quit_reasons_reach_irc_users_and_notices_stay_notices(irc):
     alice.join("#r")
     bob, carol = open_irc("bob"), open_irc("carol")
     for client in (bob, carol):
-        client.send("JOIN #r")
-        client.until("366")
+        client.join("#r")
     bob.sync()
     carol.send("NOTICE #r :a notice")
     assert bob.until("NOTICE")[-1].params == ("#r", "a notice")
@@ -245,10 +248,8 @@ def test_part_and_quit_reasons_reach_irc_users_and_notices_stay_notices(irc):
     assert bob.until("PART")[-1].params == ("#r", "see you")
     leave = alice.recv_until(lambda f: f.get("event") == "leave")[-1]
     assert "reason" not in leave  # PROTOCOL.md's presence has none
-    bob.send("JOIN #s")
-    bob.until("366")
-    carol.send("JOIN #s")
-    carol.until("366")
+    bob.join("#s")
+    carol.join("#s")
     carol.send("QUIT :gone fishing")
     assert bob.until("QUIT")[-1].params == ("Quit: gone fishing",)
 
@@ -263,8 +264,7 @@ def test_ircv3_echo_time_msgid_tags_and_labels(irc):
                     "labeled-response", f"NICK {nick}", f"USER {nick} 0 * :{nick}", "CAP END")
         client.until("422")
     for client in (bob, carol, dave):
-        client.send("JOIN #v3")
-        client.until("366")
+        client.join("#v3")
         client.sync()
     bob.send("@label=L1;+draft/react=yes PRIVMSG #v3 :tagged")
     echo = bob.until("PRIVMSG")[-1]  # echo-message: its own message, labeled
@@ -307,8 +307,7 @@ def test_list_filters_by_mask_negated_mask_and_member_count(irc):
     for room in ("#chan1", "#chan2", "plain"):
         alice.join(room)
     bob = open_irc("bob")
-    bob.send("JOIN #chan2")
-    bob.until("366")
+    bob.join("#chan2")
 
     def listed(query: str) -> set[str]:
         bob.send(f"LIST {query}".strip())
@@ -331,8 +330,7 @@ def test_what_real_clients_send_on_connect_and_their_user_name_in_every_prefix(i
     assert zed.until("MODE")[-1] == Message("MODE", ("zed", "+i"), source="zed!zuser@irc.test")
     assert zed.until("221")[-1].params[1] == "+i"
     for client in (zed, watcher):
-        client.send("JOIN #q")
-        client.until("366")
+        client.join("#q")
     zed.send("MODE #q b")
     assert zed.until("368")[-1].params[1] == "#q"
     watcher.sync()
@@ -346,9 +344,7 @@ def test_what_real_clients_send_on_connect_and_their_user_name_in_every_prefix(i
 def test_two_quits_that_look_alike_are_both_told(irc):
     open_irc, open_json = irc
     watcher = open_irc("watcher")
-    watcher.send("JOIN #a,#b")
-    watcher.until("366")
-    watcher.until("366")
+    watcher.join("#a", "#b")
     for _ in range(2):  # the same nick, twice, in two shared rooms, quitting alike
         bob = open_json("bob")
         bob.join("#a")
@@ -363,8 +359,7 @@ def test_a_nick_change_like_an_earlier_one_is_still_told(irc):
     open_irc, _ = irc
     m, x = open_irc("m"), open_irc("xa")
     for client in (m, x):
-        client.send("JOIN #a")
-        client.until("366")
+        client.join("#a")
     m.sync()
     x.send("NICK xb")
     assert m.until("NICK")[-1].params == ("xb",)

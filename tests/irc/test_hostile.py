@@ -7,7 +7,7 @@ import gevent
 
 import gchat.server.irc
 from tests.irc.test_door import IrcClient, free_port
-from tests.reliability.test_ended_sessions import never_reading
+from tests.rawclient import never_reading
 
 
 def start(make_server, **settings):

@@ -13,8 +13,7 @@ import time
 
 import gevent
 
-from tests.rawclient import Client, Closed
-from tests.reliability.test_ended_sessions import never_reading
+from tests.rawclient import Client, Closed, never_reading
 
 # 4096 code points that JSON escapes to 6 bytes each (\u0001): a 24 KiB msg frame.
 WIDE_TEXT = "\x01" * 4096

@@ -11,12 +11,11 @@ waits, then checks that the request was a no-op.
 from __future__ import annotations
 
 import itertools
-import socket
 
 import gevent
 import pytest
 
-from tests.rawclient import Client
+from tests.rawclient import Client, never_reading
 
 # A queue bound of a few frames, so a handful of small says overflows it at will.
 SMALL_QUEUE = ("--max-queue-frames", "8")
@@ -40,15 +39,6 @@ def registered(address: tuple[str, int]) -> int:
         return probe.request("stats")["registered"] - 1  # not the probe itself
     finally:
         probe.close()
-
-
-def never_reading(address: tuple[str, int]) -> Client:
-    """A client whose receive buffer is tiny and who never reads it."""
-    sock = gevent.socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
-    sock.settimeout(5)
-    sock.connect(address)
-    return Client(address, sock=sock)
 
 
 def drop_while_waiting(address: tuple[str, int], request: dict, bystander: Client) -> None:
