@@ -183,8 +183,11 @@ class ChatClient:
                 self._held[room].append(frame)
             elif room in self.rooms:
                 self._show_msgs(room, [frame])
-        elif op in ("whisper", "presence"):
+        elif op in ("whisper", "presence", "topic", "mode"):
             self.view.event(frame, current=self.current)
+        elif op == "kicked":
+            self.view.event(frame, current=self.current)
+            self._left(str(frame.get("room")))
         elif op == "bye":
             self._bye = frame.get("reason")
 
@@ -214,6 +217,8 @@ class ChatClient:
             if last is not None and not reply.get("recovered", False):
                 history = self._page_after(room, last)
             rejoin = room in self.rooms
+            if not rejoin and reply.get("topic"):
+                self.view.result("topic", reply)
             if not rejoin:
                 # A first join shows the recent history. With no history, the room has no
                 # messages, unless the server shows none on join: then we cannot know.
@@ -280,9 +285,7 @@ class ChatClient:
             if room is None:
                 raise RequestFailed("leave", "no_room", "")
             session.request("leave", room=room)
-            self.rooms.pop(room, None)
-            if room == self.current:
-                self._switch(next(iter(self.rooms), None))
+            self._left(room)
         elif name == "switch":
             if args[0] not in self.rooms:
                 raise RequestFailed("switch", "not_in_room", "")
@@ -307,6 +310,23 @@ class ChatClient:
                 raise RequestFailed("history", "no_room", "")
             limit = int(args[0]) if args else 20
             self.view.result("history", session.request("history", room=self.current, limit=limit))
+        else:  # topic, kick, mode: in the current room
+            if self.current is None:
+                raise RequestFailed(name, "no_room", "")
+            if name == "topic":
+                fields = {"text": args[0]} if args else {}
+                self.view.result("topic", session.request("topic", room=self.current, **fields))
+            elif name == "kick":
+                fields = {"reason": args[1]} if len(args) > 1 else {}
+                session.request("kick", room=self.current, nick=args[0], **fields)
+            else:
+                fields = {"nick": args[1]} if len(args) > 1 else {}
+                session.request("mode", room=self.current, change=args[0], **fields)
+
+    def _left(self, room: str) -> None:
+        self.rooms.pop(room, None)
+        if room == self.current:
+            self._switch(next(iter(self.rooms), None))
 
     def _switch(self, room: str | None) -> None:
         self.current = room

@@ -18,7 +18,9 @@ Type a line to say it in the current room (start it with // to say a line that s
   /join ROOM        join ROOM and make it current      /leave [ROOM]   leave ROOM (or the current one)
   /switch ROOM      make a joined ROOM current         /msg NICK TEXT  whisper TEXT to NICK
   /nick NAME        change your nick                   /rooms [AFTER]  list the rooms (after AFTER)
-  /who [ROOM]       who is in ROOM                     /history [N]    the last N messages (default 20)
+  /who [ROOM]       who is in ROOM (@: operators)      /history [N]    the last N messages (default 20)
+  /topic [TEXT]     show or set the room's topic       /kick NICK [WHY] put NICK out (operators)
+  /mode +o|-o NICK  make NICK an operator or not       /mode +t|-t     only operators set the topic, or all
   /help             this help                          /quit           leave (Ctrl-D too)"""
 
 # name: (the least and the most arguments, usage); the TEXT of /msg takes the rest of the line
@@ -26,7 +28,8 @@ _COMMANDS: dict[str, tuple[int, int, str]] = {
     "join": (1, 1, "/join ROOM"), "leave": (0, 1, "/leave [ROOM]"), "switch": (1, 1, "/switch ROOM"),
     "msg": (2, 2, "/msg NICK TEXT"), "nick": (1, 1, "/nick NAME"), "rooms": (0, 1, "/rooms [AFTER]"),
     "who": (0, 1, "/who [ROOM]"), "history": (0, 1, "/history [N]"), "quit": (0, 0, "/quit"),
-    "help": (0, 0, "/help"),
+    "help": (0, 0, "/help"), "topic": (0, 1, "/topic [TEXT]"), "kick": (1, 2, "/kick NICK [WHY]"),
+    "mode": (1, 2, "/mode +o|-o NICK or /mode +t|-t"),
 }
 
 
@@ -52,11 +55,16 @@ def parse(line: str) -> Command | None:
     if name not in _COMMANDS:
         return Command(name, error=f"there is no command /{name}: type /help for the list")
     least, most, usage = _COMMANDS[name]
-    words = rest.split(None, 1) if name == "msg" else rest.split()
+    if name == "topic":  # the whole rest is the topic
+        return Command(name, (rest.strip(),) if rest.strip() else ())
+    words = rest.split(None, 1) if name in ("msg", "kick") else rest.split()
     if not least <= len(words) <= most:
         return Command(name, error=f"usage: {usage}")
     if name == "history" and words and not (words[0].isdigit() and 1 <= int(words[0]) <= 100):
         return Command(name, error="usage: /history [N], N from 1 to 100")
+    if name == "mode" and (words[0] not in ("+o", "-o", "+t", "-t")
+                           or (len(words) == 2) != (words[0][1] == "o")):
+        return Command(name, error=f"usage: {usage}")
     return Command(name, tuple(words))
 
 
@@ -74,6 +82,7 @@ _HINTS = {
     "disconnected": "not connected: the client is reconnecting, try again in a moment",
     "timeout": "the server did not answer in time: try again",
     "unavailable": "the server cannot store messages right now: try again later",
+    "not_operator": "only operators of {room} may do that",
 }
 
 
@@ -81,7 +90,9 @@ def explain(failure: RequestFailed, command: Command, client: ChatClient) -> str
     """A refused request in plain words, with a hint; the server's words otherwise."""
     args = command.args
     room = args[0] if args and command.name in ("join", "leave", "switch", "who") else client.current
-    nick = args[0] if args and command.name in ("nick", "msg") else client.nick
+    nick = args[0] if args and command.name in ("nick", "msg", "kick") else client.nick
+    if command.name == "mode" and len(args) == 2:
+        nick = args[1]
     hint = _HINTS.get(failure.code)
     if hint is None:
         return f"/{command.name} failed: {failure.message or failure.code}"

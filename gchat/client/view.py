@@ -47,7 +47,23 @@ def format_event(frame: dict[str, Any], *, current: str | None, me: str | None =
         what = {"join": f"{nick} joined {room}", "leave": f"{nick} left {room}",
                 "quit": f"{nick} quit", "rename": f"{frame.get('old')} is now {nick}"}.get(
                     str(event), f"{nick}: {event}")
+        if frame.get("by"):
+            why = f": {frame['reason']}" if frame.get("reason") else ""
+            what = f"{nick} was kicked from {room} by {frame['by']}{why}"
         return [("ansibrightblack", f"{_clock()} -- {what}")]
+    if op == "topic":
+        topic = frame.get("topic")
+        what = f"{frame.get('from')} set the topic of {room}: {topic}" if topic else \
+            f"{frame.get('from')} cleared the topic of {room}"
+        return [("ansibrightblack", f"{_clock(frame.get('ts'))} -- {what}")]
+    if op == "mode":
+        whom = f" {frame['nick']}" if frame.get("nick") else ""
+        return [("ansibrightblack",
+                 f"{_clock(frame.get('ts'))} -- {frame.get('from')} set {room} "
+                 f"{frame.get('change')}{whom}")]
+    if op == "kicked":
+        why = f": {frame['reason']}" if frame.get("reason") else ""
+        return [("ansired", f"{_clock()} -- you were kicked from {room} by {frame.get('by')}{why}")]
     return [("", json.dumps(frame, ensure_ascii=False))]
 
 
@@ -63,9 +79,14 @@ def format_result(command: str, reply: dict[str, Any], *, current: str | None) -
             lines.append([("ansibrightblack", f"more rooms: /rooms {rooms[-1]['room']}")])
         return lines
     if command == "who":
-        members = reply.get("members", [])
+        ops = set(reply.get("ops", []))
+        members = [("@" if nick in ops else "") + nick for nick in reply.get("members", [])]
         names = ", ".join(members) if members else "nobody"
         return [[("", f"in {reply.get('room')}: {names}")]]
+    if command == "topic":
+        topic = reply.get("topic")
+        what = f"{topic['text']} (set by {topic['by']})" if topic else "no topic"
+        return [[("", f"topic of {reply.get('room')}: {what}")]]
     messages = reply.get("messages", [])
     if not messages:
         return [[("", f"no messages in {reply.get('room')}")]]

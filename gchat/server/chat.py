@@ -24,6 +24,7 @@ from typing import Any, cast
 import gevent
 from gevent import ssl as gssl
 from gevent.event import Event
+from gevent.lock import Semaphore
 
 from .. import __version__
 from ..core import Listener, Room, RoomMaster, SessionLimits
@@ -31,7 +32,7 @@ from ..errors import ConfigError, RequestError, StoreError
 from ..irc.codec import line as irc_line
 from ..protocol import bye, nick_key
 from .config import Settings
-from .events import ChatEvent, msg_fields
+from .events import ChatEvent, RoomView, Topic, msg_fields
 from .history import HistoryReader, HistoryStore, MemoryHistory
 from .irc import IrcSession
 from .member import ChatMember
@@ -50,14 +51,16 @@ _IRC_FULL = irc_line("ERROR", "Closing Link: Server is full")
 _IRC_SHUTDOWN = irc_line("ERROR", "Closing Link: Server shutting down")
 
 
+_MEMBER_MODES = {"o": "ops", "v": "voiced"}  # mode letter: the ChatRoom set it changes
+_ROOM_MODES = {"t": "topic_locked", "m": "moderated"}  # mode letter: the ChatRoom flag
 _OCCASIONS = itertools.count(1)  # one per quit or rename, shared by its rooms' events
 
 
-def _presence(room: str, actor: ChatMember, event: str, reason: str | None = None,
+def _presence(room: str, actor: ChatMember, event: str, irc_reason: str | None = None,
               occasion: int | None = None, **extra: str) -> ChatEvent:
     presence = ChatEvent.of({"op": "presence", "room": room, "nick": actor.nick, "event": event,
                              **extra})
-    presence.reason = reason
+    presence.reason = irc_reason
     presence.user = actor.username  # IRC shows it in prefixes
     presence.actor = actor.session_id
     presence.at = time.time()
@@ -67,16 +70,44 @@ def _presence(room: str, actor: ChatMember, event: str, reason: str | None = Non
 
 class ChatRoom(Room):
     """A room with its seq counters: `seq`, its newest delivered message, and
-    `next_seq`, the newest assigned (ahead while says wait to be stored)."""
+    `next_seq`, the newest assigned (ahead while says wait to be stored); its
+    `topic` (stored) and its modes: whether only operators may set the topic
+    (`topic_locked`, IRC's +t, on in a new room) and whether only operators and
+    voiced members may speak (`moderated`, +m); its operators' session ids (`ops`:
+    the member that created the room by joining it empty, and whom operators made
+    so) and its voiced members' (`voiced`, +v)."""
 
-    def __init__(self, name: str, seq: int = 0) -> None:
+    def __init__(self, name: str, seq: int = 0, topic: Topic | None = None) -> None:
         super().__init__(name)
         self.seq = seq
         self.next_seq = seq
+        self.topic = topic
+        self.topic_locked = True
+        self.moderated = False
+        self.ops: set[int] = set()
+        self.voiced: set[int] = set()
 
     def nicks(self) -> list[str]:
         """Member nicks sorted by lower-cased nick (PROTOCOL.md 4)."""
         return sorted((m.nick for m in self.members.values()), key=str.lower)  # type: ignore[attr-defined]
+
+    def view(self) -> RoomView:
+        """The room as its members see it: members, operators, topic, modes."""
+        return RoomView(self.nicks(), self._nicks_of(self.ops), self._nicks_of(self.voiced),
+                        self.topic, self.topic_locked, self.moderated)
+
+    def _nicks_of(self, session_ids: set[int]) -> list[str]:
+        return sorted((m.nick for sid, m in self.members.items() if sid in session_ids),  # type: ignore[attr-defined]
+                      key=str.lower)
+
+    def may_speak(self, session_id: int) -> bool:
+        """Whether the member may say something (+m: operators and voiced only)."""
+        return not self.moderated or session_id in self.ops or session_id in self.voiced
+
+    def drop_status(self, session_id: int) -> None:
+        """A member left: it is no longer an operator nor voiced."""
+        self.ops.discard(session_id)
+        self.voiced.discard(session_id)
 
 
 class ChatServer:
@@ -129,6 +160,7 @@ class ChatServer:
         self._sweeper: gevent.Greenlet | None = None
         self._shutdown: gevent.Greenlet | None = None
         self._stopped = Event()
+        self._topic_writes = Semaphore()  # stored and told in the order they were set
 
     # -- lifecycle ------------------------------------------------------------------------
 
@@ -234,11 +266,21 @@ class ChatServer:
 
     def _new_room(self, name: str) -> ChatRoom:
         self.room_names.add(name)
-        return ChatRoom(name, self.store.last_seq(name))
+        return ChatRoom(name, self.store.last_seq(name), self.store.topic(name))
 
     def _room_forgotten(self, room: ChatRoom) -> None:
         if self.store.last_seq(room.name) == 0:  # no members and no history: it is gone
             self.room_names.discard(room.name)
+            if self.store.topic(room.name) is not None:  # and so is its topic
+                gevent.spawn(self._forget_topic, room.name)  # this may run in the hub
+
+    def _forget_topic(self, name: str) -> None:
+        with self._topic_writes:
+            if self.rooms.get(name) is None and self.store.last_seq(name) == 0:
+                try:
+                    self.store.set_topic(name, None)
+                except StoreError as exc:
+                    log.warning("could not forget the topic of %s: %s", name, exc)
 
     def sessions(self) -> Iterator[ChatMember]:
         """Every open connection, registered or not."""
@@ -351,19 +393,101 @@ class ChatServer:
             room = self.rooms.get_or_create(name)
             if room.members:
                 room.broadcast(_presence(name, session, "join"))
+            else:
+                room.ops.add(session.session_id)  # who creates a room runs it (as on IRC)
             room.enter(session)
             session.rooms[name] = room
         history, recovered = self.history_for_join(room, after)
-        session.joined(request_id, name, room.nicks(), history,
+        session.joined(request_id, name, room.view(), history,
                        recovered if after is not None else None)
 
     def leave(self, session: ChatMember, room: ChatRoom, event: str,
               reason: str | None = None, occasion: int | None = None) -> None:
         """Take `session` out of `room`; tell the rest with presence `event` (and the
         IRC user's `reason`, which only IRC shows)."""
+        room.drop_status(session.session_id)
         self.rooms.leave(room.name, session)
         if room.members and not self.shutting_down:
             room.broadcast(_presence(room.name, session, event, reason, occasion))
+
+    # -- topics and operators (an extension: docs/protocol.md) ---------------------------
+
+    def set_topic(self, session: ChatMember, room: ChatRoom, text: str) -> Topic | None:
+        """Set (an empty `text`: clear) the topic of `room`, which `session` is in;
+        `not_operator` if the room is +t and it is not an operator. Stored, then told
+        to every member, the setter included; returns the topic."""
+        self._check_operator(session, room, only_if=room.topic_locked)
+        assert session.nick is not None
+        now = int(time.time() * 1000)
+        topic = Topic(text, session.nick, now) if text else None
+        with self._topic_writes:
+            self.store.set_topic(room.name, topic)
+            current = self.rooms.get(room.name)  # the room may have been left and made again
+            if current is not None:
+                current.topic = topic
+                self._tell_room(current, {"op": "topic", "room": room.name, "topic": text,
+                                          "from": session.nick, "ts": now})
+        return topic
+
+    def kick(self, session: ChatMember, room: ChatRoom, nick: str, reason: str | None) -> str:
+        """An operator takes the member called `nick` out of `room`: the others get a
+        presence leave naming the operator (`by`), the member a `kicked` event.
+        Returns the member's nick as written."""
+        self._check_operator(session, room)
+        target = self._member(room, nick)
+        assert target.nick is not None and session.nick is not None
+        extra = {"by": session.nick, **({"reason": reason} if reason else {})}
+        kicked = ChatEvent.of({"op": "kicked", "room": room.name, **extra})
+        target.send(target.render(kicked))
+        room.drop_status(target.session_id)
+        self.rooms.leave(room.name, target)
+        target.rooms.pop(room.name, None)
+        if room.members:
+            room.broadcast(_presence(room.name, target, "leave", reason, None, **extra))
+        return target.nick
+
+    def set_mode(self, session: ChatMember, room: ChatRoom, change: str,
+                 nick: str | None = None) -> None:
+        """An operator changes `room`: `+o`/`-o` make the member `nick` an operator or
+        not, `+v`/`-v` voiced or not; `+t`/`-t` let only operators (or anyone) set the
+        topic, `+m`/`-m` only operators and voiced members (or anyone) speak. A change
+        is told to every member, the operator included; one that changes nothing is not."""
+        self._check_operator(session, room)
+        fields: dict[str, Any] = {"op": "mode", "room": room.name, "change": change}
+        on, letter = change[0] == "+", change[1]
+        if letter in _MEMBER_MODES:
+            assert nick is not None
+            target = self._member(room, nick)
+            holders: set[int] = getattr(room, _MEMBER_MODES[letter])
+            if (target.session_id in holders) == on:
+                return
+            if on:
+                holders.add(target.session_id)
+            else:
+                holders.discard(target.session_id)
+            fields["nick"] = target.nick
+        else:
+            if getattr(room, _ROOM_MODES[letter]) == on:
+                return
+            setattr(room, _ROOM_MODES[letter], on)
+        fields["from"] = session.nick
+        self._tell_room(room, fields)
+
+    @staticmethod
+    def _tell_room(room: ChatRoom, fields: dict[str, Any]) -> None:
+        fields.setdefault("ts", int(time.time() * 1000))
+        room.broadcast(ChatEvent.of(fields))
+
+    @staticmethod
+    def _check_operator(session: ChatMember, room: ChatRoom, only_if: bool = True) -> None:
+        if only_if and session.session_id not in room.ops:
+            raise RequestError("not_operator", f"you are not an operator of {room.name}")
+
+    def _member(self, room: ChatRoom, nick: str) -> ChatMember:
+        target = self.find(nick)
+        if target is None or target not in room:
+            raise RequestError("no_such_nick", f"nobody called {nick[:80]} is in {room.name}")
+        return target
 
     def room_exists(self, name: str) -> bool:
         """A room exists while it has members or stored history (PROTOCOL.md 3)."""
@@ -377,10 +501,10 @@ class ChatServer:
         return [{"room": name, "members": len(room) if (room := get(name)) else 0}
                 for name in names], more
 
-    def who(self, name: str) -> list[str]:
-        """The member nicks of room `name`, sorted by lower-cased nick."""
+    def who(self, name: str) -> RoomView:
+        """Room `name` as its members see it (members sorted by lower-cased nick)."""
         room = self.rooms.get(name)
-        return room.nicks() if room else []
+        return room.view() if room else RoomView([], [], [], self.store.topic(name), True, False)
 
     def history(self, name: str, before: int | None, after: int | None,
                 limit: int) -> list[bytes]:
@@ -414,6 +538,9 @@ class ChatServer:
         broadcast to the others, then told to the sender (`sender.said`); return the
         batch it is in. A `notice` (IRC's NOTICE) is marked so: an extension field."""
         assert self.commits is not None, "start() the server first"
+        if not room.may_speak(sender.session_id):
+            raise RequestError("moderated", f"{room.name} is moderated: only its operators "
+                               "and voiced members may speak")
         seq = room.next_seq = room.next_seq + 1
         event = ChatEvent.of(msg_fields(room.name, sender.nick, text, seq, notice))
         event.tags = tags  # an IRC user's client-only tags, for IRC members (docs/irc.md)

@@ -39,7 +39,7 @@ from ..protocol import bye, encode, nick_key
 from .backplane import SESSIONS_PER_NODE, RedisBackplane
 from .chat import ChatRoom, ChatServer
 from .config import Settings
-from .events import ChatEvent, msg_fields
+from .events import ChatEvent, RoomView, Topic, msg_fields
 from .publish import Batch
 from .records import BadRecord, Msg, Presence, Whisper, parse_records
 
@@ -54,6 +54,14 @@ T = TypeVar("T")
 _BYE_KICKED = bye("kicked")
 _SAY_FAILED = ("the cluster is unavailable: this message was not acknowledged and may not "
                "have reached the room; try again")
+
+
+_NO_OPERATORS = "topics and room operators are not available on a cluster yet"
+
+
+def _view(members: dict[int, str]) -> RoomView:
+    """A room on a cluster: its members; no operators nor topic there yet (docs/cluster.md)."""
+    return RoomView(sorted(members.values(), key=str.lower), [], [], None, True, False)
 
 
 class ClusterRoom(ChatRoom):
@@ -256,8 +264,8 @@ class ClusterServer(ChatServer):
                 settings.history_on_join, rejoin_bound=joined.seq))
             if snapshot is not None:
                 _, members, history, recovered = snapshot
-                session.joined(request_id, name, sorted(members.values(), key=str.lower),
-                               history, recovered if after is not None else None)
+                session.joined(request_id, name, _view(members), history,
+                               recovered if after is not None else None)
             return
         tag = self._tag()
         marker: AsyncResult[ClusterRoom] = AsyncResult()
@@ -276,7 +284,7 @@ class ClusterServer(ChatServer):
         finally:
             self._joins.pop(tag, None)
         room.start_roster(members)
-        session.joined(request_id, name, sorted(members.values(), key=str.lower), history,
+        session.joined(request_id, name, _view(members), history,
                        recovered if after is not None else None)
         room.admit(session)  # after the join's ok: what was held for it
 
@@ -302,8 +310,18 @@ class ClusterServer(ChatServer):
         rooms, more = self.backplane.rooms(after, limit)
         return [{"room": name, "members": count} for name, count in rooms], more
 
-    def who(self, name: str) -> list[str]:
-        return sorted(self.backplane.members(name).values(), key=str.lower)
+    def who(self, name: str) -> RoomView:
+        return _view(self.backplane.members(name))
+
+    def set_topic(self, session: ChatMember, room: ChatRoom, text: str) -> Topic | None:
+        raise RequestError("unsupported", _NO_OPERATORS)
+
+    def kick(self, session: ChatMember, room: ChatRoom, nick: str, reason: str | None) -> str:
+        raise RequestError("unsupported", _NO_OPERATORS)
+
+    def set_mode(self, session: ChatMember, room: ChatRoom, change: str,
+                 nick: str | None = None) -> None:
+        raise RequestError("unsupported", _NO_OPERATORS)
 
     def _history_source(self) -> RedisBackplane:
         return self.backplane

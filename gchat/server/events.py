@@ -12,11 +12,38 @@ from __future__ import annotations
 
 import json
 import time
-from typing import Any
+from typing import Any, NamedTuple
 
 from ..protocol import encode
 
-__all__ = ["ChatEvent", "msg_fields"]
+__all__ = ["MAX_TOPIC", "ChatEvent", "RoomView", "Topic", "msg_fields"]
+
+MAX_TOPIC = 390  # UTF-8 bytes of a topic (and of a kick reason): IRC's TOPICLEN
+
+
+class Topic(NamedTuple):
+    """A room's topic: its text, who set it and when (ms since the epoch)."""
+
+    text: str
+    by: str
+    ts: int
+
+    def fields(self) -> dict[str, Any]:
+        """As the `topic` object of a join's or who's ok (docs/protocol.md)."""
+        return {"text": self.text, "by": self.by, "ts": self.ts}
+
+
+class RoomView(NamedTuple):
+    """What a member sees of a room: members sorted by lower-cased nick, its
+    operators' and voiced members' nicks, its topic, whether only operators may set
+    it (+t), and whether only operators and voiced members may speak (+m)."""
+
+    members: list[str]
+    ops: list[str]
+    voiced: list[str]
+    topic: Topic | None
+    topic_locked: bool
+    moderated: bool
 
 
 def msg_fields(room: str, nick: str | None, text: str, seq: int, notice: bool) -> dict[str, Any]:

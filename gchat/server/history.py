@@ -15,6 +15,8 @@ from collections.abc import Sequence
 from itertools import islice
 from typing import Protocol
 
+from .events import Topic
+
 __all__ = ["HistoryReader", "HistoryStore", "MemoryHistory"]
 
 
@@ -61,8 +63,15 @@ class HistoryStore(Protocol):
         """How many rooms have stored messages."""
 
     def forget(self, rooms: Sequence[str]) -> None:
-        """Delete every stored message of `rooms`, all or none; blocks the calling
-        greenlet (never the hub). Raises StoreError."""
+        """Delete every stored message and the topic of `rooms`, all or none; blocks
+        the calling greenlet (never the hub). Raises StoreError."""
+
+    def topic(self, room: str) -> Topic | None:
+        """The room's stored topic, None if it has none."""
+
+    def set_topic(self, room: str, topic: Topic | None) -> None:
+        """Store (None: delete) the room's topic, durably; blocks the calling greenlet
+        (never the hub). Raises StoreError."""
 
     def close(self) -> None:
         """Release the store's resources."""
@@ -75,6 +84,7 @@ class MemoryHistory:
         self.history_max = history_max
         self._rooms: dict[str, deque[bytes]] = {}
         self._last: dict[str, int] = {}
+        self._topics: dict[str, Topic] = {}
 
     def append_batch(self, messages: Sequence[tuple[str, int, bytes]]) -> None:
         for room, seq, event in messages:
@@ -122,7 +132,18 @@ class MemoryHistory:
         for room in rooms:
             self._rooms.pop(room, None)
             self._last.pop(room, None)
+            self._topics.pop(room, None)
+
+    def topic(self, room: str) -> Topic | None:
+        return self._topics.get(room)
+
+    def set_topic(self, room: str, topic: Topic | None) -> None:
+        if topic is None:
+            self._topics.pop(room, None)
+        else:
+            self._topics[room] = topic
 
     def close(self) -> None:
         self._rooms.clear()
         self._last.clear()
+        self._topics.clear()

@@ -47,7 +47,7 @@ from ..irc.codec import (
     text_budget,
 )
 from ..protocol import valid_nick, valid_room
-from .events import ChatEvent
+from .events import MAX_TOPIC, ChatEvent, RoomView
 from .member import ChatMember
 
 if TYPE_CHECKING:
@@ -63,6 +63,7 @@ USERLEN = 16  # the longest user name kept from USER
 LIST_MAX = 10_000  # the most rooms one LIST looks at
 MAX_TARGETS = 4  # TARGMAX for PRIVMSG, NOTICE, TAGMSG and NAMES
 WHO_MAX = 500  # the most users one WHO mask lists
+MAX_MODES = 4  # the most channel mode changes one MODE line makes (ISUPPORT MODES)
 # Offered capabilities (IRCv3): only those whose irctest cases pass.
 CAPS = frozenset({"batch", "echo-message", "labeled-response", "message-tags", "multi-prefix",
                   "server-time", "userhost-in-names"})
@@ -86,6 +87,11 @@ def room_of(channel: str) -> str | None:
     else:
         return None
     return name if valid_room(name) else None
+
+
+def _cut(text: str) -> str:
+    """A topic or kick reason cut to TOPICLEN (KICKLEN) bytes on a UTF-8 boundary."""
+    return text.encode()[:MAX_TOPIC].decode(errors="ignore")
 
 
 def _word(param: str) -> str:
@@ -192,12 +198,23 @@ class IrcSession(ChatMember):
         if op == "tagmsg":
             return render_tags(tags) + line("TAGMSG", target or fields["to"],
                                             source=self._mask(fields["from"]))
+        if op == "topic":
+            return render_tags(tags) + line("TOPIC", channel_of(fields["room"]), fields["topic"],
+                                            source=self._mask(fields["from"]))
+        if op == "mode":
+            whom = (fields["nick"],) if "nick" in fields else ()
+            return render_tags(tags) + line("MODE", channel_of(fields["room"]), fields["change"],
+                                            *whom, source=self._mask(fields["from"]))
+        if op == "kicked":  # this session was kicked
+            return self._kick_line(tags, fields, self.nick or "*")
         if op == "presence":
             who = self._mask(fields["nick"], event.user)
             kind = fields["event"]
             head = render_tags(tags)
             if kind == "join":
                 return head + line("JOIN", channel_of(fields["room"]), source=who)
+            if "by" in fields:
+                return self._kick_line(tags, fields, fields["nick"])
             if kind == "leave":
                 reason = () if event.reason is None else (event.reason,)
                 return head + line("PART", channel_of(fields["room"]), *reason, source=who)
@@ -214,6 +231,11 @@ class IrcSession(ChatMember):
         return self._text_lines(command, target or self.nick or "*", fields["from"],
                                 fields["text"], tags)
 
+    def _kick_line(self, tags: dict[str, str], fields: dict[str, Any], nick: str) -> bytes:
+        return render_tags(tags) + line("KICK", channel_of(fields["room"]), nick,
+                                        fields.get("reason") or fields["by"],
+                                        source=self._mask(fields["by"]))
+
     def _tags_for(self, event: ChatEvent, fields: dict[str, Any]) -> dict[str, str]:
         tags: dict[str, str] = {}
         if "+t" in self.door:
@@ -222,7 +244,7 @@ class IrcSession(ChatMember):
         if "+m" in self.door:
             if fields["op"] == "msg":
                 tags["msgid"] = f"{fields['room']}:{fields['seq']}"
-            elif "ts" in fields:
+            elif "ts" in fields and "from" in fields:
                 tags["msgid"] = f"{fields['from']}:{fields['ts']}:{id(event) % 100000}"
             if event.tags:
                 tags.update(event.tags)
@@ -241,11 +263,13 @@ class IrcSession(ChatMember):
             for room in rooms:
                 room.enter(self)
 
-    def joined(self, request_id: int | str | None, room: str, members: list[str],
+    def joined(self, request_id: int | str | None, room: str, view: RoomView,
                history: list[bytes], recovered: bool | None) -> None:
         channel = channel_of(room)
         self.send_reply(line("JOIN", channel, source=self._mask(self.nick)))
-        self._names(channel, members)
+        if view.topic is not None:  # no 331 on a join (modern.ircdocs.horse)
+            self._topic(channel, view)
+        self._names(channel, view)
 
     def said(self, room: str, seq: int, event: ChatEvent | None,
              request_id: int | str | None) -> None:
@@ -384,17 +408,29 @@ class IrcSession(ChatMember):
         return b"".join(head + f":{source} {command} {target} :{piece}\r\n".encode()
                         for piece in split_text(text, budget))
 
-    def _names(self, channel: str, members: list[str]) -> None:
+    def _names(self, channel: str, view: RoomView, end: bool = True) -> None:
         chunk: list[str] = []
         full = "userhost-in-names" in self.caps
-        for nick in members:
-            chunk.append(self._mask(nick) if full else nick)
+        prefix = self._prefixes(view)
+        for nick in view.members:
+            chunk.append(prefix(nick) + (self._mask(nick) if full else nick))
             if len(chunk) == 20:
                 self._numeric("353", "=", channel, " ".join(chunk))
                 chunk = []
         if chunk:
             self._numeric("353", "=", channel, " ".join(chunk))
-        self._numeric("366", channel, "End of /NAMES list")
+        if end:
+            self._numeric("366", channel, "End of /NAMES list")
+
+    def _prefixes(self, view: RoomView) -> Callable[[str], str]:
+        """A member's prefixes in NAMES and WHO: `@` (operator), `+` (voiced); only the
+        highest unless the client asked for multi-prefix."""
+        ops, voiced, every = set(view.ops), set(view.voiced), "multi-prefix" in self.caps
+
+        def prefix(nick: str) -> str:
+            marks = ("@" if nick in ops else "") + ("+" if nick in voiced else "")
+            return marks if every else marks[:1]
+        return prefix
 
     def _room(self, channel: str) -> str | None:
         """The room `channel` names for an IRC user: that room, or the one whose
@@ -517,12 +553,14 @@ class IrcSession(ChatMember):
         self._numeric("001", f"Welcome to the gchat IRC network {self._mask(self.nick)}")
         self._numeric("002", f"Your host is {name}, running version {VERSION}")
         self._numeric("003", "This server was created with gchat")
-        self._numeric("004", name, VERSION, "i", "n")
+        self._numeric("004", name, VERSION, "i", "mnotv", "ov")
         tokens = ["CASEMAPPING=ascii", "CHANTYPES=#&", "NICKLEN=32", "CHANNELLEN=65",
-                  f"LINELEN={MAX_LINE}", "UTF8ONLY", "NETWORK=gchat", "CHANMODES=,,,n",
+                  f"LINELEN={MAX_LINE}", "UTF8ONLY", "NETWORK=gchat", "CHANMODES=,,,mnt",
                   f"MAXCHANNELS={settings.max_rooms}", f"CHANLIMIT=#&:{settings.max_rooms}",
-                  "PREFIX=", "MODES=0", f"USERLEN={USERLEN}",
-                  f"TARGMAX=JOIN:,PART:,NAMES:{MAX_TARGETS},WHOIS:1,PRIVMSG:{MAX_TARGETS},"
+                  "PREFIX=(ov)@+", f"MODES={MAX_MODES}", f"USERLEN={USERLEN}",
+                  f"TOPICLEN={MAX_TOPIC}", f"KICKLEN={MAX_TOPIC}",
+                  f"TARGMAX=JOIN:,PART:,NAMES:{MAX_TARGETS},WHOIS:1,KICK:{MAX_TARGETS},"
+                  f"PRIVMSG:{MAX_TARGETS},"
                   f"NOTICE:{MAX_TARGETS},TAGMSG:{MAX_TARGETS}", "ELIST=MNU"]
         for start in range(0, len(tokens), 12):  # 15 parameters at most per line
             self._numeric("005", *tokens[start:start + 12], "are supported by this server")
@@ -615,8 +653,12 @@ class IrcSession(ChatMember):
                     # Relayed with its source it would pass 512 bytes (modern: 417).
                     self._numeric("417", "Input line was too long")
                     continue
-                self._says = self.server.publish(self.rooms[joined], self, text, None, notice,
-                                                 client_tags or None)
+                try:
+                    self._says = self.server.publish(self.rooms[joined], self, text, None,
+                                                     notice, client_tags or None)
+                except RequestError:  # moderated (+m)
+                    if not notice:
+                        self._numeric("404", channel_of(joined), "Cannot send to channel (+m)")
             else:
                 if size > text_budget(command, target, source=self._mask(self.nick)):
                     self._numeric("417", "Input line was too long")
@@ -699,12 +741,16 @@ class IrcSession(ChatMember):
         if not params:
             self._numeric("366", "*", "End of /NAMES list")
             return
-        for channel in _targets(params[0])[:MAX_TARGETS]:
+        channels = _targets(params[0])[:MAX_TARGETS]
+        several = len(channels) > 1  # then one 366 ends them all (RFC 2812)
+        for channel in channels:
             name = self._room(channel)
             if name is not None and self.server.room_exists(name):
-                self._names(channel_of(name), self.server.who(name))
-            else:
+                self._names(channel_of(name), self.server.who(name), end=not several)
+            elif not several:
                 self._numeric("366", channel, "End of /NAMES list")
+        if several:
+            self._numeric("366", params[0], "End of /NAMES list")
 
     def irc_who(self, params: tuple[str, ...]) -> None:
         mask = params[0] if params else "*"
@@ -712,8 +758,10 @@ class IrcSession(ChatMember):
             name = self._room(mask)
             if name is not None and self.server.room_exists(name):
                 channel = channel_of(name)
-                for nick in self.server.who(name):
-                    self._who_line(channel, nick, self.server.find(nick))
+                view = self.server.who(name)
+                prefix = self._prefixes(view)
+                for nick in view.members:
+                    self._who_line(channel, nick, self.server.find(nick), prefix(nick))
         else:
             pattern = re.compile(fnmatch.translate(casefold_ascii(mask)))
             found = 0
@@ -725,12 +773,13 @@ class IrcSession(ChatMember):
                         break
         self._numeric("315", mask, "End of WHO list")
 
-    def _who_line(self, channel: str, nick: str, member: ChatMember | None) -> None:
-        """352 RPL_WHOREPLY: <channel> <user> <host> <server> <nick> <H|G> :0 <realname>."""
+    def _who_line(self, channel: str, nick: str, member: ChatMember | None,
+                  prefix: str = "") -> None:
+        """352 RPL_WHOREPLY: <channel> <user> <host> <server> <nick> <H|G>[@+] :0 <realname>."""
         away = member is not None and member.away
         realname = (member.realname if member is not None else None) or nick
         self._numeric("352", channel, self._user_of(member, nick), self.host, self.host, nick,
-                      "G" if away else "H", f"0 {realname}")
+                      ("G" if away else "H") + prefix, f"0 {realname}")
 
     def irc_whois(self, params: tuple[str, ...]) -> None:
         if not params:
@@ -776,10 +825,60 @@ class IrcSession(ChatMember):
         name = self._room(params[0])
         if name is None or not self.server.room_exists(name):
             self._numeric("403", params[0], "No such channel")
-        elif len(params) == 1:
-            self._numeric("331", channel_of(name), "No topic is set")
+            return
+        channel = channel_of(name)
+        if len(params) == 1:
+            view = self.server.who(name)
+            if view.topic is None:
+                self._numeric("331", channel, "No topic is set")
+            else:
+                self._topic(channel, view)
+            return
+        joined = self._joined_folded(name)
+        if joined is None:
+            self._numeric("442", channel, "You're not on that channel")
+            return
+        try:  # too long is cut at TOPICLEN, as IRC servers do (docs/irc.md)
+            self.server.set_topic(self, self.rooms[joined], _cut(params[1]))
+        except RequestError as exc:
+            self._refused(channel, exc)
+
+    def _topic(self, channel: str, view: RoomView) -> None:
+        assert view.topic is not None
+        self._numeric("332", channel, view.topic.text)
+        self._numeric("333", channel, view.topic.by, str(view.topic.ts // 1000))
+
+    def _refused(self, channel: str, exc: RequestError, nick: str = "*") -> None:
+        """An operator's action the state refused, as its IRC numeric."""
+        if exc.code == "no_such_nick":
+            self._numeric("441", nick, channel, "They aren't on that channel")
+        elif exc.code == "not_operator":
+            self._numeric("482", channel, "You're not channel operator")
         else:
-            self._numeric("482", channel_of(name), "gchat rooms have no topic")
+            self._numeric("482", channel, exc.message)
+
+    def irc_kick(self, params: tuple[str, ...]) -> None:
+        if len(params) < 2:
+            self._numeric("461", "KICK", "Not enough parameters")
+            return
+        name = room_of(params[0])
+        joined = self._joined_folded(name) if name is not None else None
+        if joined is None:
+            exists = name is not None and self.server.room_exists(self._room(params[0]) or name)
+            self._numeric("442" if exists else "403", params[0],
+                          "You're not on that channel" if exists else "No such channel")
+            return
+        reason = _cut(params[2]) if len(params) > 2 and params[2] else None
+        for nick in self._each_target(params[1], MAX_TARGETS):
+            room = self.rooms.get(joined)
+            if room is None:
+                return  # it kicked itself
+            try:
+                self.server.kick(self, room, nick, reason)
+            except RequestError as exc:
+                self._refused(channel_of(joined), exc, nick)
+                if exc.code != "no_such_nick":
+                    return
 
     def irc_mode(self, params: tuple[str, ...]) -> None:
         if not params:
@@ -791,14 +890,16 @@ class IrcSession(ChatMember):
             if name is None or not self.server.room_exists(name):
                 self._numeric("403", target, "No such channel")
             elif len(params) == 1:
-                self._numeric("324", channel_of(name), "+n")
+                view = self.server.who(name)
+                self._numeric("324", channel_of(name), "+" + "m" * view.moderated + "n"
+                              + "t" * view.topic_locked)
             elif params[1].lstrip("+") in ("b", "e", "I") and len(params) == 2:
                 # A list query (clients ask for the ban list on join): gchat keeps none.
                 end = {"b": ("368", "ban"), "e": ("349", "exception"), "I": ("347", "invite")}
                 code, what = end[params[1].lstrip("+")]
                 self._numeric(code, channel_of(name), f"End of channel {what} list")
             else:
-                self._numeric("482", channel_of(name), "gchat rooms have no modes to change")
+                self._channel_modes(name, params[1], list(params[2:]))
         elif casefold_ascii(target) != casefold_ascii(self.nick or ""):
             self._numeric("502", "Can't change mode for other users")
         elif len(params) == 1:
@@ -810,6 +911,41 @@ class IrcSession(ChatMember):
             self.send_reply(line("MODE", self.nick or "*", params[1], source=self._mask(self.nick)))
         else:
             self._numeric("501", "Unknown MODE flag")
+
+    def _channel_modes(self, name: str, modes: str, args: list[str]) -> None:
+        """Channel mode changes: +o/-o and +v/-v NICK, +t/-t and +m/-m, at most
+        MAX_MODES of them (one line must not fan out into hundreds of broadcasts); +n
+        is always on."""
+        channel = channel_of(name)
+        joined = self._joined_folded(name)
+        if joined is None:
+            self._numeric("442", channel, "You're not on that channel")
+            return
+        sign, changes = "+", 0
+        for char in modes:
+            if char in "+-":
+                sign = char
+                continue
+            if changes == MAX_MODES or joined not in self.rooms:
+                return
+            changes += 1
+            if char == "n":
+                continue
+            if char not in "ovtm":
+                self._numeric("472", char, "is an unknown mode char to me")
+                continue
+            nick = None
+            if char in "ov":
+                if not args:
+                    self._numeric("461", "MODE", "Not enough parameters")
+                    continue
+                nick = args.pop(0)
+            try:
+                self.server.set_mode(self, self.rooms[joined], sign + char, nick)
+            except RequestError as exc:
+                self._refused(channel, exc, nick or "*")
+                if exc.code != "no_such_nick":
+                    return
 
     def irc_away(self, params: tuple[str, ...]) -> None:
         if params and params[0]:

@@ -13,7 +13,7 @@ from time import monotonic
 from typing import TYPE_CHECKING, Any
 
 from ..core import Session
-from .events import ChatEvent
+from .events import ChatEvent, RoomView
 from .ratelimit import TokenBucket
 
 if TYPE_CHECKING:
@@ -67,13 +67,15 @@ class ChatMember(Session):
     # -- what the state tells a member: each door says it in its protocol -------------
 
     def render(self, event: ChatEvent) -> bytes:
-        """A msg, presence or whisper event, as this door's bytes (once per door)."""
+        """A msg, presence, whisper, topic, mode or kicked event, as this door's bytes
+        (once per door)."""
         raise NotImplementedError
 
-    def joined(self, request_id: int | str | None, room: str, members: list[str],
+    def joined(self, request_id: int | str | None, room: str, view: RoomView,
                history: list[bytes], recovered: bool | None) -> None:
-        """It is in `room` (or was already): its members, and the history the join
-        brings (`recovered` when the join asked to recover, else None)."""
+        """It is in `room` (or was already): what it sees of the room (members,
+        operators, topic), and the history the join brings (`recovered` when the join
+        asked to recover, else None)."""
         raise NotImplementedError
 
     def said(self, room: str, seq: int, event: ChatEvent | None,

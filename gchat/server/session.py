@@ -27,7 +27,7 @@ from ..protocol import (
     valid_nick,
     valid_room,
 )
-from .events import ChatEvent
+from .events import MAX_TOPIC, ChatEvent, RoomView
 from .member import ChatMember
 
 if TYPE_CHECKING:
@@ -41,6 +41,7 @@ PROTO = 1
 _BEFORE_HELLO = frozenset({"hello", "ping", "pong", "quit"})
 _PING = encode({"op": "ping"})
 ROOMS_PAGE = 1000  # the most rooms in one `rooms` reply
+MODE_CHANGES = frozenset({"+o", "-o", "+v", "-v", "+t", "-t", "+m", "-m"})
 
 
 def _bad_args(message: str) -> RequestError:
@@ -75,6 +76,24 @@ def _optional_seq(body: dict[str, Any], name: str) -> int | None:
     if value is not None and not (is_integer(value) and value >= 0):
         raise _bad_args(f'"{name}" must be a non-negative integer')
     return value
+
+
+def _one_line(name: str, text: str) -> str:
+    """A topic or kick reason: one line of at most MAX_TOPIC UTF-8 bytes (IRC's)."""
+    if any(char in text for char in "\r\n\0"):
+        raise _bad_args(f'"{name}" must be one line')
+    if len(text.encode()) > MAX_TOPIC:
+        raise RequestError("text_too_long", f'"{name}" may be at most {MAX_TOPIC} bytes of UTF-8')
+    return text
+
+
+def _view_fields(view: RoomView) -> dict[str, Any]:
+    """The extension fields of a join's or who's ok: operators, topic, modes."""
+    fields: dict[str, Any] = {"ops": view.ops, "voiced": view.voiced,
+                              "topic_locked": view.topic_locked, "moderated": view.moderated}
+    if view.topic is not None:
+        fields["topic"] = view.topic.fields()
+    return fields
 
 
 def _check_nick(nick: str) -> None:
@@ -161,10 +180,12 @@ class ChatSession(ChatMember):
 
     # -- what the chat state tells this session (each door renders it its own way) ---
 
-    def joined(self, request_id: int | str | None, room: str, members: list[str],
+    def joined(self, request_id: int | str | None, room: str, view: RoomView,
                history: list[bytes], recovered: bool | None) -> None:
-        """It is in `room` (or was already): the join's ok (PROTOCOL.md 4)."""
-        fields: dict[str, Any] = {"op": "ok", "id": request_id, "room": room, "members": members}
+        """It is in `room` (or was already): the join's ok (PROTOCOL.md 4), with the
+        operators and topic (an extension, docs/protocol.md)."""
+        fields: dict[str, Any] = {"op": "ok", "id": request_id, "room": room,
+                                  "members": view.members, **_view_fields(view)}
         if recovered is not None:
             fields["recovered"] = recovered
         self.send_reply(encode_with_items(fields, "history", history))
@@ -285,7 +306,42 @@ class ChatSession(ChatMember):
 
     def op_who(self, request: Request) -> None:
         name = self._existing_room(_string(request.body, "room"))
-        self._ok(request.id, room=name, members=self.server.who(name))
+        view = self.server.who(name)
+        self._ok(request.id, room=name, members=view.members, **_view_fields(view))
+
+    def op_topic(self, request: Request) -> None:
+        """Extension: without `text`, the room's topic; with it, set it ("" clears)."""
+        body = request.body
+        name = _string(body, "room")
+        text = _optional_string(body, "text")
+        if text is None:
+            topic = self.server.who(self._existing_room(name)).topic
+        else:
+            _one_line("text", text)
+            topic = self.server.set_topic(self, self._joined(name), text)
+        self._ok(request.id, room=name, topic=topic.fields() if topic is not None else None)
+
+    def op_kick(self, request: Request) -> None:
+        """Extension: an operator takes a member out of the room."""
+        body = request.body
+        name = _string(body, "room")
+        nick = _string(body, "nick")
+        reason = _optional_string(body, "reason")
+        if reason is not None:
+            _one_line("reason", reason)
+        kicked = self.server.kick(self, self._joined(name), nick, reason or None)
+        self._ok(request.id, room=name, nick=kicked)
+
+    def op_mode(self, request: Request) -> None:
+        """Extension: an operator changes the room: +o/-o, +v/-v a member; +t/-t, +m/-m."""
+        body = request.body
+        name = _string(body, "room")
+        change = _string(body, "change")
+        if change not in MODE_CHANGES:
+            raise _bad_args('"change" must be +o, -o, +v, -v (with "nick"), +t, -t, +m or -m')
+        nick = _string(body, "nick") if change[1] in "ov" else None
+        self.server.set_mode(self, self._joined(name), change, nick)
+        self._ok(request.id, room=name)
 
     def op_history(self, request: Request) -> None:
         body = request.body

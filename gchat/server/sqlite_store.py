@@ -46,20 +46,28 @@ from gevent.threadpool import ThreadPool
 
 from ..errors import StoreError
 from ..logthrottle import LogThrottle
+from .events import Topic
 
 __all__ = ["SqliteHistory"]
 
 log = logging.getLogger(__name__)
 
-SCHEMA_VERSION = 1
-_SCHEMA = """
+SCHEMA_VERSION = 2  # 2: topics
+_SCHEMA = ("""
 CREATE TABLE IF NOT EXISTS messages (
     room  TEXT    NOT NULL,
     seq   INTEGER NOT NULL,
     event BLOB    NOT NULL,
     PRIMARY KEY (room, seq)
 ) WITHOUT ROWID
-"""
+""", """
+CREATE TABLE IF NOT EXISTS topics (
+    room   TEXT    NOT NULL PRIMARY KEY,
+    text   TEXT    NOT NULL,
+    set_by TEXT    NOT NULL,
+    set_at INTEGER NOT NULL
+) WITHOUT ROWID
+""")
 _BUSY_TIMEOUT_MS = 2000
 CHECKPOINT_INTERVAL = 1.0  # seconds
 PAGE_SIZE = 1024
@@ -96,6 +104,7 @@ class SqliteHistory:
         self.history_max = history_max
         self._first: dict[str, int] = {}
         self._last: dict[str, int] = {}
+        self._topics: dict[str, Topic] = {}  # every stored topic (few: set by hand)
         self._log = LogThrottle(log)
         self._gone: str | None = None  # why every batch fails: the file was removed
         self._lock_file = self._lock()
@@ -165,13 +174,17 @@ class SqliteHistory:
             conn.execute(f"PRAGMA synchronous = {synchronous}")
             # Commits never checkpoint: the checkpoint thread does (see _checkpoint_loop).
             conn.execute("PRAGMA wal_autocheckpoint = 0")
-            conn.execute(_SCHEMA)
             if version == 0:
                 tables = {row[0] for row in conn.execute("SELECT name FROM sqlite_master")}
-                if tables != {"messages"}:
+                if not tables <= {"messages"}:
                     raise StoreError(f"{self.path} is a SQLite database, but not gchat's")
+            for table in _SCHEMA:  # a version 1 file gains the topics table
+                conn.execute(table)
+            if version < SCHEMA_VERSION:
                 conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
             self._load_bounds(conn)
+            self._topics = {room: Topic(text, by, at) for room, text, by, at in conn.execute(
+                "SELECT room, text, set_by, set_at FROM topics")}
         except BaseException:
             conn.close()
             raise
@@ -337,12 +350,15 @@ class SqliteHistory:
         # 1, and its first insert queues behind this delete in the one writer thread.
         bounds = {room: (self._first.pop(room), self._last.pop(room))
                   for room in rooms if room in self._last}
+        topics = {room: self._topics.pop(room) for room in rooms if room in self._topics}
         try:
             self._in_writer(self._delete_rooms, rooms)
         except sqlite3.Error as exc:
             for room, (first, last) in bounds.items():
                 if room not in self._last:  # not written again meanwhile
                     self._first[room], self._last[room] = first, last
+            for room, topic in topics.items():
+                self._topics.setdefault(room, topic)
             self._log.error("forget", "history: cannot forget %d rooms: %s", len(rooms), exc)
             raise StoreError(self._describe(exc)) from exc
 
@@ -351,11 +367,41 @@ class SqliteHistory:
         conn.execute("BEGIN IMMEDIATE")
         try:
             conn.executemany("DELETE FROM messages WHERE room = ?", [(room,) for room in rooms])
+            conn.executemany("DELETE FROM topics WHERE room = ?", [(room,) for room in rooms])
             conn.execute("COMMIT")
         except BaseException:
             if conn.in_transaction:
                 conn.execute("ROLLBACK")
             raise
+
+    def topic(self, room: str) -> Topic | None:
+        return self._topics.get(room)
+
+    def set_topic(self, room: str, topic: Topic | None) -> None:
+        """Store (None: delete) the room's topic, in the writer thread."""
+        if self._gone is not None:
+            raise StoreError(self._gone)
+        try:
+            self._in_writer(self._write_topic, room, topic)
+        except _FileGone as exc:
+            self._gone = str(exc)
+            log.error("history: %s", exc)
+            raise StoreError(self._gone) from None
+        except sqlite3.Error as exc:
+            self._log.error("topic", "history: cannot store the topic of %s: %s", room, exc)
+            raise StoreError(self._describe(exc)) from exc
+        if topic is None:
+            self._topics.pop(room, None)
+        else:
+            self._topics[room] = topic
+
+    def _write_topic(self, room: str, topic: Topic | None) -> None:
+        self._check_files()
+        if topic is None:
+            self._writer.execute("DELETE FROM topics WHERE room = ?", (room,))
+        else:
+            self._writer.execute("INSERT OR REPLACE INTO topics (room, text, set_by, set_at) "
+                                 "VALUES (?, ?, ?, ?)", (room, *topic))
 
     def close(self) -> None:
         """Finish the writer thread and close the database (idempotent)."""

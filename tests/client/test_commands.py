@@ -19,6 +19,11 @@ from gchat.client.view import format_event, format_result, nick_style
     ("/who", Command("who", ())),
     ("/history 5", Command("history", ("5",))),
     ("/quit\n", Command("quit", ())),
+    ("/topic  a topic, with  spaces ", Command("topic", ("a topic, with  spaces",))),
+    ("/topic", Command("topic", ())),
+    ("/kick bob too loud", Command("kick", ("bob", "too loud"))),
+    ("/mode +o bob", Command("mode", ("+o", "bob"))),
+    ("/mode -t", Command("mode", ("-t",))),
 ])
 def test_lines_become_commands(line, expected):
     assert parse(line) == expected
@@ -37,6 +42,9 @@ def test_blank_lines_do_nothing(line):
     ("/history many", "usage: /history [N], N from 1 to 100"),
     ("/history 500", "usage: /history [N], N from 1 to 100"),
     ("/rooms now then", "usage: /rooms [AFTER]"),
+    ("/mode +t bob", "usage: /mode +o|-o NICK or /mode +t|-t"),
+    ("/mode +o", "usage: /mode +o|-o NICK or /mode +t|-t"),
+    ("/kick", "usage: /kick NICK [WHY]"),
 ])
 def test_mistakes_are_explained(line, error):
     assert parse(line).error == error
@@ -59,3 +67,20 @@ def test_events_read_as_chat_lines():
     assert "".join(t for _, t in rooms[0]).split() == ["lobby", "1", "member"]
     paged = format_result("rooms", {"rooms": [{"room": "b", "members": 0}], "more": True}, current=None)
     assert "".join(t for _, t in paged[-1]) == "more rooms: /rooms b"
+
+
+def test_topics_modes_and_kicks_read_as_lines():
+    def text(frame):
+        return "".join(t for _, t in format_event(frame, current="#dev"))
+    assert text({"op": "topic", "room": "#dev", "topic": "ship", "from": "amy", "ts": 0}).endswith(
+        "amy set the topic of #dev: ship")
+    assert text({"op": "topic", "room": "#dev", "topic": "", "from": "amy"}).endswith(
+        "amy cleared the topic of #dev")
+    assert text({"op": "mode", "room": "#dev", "change": "+o", "nick": "bo", "from": "amy"}).endswith(
+        "amy set #dev +o bo")
+    assert text({"op": "kicked", "room": "#dev", "by": "amy", "reason": "spam"}).endswith(
+        "you were kicked from #dev by amy: spam")
+    assert text({"op": "presence", "room": "#dev", "nick": "bo", "event": "leave", "by": "amy"}).endswith(
+        "bo was kicked from #dev by amy")
+    who = format_result("who", {"room": "#dev", "members": ["amy", "bo"], "ops": ["amy"]}, current=None)
+    assert "".join(t for _, t in who[0]) == "in #dev: @amy, bo"

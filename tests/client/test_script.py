@@ -91,11 +91,31 @@ def test_a_script_runs_every_command_and_exits_at_eof(processes):
     assert result.returncode == 0, result.stderr
     out = result.stdout.decode()
     assert "<scripted> hello from a script" in out and "<scripted> in dev" in out
-    assert "in #dev: scripted" in out
+    assert "in #dev: @scripted" in out  # who creates a room is its operator
     assert "-> *bob* psst" in out
     assert [f["text"] for f in bob.recv_until(lambda f: f["op"] == "whisper") if f["op"] == "msg"] == [
         "hello from a script"]
     assert b"Traceback" not in result.stderr
+
+
+def test_the_topic_and_modes_from_a_script(processes):
+    server = ServerProcess()
+    processes.append(server)
+    bob = server.client("bob")
+    bob.join("#dev")
+    bob.request("topic", room="#dev", text="old news")
+    result = run_client(server.port, "/join #dev\n/topic mine now\n", "--nick", "plain")
+    assert result.returncode == 1
+    assert "topic of #dev: old news (set by bob)" in result.stdout.decode()
+    assert "only operators of #dev may do that" in result.stderr.decode()
+    result = run_client(server.port, "/join #mine\n/topic ship it\n/mode -t\n/topic\n/mode +x\n",
+                        "--nick", "owner")
+    assert result.returncode == 1  # the bad /mode
+    out = result.stdout.decode()
+    assert "owner set the topic of #mine: ship it" in out and "owner set #mine -t" in out
+    assert "topic of #mine: ship it (set by owner)" in out
+    assert "usage: /mode +o|-o NICK or /mode +t|-t" in result.stderr.decode()
+    assert "Traceback" not in result.stderr.decode()
 
 
 def test_a_failed_command_is_explained_and_the_status_is_1(processes):

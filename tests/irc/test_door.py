@@ -131,7 +131,7 @@ def test_irc_and_json_users_share_rooms_messages_and_presence(irc):
     joined = bob.join("#dev", "&lobby")
     assert [m.command for m in joined if m.command in ("JOIN", "366")] == ["JOIN", "366"] * 2
     names = [m for m in joined if m.command == "353"]
-    assert names[0].params[-1].split() == ["alice", "bob"]
+    assert names[0].params[-1].split() == ["@alice", "bob"]
     assert alice.recv_until(lambda f: f.get("op") == "presence")[-1]["nick"] == "bob"
 
     alice.request("say", room="#dev", text="hello bob")
@@ -196,7 +196,7 @@ def test_channel_names_fold_case_for_irc_users(irc):
     carol.send("JOIN #DEV")
     names = carol.until("366")
     assert next(m for m in names if m.command == "353").params[-1].split() == \
-        ["alice", "bob", "carol"]
+        ["@alice", "bob", "carol"]
     assert bob.sync() == [Message("JOIN", ("#Dev",), source="carol!carol@irc.test")]
     bob.send("JOIN #new", "JOIN #NEW")  # no room yet: the first one names it
     assert bob.until("366")[0].params == ("#new",)
@@ -367,3 +367,85 @@ def test_a_nick_change_like_an_earlier_one_is_still_told(irc):
     x.until("366")
     x.send("NICK xb")  # the very line m saw before
     assert m.until("NICK")[-1].params == ("xb",)
+
+
+def test_topic_operators_and_kick_across_doors(irc):
+    open_irc, open_json = irc
+    bob = open_irc("bob")
+    assert "@bob" in bob.join("#ops")[-2].params[-1]  # the creator is an operator
+    alice = open_json("alice")
+    joined = alice.join("#ops")
+    assert joined["ops"] == ["bob"]
+    bob.sync()
+    bob.send("TOPIC #ops :ship it")
+    assert bob.recv() == Message("TOPIC", ("#ops", "ship it"), source="bob!bob@irc.test")
+    told = alice.recv_until(lambda f: f["op"] == "topic")[-1]
+    assert (told["topic"], told["from"]) == ("ship it", "bob")
+    carol = open_irc("carol")
+    got = carol.join("#ops")
+    assert [(m.command, m.params[1:]) for m in got if m.command in ("332", "353")] == [
+        ("332", ("#ops", "ship it")), ("353", ("=", "#ops", "alice @bob carol"))]
+    assert next(m for m in got if m.command == "333").params[2] == "bob"
+    carol.send("TOPIC #ops :mine now")  # +t: only operators
+    assert carol.recv().command == "482"
+    assert alice.request("topic", room="#ops", text="mine")["code"] == "not_operator"
+    bob.sync()
+    bob.send("MODE #ops +o alice")
+    assert bob.recv() == Message("MODE", ("#ops", "+o", "alice"), source="bob!bob@irc.test")
+    assert carol.recv() == bob.seen[-1]
+    carol.send("WHO #ops")
+    flags = {m.params[5]: m.params[6] for m in carol.until("315") if m.command == "352"}
+    assert flags == {"alice": "H@", "bob": "H@", "carol": "H"}
+    assert alice.request("kick", room="#ops", nick="carol", reason="enough")["op"] == "ok"
+    kick = Message("KICK", ("#ops", "carol", "enough"), source="alice!alice@irc.test")
+    assert carol.recv() == kick and bob.recv() == kick
+    carol.send("PRIVMSG #ops :hello?")
+    assert carol.recv().command == "404"
+    bob.send("KICK #ops alice :bye", "MODE #ops -t")
+    assert alice.recv_until(lambda f: f["op"] == "kicked")[-1]["by"] == "bob"
+    carol.send("JOIN #ops", "TOPIC #ops :anyone may, now")
+    assert carol.until("TOPIC")[-1].params == ("#ops", "anyone may, now")
+    carol.send("MODE #ops", "KICK #ops bob", "MODE #ops +o carol")
+    assert carol.recv().params[1:] == ("#ops", "+n")
+    assert [m.command for m in (carol.recv(), carol.recv())] == ["482", "482"]
+    bob.sync()
+    bob.send("KICK #ops nobody", "MODE #ops +x")
+    assert [m.command for m in (bob.recv(), bob.recv())] == ["441", "472"]
+
+
+def test_names_of_several_channels_ends_once(irc):
+    open_irc, _ = irc
+    bob = open_irc("bob")
+    bob.join("#a", "#b")
+    bob.send("NAMES #a,#b")
+    assert [(m.command, m.params[1:]) for m in bob.until("366")] == [
+        ("353", ("=", "#a", "@bob")), ("353", ("=", "#b", "@bob")),
+        ("366", ("#a,#b", "End of /NAMES list"))]
+
+
+def test_voice_and_moderation_with_multi_prefix(irc):
+    open_irc, open_json = irc
+    bob = open_irc("bob")
+    bob.join("#stage")
+    alice = open_json("alice")
+    alice.join("#stage")
+    carol = open_irc()
+    carol.send("CAP REQ :multi-prefix", "NICK carol", "USER carol 0 * :carol", "CAP END")
+    carol.until("422")
+    carol.join("#stage")
+    bob.send("MODE #stage +mv carol", "MODE #stage +v bob")
+    bob.sync()
+    carol.sync()
+    carol.send("NAMES #stage")
+    assert carol.until("366")[0].params[-1] == "alice @+bob +carol"
+    bob.send("NAMES #stage")
+    assert bob.until("366")[0].params[-1] == "alice @bob +carol"  # the highest prefix only
+    assert alice.request("say", room="#stage", text="hi")["code"] == "moderated"
+    carol.send("PRIVMSG #stage :voiced")
+    assert bob.recv() == Message("PRIVMSG", ("#stage", "voiced"), source="carol!carol@irc.test")
+    bob.send("MODE #stage -v carol")
+    bob.sync()
+    carol.sync()
+    carol.send("PRIVMSG #stage :still?", "MODE #stage")
+    assert carol.recv().params[1:] == ("#stage", "Cannot send to channel (+m)")
+    assert carol.recv().params[1:] == ("#stage", "+mnt")

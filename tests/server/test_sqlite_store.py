@@ -9,6 +9,7 @@ import sqlite3
 import pytest
 
 from gchat.errors import StoreError
+from gchat.server.events import Topic
 from gchat.server.history import MemoryHistory
 from gchat.server.sqlite_store import SqliteHistory
 
@@ -219,3 +220,29 @@ def test_close_is_idempotent_and_releases_the_file(tmp_path):
     store.close()
     store.close()
     SqliteHistory(tmp_path / "h.db").close()  # the lock is free again
+
+
+def test_a_version_1_database_gains_topics_and_keeps_its_messages(tmp_path):
+    path = tmp_path / "v1.db"
+    old = sqlite3.connect(path)
+    old.execute("CREATE TABLE messages (room TEXT NOT NULL, seq INTEGER NOT NULL, "
+                "event BLOB NOT NULL, PRIMARY KEY (room, seq)) WITHOUT ROWID")
+    old.execute("INSERT INTO messages VALUES ('#a', 1, ?)", (b'{"op":"msg","seq":1}',))
+    old.execute("PRAGMA user_version = 1")
+    old.commit()
+    old.close()
+    store = SqliteHistory(path)
+    assert store.last_seq("#a") == 1 and store.topic("#a") is None
+    store.set_topic("#a", Topic("kept", "alice", 1))
+    store.set_topic("#b", Topic("gone", "bob", 2))
+    store.set_topic("#b", None)
+    store.close()
+    store = SqliteHistory(path)
+    try:
+        assert store.latest("#a", 5) == [b'{"op":"msg","seq":1}']
+        assert (store.topic("#a"), store.topic("#b")) == (Topic("kept", "alice", 1), None)
+        store.forget(["#a"])  # a room's history and its topic go together
+        assert store.topic("#a") is None
+    finally:
+        store.close()
+    assert sqlite3.connect(path).execute("SELECT COUNT(*) FROM topics").fetchone() == (0,)
