@@ -20,6 +20,9 @@ Keys (prefix `gchat:`):
     room:R:members       HASH   session id -> nick
     room:R:seq           STRING the room's last seq
     room:R:log           STREAM history: entry id "SEQ-0", fields m (the msg) and t (tag)
+    room:R:ops           SET    session ids of the room's operators (its creator first)
+    room:R:open-topic    STRING present while the room is -t (any member sets the topic)
+    room:R:topic         HASH   text, by, ts: the topic, kept while the room exists
 
 A node that stops heartbeating for `node_timeout` seconds is dead: the first node to
 notice (each node looks once per heartbeat) removes its sessions, publishing a
@@ -46,6 +49,7 @@ from redis.retry import Retry
 
 from ..errors import BackplaneError
 from .config import redact
+from .events import RoomView, Topic
 
 __all__ = ["SESSIONS_PER_NODE", "RedisBackplane"]
 
@@ -61,10 +65,10 @@ local function now_ms()
   local t = redis.call('TIME')
   return tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 end
-local function presence(room, nick, event, old)
+local function presence(room, nick, event, old, extra)
   local f = '{"op":"presence","room":"' .. room .. '","nick":"' .. nick .. '","event":"' .. event .. '"'
   if old then f = f .. ',"old":"' .. old .. '"' end
-  return f .. '}'
+  return f .. (extra or '') .. '}'
 end
 local function room_seq(room)
   return redis.call('GET', P .. 'room:' .. room .. ':seq') or '0'
@@ -76,7 +80,31 @@ local function forget_if_unused(room)
   if redis.call('HLEN', P .. 'room:' .. room .. ':members') == 0
       and redis.call('EXISTS', P .. 'room:' .. room .. ':log') == 0 then
     redis.call('ZREM', P .. 'room-names', room)
+    redis.call('DEL', P .. 'room:' .. room .. ':topic')  -- a topic goes with its room
   end
+end
+local function find_member(room, nick)  -- the session id and nick of `nick` in the room
+  local flat = redis.call('HGETALL', P .. 'room:' .. room .. ':members')
+  local wanted = string.lower(nick)
+  for i = 1, #flat, 2 do
+    if string.lower(flat[i + 1]) == wanted then return flat[i], flat[i + 1] end
+  end
+  return nil, nil
+end
+local function may_run(sid, room)  -- -1: not a member, 0: not an operator, 1: an operator
+  local base = P .. 'room:' .. room
+  if redis.call('HEXISTS', base .. ':members', sid) == 0 then return -1 end
+  return redis.call('SISMEMBER', base .. ':ops', sid)
+end
+local function view(room, reply)  -- ops..., '', open-topic, topic text, by, ts
+  local base = P .. 'room:' .. room
+  for _, sid in ipairs(redis.call('SMEMBERS', base .. ':ops')) do reply[#reply + 1] = sid end
+  reply[#reply + 1] = ''
+  reply[#reply + 1] = redis.call('EXISTS', base .. ':open-topic')
+  local topic = redis.call('HMGET', base .. ':topic', 'text', 'by', 'ts')
+  reply[#reply + 1] = topic[1] or ''
+  reply[#reply + 1] = topic[2] or ''
+  reply[#reply + 1] = topic[3] or '0'
 end
 local function alive(node, now)
   local deadline = redis.call('ZSCORE', P .. 'nodes', node)
@@ -87,13 +115,18 @@ local function nick_free(key, me, now)
   if not holder or holder == me then return true end
   return not alive(string.match(holder, '^(%S+) '), now)
 end
-local function leave(node, sid, room, event, records)
+local function leave(node, sid, room, event, records, extra, tag)
   local mkey = P .. 'room:' .. room .. ':members'
   local nick = redis.call('HGET', mkey, sid)
   redis.call('SREM', P .. 'node:' .. node .. ':rooms', sid .. ' ' .. room)
   if nick then
     redis.call('HDEL', mkey, sid)
-    records[#records + 1] = presence_record(room, sid, '-', presence(room, nick, event))
+    redis.call('SREM', P .. 'room:' .. room .. ':ops', sid)
+    if redis.call('HLEN', mkey) == 0 then  -- made again, it starts +t
+      redis.call('DEL', P .. 'room:' .. room .. ':open-topic')
+    end
+    records[#records + 1] = presence_record(room, sid, tag or '-',
+                                            presence(room, nick, event, nil, extra))
   end
   forget_if_unused(room)
 end
@@ -217,6 +250,10 @@ if rejoin >= 0 then
   seq = math.min(seq, rejoin)
 else
   local had = redis.call('HLEN', mkey) > 0
+  if not had then  -- who creates a room runs it
+    redis.call('SADD', P .. 'room:' .. room .. ':ops', sid)
+    redis.call('DEL', P .. 'room:' .. room .. ':open-topic')
+  end
   redis.call('HSET', mkey, sid, nick)
   redis.call('SADD', P .. 'node:' .. node .. ':rooms', sid .. ' ' .. room)
   redis.call('ZADD', P .. 'room-names', 0, room)
@@ -244,8 +281,73 @@ local reply = {seq}
 for _, member in ipairs(redis.call('HGETALL', mkey)) do reply[#reply + 1] = member end
 reply[#reply + 1] = ''
 for _, entry in ipairs(history) do reply[#reply + 1] = entry[2][2] end
+reply[#reply + 1] = ''
+view(room, reply)
 reply[#reply + 1] = recovered
 return reply
+""",
+    # ARGV: room -> {(session, nick)..., '', ops..., '', open-topic, text, by, ts}
+    "view": r"""
+local reply = redis.call('HGETALL', P .. 'room:' .. ARGV[1] .. ':members')
+reply[#reply + 1] = ''
+view(ARGV[1], reply)
+return reply
+""",
+    # ARGV: session, room, text ('' clears), by, ts, frame, tag -> 1 (published), 0 if
+    # the room is +t and the session not an operator, -1 if it is not a member
+    "topic": r"""
+local sid, room = ARGV[1], ARGV[2]
+local base = P .. 'room:' .. room
+local may = may_run(sid, room)
+if may < 0 or (may == 0 and redis.call('EXISTS', base .. ':open-topic') == 0) then return may end
+if ARGV[3] == '' then
+  redis.call('DEL', base .. ':topic')
+else
+  redis.call('HSET', base .. ':topic', 'text', ARGV[3], 'by', ARGV[4], 'ts', ARGV[5])
+end
+publish({'E ' .. room .. ' ' .. ARGV[7] .. '\n' .. ARGV[6] .. '\n'})
+return 1
+""",
+    # ARGV: session, room, change (+o -o +t -t), nick ('' for t), from, ts, tag -> 1
+    # (published), 2 (it changed nothing), 0 not an operator, -1 not a member, -2 no
+    # such nick in the room
+    "mode": r"""
+local sid, room, change = ARGV[1], ARGV[2], ARGV[3]
+local base = P .. 'room:' .. room
+local may = may_run(sid, room)
+if may < 1 then return may end
+local f = '{"op":"mode","room":"' .. room .. '","change":"' .. change .. '"'
+if change == '+o' or change == '-o' then
+  local target, nick = find_member(room, ARGV[4])
+  if not target then return -2 end
+  local changed
+  if change == '+o' then changed = redis.call('SADD', base .. ':ops', target)
+  else changed = redis.call('SREM', base .. ':ops', target) end
+  if changed == 0 then return 2 end
+  f = f .. ',"nick":"' .. nick .. '"'
+elseif change == '+t' then
+  if redis.call('DEL', base .. ':open-topic') == 0 then return 2 end
+else
+  if redis.call('EXISTS', base .. ':open-topic') == 1 then return 2 end
+  redis.call('SET', base .. ':open-topic', '1')
+end
+f = f .. ',"from":"' .. ARGV[5] .. '","ts":' .. ARGV[6] .. '}'
+publish({'E ' .. room .. ' ' .. ARGV[7] .. '\n' .. f .. '\n'})
+return 1
+""",
+    # ARGV: session, room, nick, extra fields (',"by":...'), tag -> the nick as written;
+    # 0 not an operator, -1 not a member, -2 no such nick in the room
+    "kick": r"""
+local sid, room = ARGV[1], ARGV[2]
+local may = may_run(sid, room)
+if may < 1 then return may end
+local target, nick = find_member(room, ARGV[3])
+if not target then return -2 end
+local records = {}
+leave(tostring(math.floor(tonumber(target) / 1000000000)), target, room, 'leave', records,
+      ARGV[4], ARGV[5])
+publish(records)
+return nick
 """,
     # ARGV: node, session, room -> leave (presence leave)
     "leave": r"""
@@ -278,7 +380,8 @@ if excess > 0 then
   for _, room in ipairs(redis.call('ZRANGE', P .. 'history-rooms', 0, 2 * excess + 16)) do
     if excess <= 0 then break end
     if redis.call('HLEN', P .. 'room:' .. room .. ':members') == 0 then
-      redis.call('UNLINK', P .. 'room:' .. room .. ':log', P .. 'room:' .. room .. ':seq')
+      redis.call('UNLINK', P .. 'room:' .. room .. ':log', P .. 'room:' .. room .. ':seq',
+                 P .. 'room:' .. room .. ':topic')
       redis.call('ZREM', P .. 'history-rooms', room)
       redis.call('ZREM', P .. 'room-names', room)
       excess = excess - 1
@@ -374,6 +477,21 @@ def _roster(flat: Any) -> dict[int, str]:
     """HGETALL of room:R:members (a flat list, or redis-py's dict) as session id -> nick."""
     pairs = flat.items() if isinstance(flat, dict) else zip(flat[::2], flat[1::2], strict=True)
     return {int(sid): nick.decode() for sid, nick in pairs}
+
+
+def _view(flat: list[Any]) -> tuple[dict[int, str], RoomView]:
+    """The `view` script's reply (members..., '', ops..., '', open, text, by, ts): the
+    roster and what members see of the room."""
+    end = flat.index(b"")
+    roster = _roster(flat[:end])
+    ops_end = flat.index(b"", end + 1)
+    ops = {int(sid) for sid in flat[end + 1:ops_end]}
+    open_topic, text, by, ts = flat[ops_end + 1:ops_end + 5]
+    topic = Topic(text.decode(), by.decode(), int(ts)) if text else None
+    return roster, RoomView(sorted(roster.values(), key=str.lower),
+                            sorted((nick for sid, nick in roster.items() if sid in ops),
+                                   key=str.lower),
+                            [], topic, not int(open_topic), False)
 
 
 def _messages(entries: list[Any]) -> list[bytes]:
@@ -554,18 +672,44 @@ class RedisBackplane:
 
     def join(self, session: int, nick: str, room: str, tag: str, after: int | None,
              max_recover: int, history_on_join: int, rejoin_bound: int | None = None,
-             ) -> tuple[int, dict[int, str], list[bytes], bool] | None:
+             ) -> tuple[int, dict[int, str], RoomView, list[bytes], bool] | None:
         """Join `room` (or, with `rejoin_bound`, only read it as of that seq): the
-        room's seq at the join, its members (session id -> nick), the join's history
-        and whether it recovered. A new join publishes presence join with `tag`.
-        None when Redis holds no such session (it ended): nothing changed."""
+        room's seq at the join, its members (session id -> nick), what members see of
+        it, the join's history and whether it recovered. A new join publishes presence
+        join with `tag`. None when Redis holds no such session (it ended): nothing
+        changed."""
         reply = self._call("join", self.node, session, nick, room, tag,
                            -1 if after is None else after, max_recover, history_on_join,
                            -1 if rejoin_bound is None else rejoin_bound)
         if len(reply) == 1:
             return None
-        end = reply.index(b"", 1)
-        return (int(reply[0]), _roster(reply[1:end]), list(reply[end + 1:-1]), bool(reply[-1]))
+        members_end = reply.index(b"", 1)
+        history_end = reply.index(b"", members_end + 1)
+        roster, view = _view([*reply[1:members_end], b"", *reply[history_end + 1:-1]])
+        return (int(reply[0]), roster, view, list(reply[members_end + 1:history_end]),
+                bool(reply[-1]))
+
+    def view(self, room: str) -> RoomView:
+        """What members see of `room`: members, operators, topic."""
+        return _view(self._call("view", room))[1]
+
+    def topic(self, session: int, room: str, topic: Topic | None, frame: bytes, tag: str) -> int:
+        """Set (None: clear) the topic and publish `frame` with `tag`: 1, or 0 if the
+        session may not (+t, not an operator), -1 if it is not in the room."""
+        text, by, ts = topic if topic is not None else ("", "", 0)
+        return int(self._call("topic", session, room, text, by, ts, frame, tag))
+
+    def mode(self, session: int, room: str, change: str, nick: str, by: str, ts: int,
+             tag: str) -> int:
+        """An operator's change (+o -o with `nick`, +t -t): 1 published with `tag`, 2
+        changed nothing, 0 not an operator, -1 not a member, -2 no such nick there."""
+        return int(self._call("mode", session, room, change, nick, by, ts, tag))
+
+    def kick(self, session: int, room: str, nick: str, extra: bytes, tag: str) -> str | int:
+        """An operator takes `nick` out (presence leave with the `extra` JSON fields,
+        published with `tag`): the nick as written, or 0, -1, -2 as `mode`."""
+        result = self._call("kick", session, room, nick, extra, tag)
+        return result.decode() if isinstance(result, bytes) else int(result)
 
     def leave(self, session: int, room: str) -> None:
         """Leave `room`, with presence leave."""

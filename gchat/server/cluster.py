@@ -27,8 +27,9 @@ from __future__ import annotations
 
 import itertools
 import logging
-from collections.abc import Iterator
-from typing import TYPE_CHECKING, Any, TypeVar
+import time
+from collections.abc import Callable, Iterator
+from typing import TYPE_CHECKING, Any, TypeVar, cast
 
 import gevent
 from gevent.event import AsyncResult, Event
@@ -41,7 +42,7 @@ from .chat import ChatRoom, ChatServer
 from .config import Settings
 from .events import ChatEvent, RoomView, Topic, msg_fields
 from .publish import Batch
-from .records import BadRecord, Msg, Presence, Whisper, parse_records
+from .records import BadRecord, Msg, Presence, RoomChange, Whisper, parse_records
 
 if TYPE_CHECKING:
     from .member import ChatMember
@@ -56,12 +57,16 @@ _SAY_FAILED = ("the cluster is unavailable: this message was not acknowledged an
                "have reached the room; try again")
 
 
-_NO_OPERATORS = "topics and room operators are not available on a cluster yet"
+_NOT_ON_A_CLUSTER = "voice and moderation (+v, +m) are not available on a cluster yet"
+_REFUSED = {-1: ("not_in_room", "you are not in {room}"),
+            0: ("not_operator", "you are not an operator of {room}"),
+            -2: ("no_such_nick", "nobody called {nick} is in {room}")}
 
 
-def _view(members: dict[int, str]) -> RoomView:
-    """A room on a cluster: its members; no operators nor topic there yet (docs/cluster.md)."""
-    return RoomView(sorted(members.values(), key=str.lower), [], [], None, True, False)
+def _refused(result: int, room: str, nick: str = "") -> RequestError:
+    """A script's refusal (-1, 0, -2) as the request's error."""
+    code, message = _REFUSED[result]
+    return RequestError(code, message.format(room=room, nick=nick[:80]))
 
 
 class ClusterRoom(ChatRoom):
@@ -142,6 +147,7 @@ class ClusterServer(ChatServer):
         self._tags = itertools.count(1)
         self._says: dict[str, tuple[ChatMember, int | str | None, _SayBatch]] = {}
         self._joins: dict[str, tuple[ChatMember, AsyncResult[ClusterRoom]]] = {}
+        self._echoes: dict[str, Event] = {}  # tag -> set when its room event is back
         self._open = _SayBatch()
         self._wake = Event()
         self._idle = Event()
@@ -263,8 +269,8 @@ class ClusterServer(ChatServer):
                 session.session_id, session.nick, name, "-", after, settings.max_recover,
                 settings.history_on_join, rejoin_bound=joined.seq))
             if snapshot is not None:
-                _, members, history, recovered = snapshot
-                session.joined(request_id, name, _view(members), history,
+                _, _, view, history, recovered = snapshot
+                session.joined(request_id, name, view, history,
                                recovered if after is not None else None)
             return
         tag = self._tag()
@@ -276,7 +282,7 @@ class ClusterServer(ChatServer):
                 settings.history_on_join))
             if snapshot is None:
                 return
-            _, members, history, recovered = snapshot
+            _, members, view, history, recovered = snapshot
             room = marker.get(timeout=self._echo_timeout)
             assert room is not None
         except gevent.Timeout:
@@ -284,7 +290,7 @@ class ClusterServer(ChatServer):
         finally:
             self._joins.pop(tag, None)
         room.start_roster(members)
-        session.joined(request_id, name, _view(members), history,
+        session.joined(request_id, name, view, history,
                        recovered if after is not None else None)
         room.admit(session)  # after the join's ok: what was held for it
 
@@ -311,17 +317,52 @@ class ClusterServer(ChatServer):
         return [{"room": name, "members": count} for name, count in rooms], more
 
     def who(self, name: str) -> RoomView:
-        return _view(self.backplane.members(name))
+        return self.backplane.view(name)
+
+    # Topics and operators: each a script that checks and changes Redis and publishes
+    # the event; the request is answered once the event is back (told before the ok).
 
     def set_topic(self, session: ChatMember, room: ChatRoom, text: str) -> Topic | None:
-        raise RequestError("unsupported", _NO_OPERATORS)
+        assert session.nick is not None
+        now = int(time.time() * 1000)
+        topic = Topic(text, session.nick, now) if text else None
+        frame = encode({"op": "topic", "room": room.name, "topic": text, "from": session.nick,
+                        "ts": now})[:-1]
+        self._echoed(lambda tag: self.backplane.topic(session.session_id, room.name, topic,
+                                                      frame, tag), room.name)
+        return topic
 
     def kick(self, session: ChatMember, room: ChatRoom, nick: str, reason: str | None) -> str:
-        raise RequestError("unsupported", _NO_OPERATORS)
+        extra = encode({"by": session.nick, **({"reason": reason} if reason else {})})
+        result = self._echoed(lambda tag: self.backplane.kick(
+            session.session_id, room.name, nick, b"," + extra[1:-2], tag), room.name, nick)
+        assert isinstance(result, str)
+        return result
 
     def set_mode(self, session: ChatMember, room: ChatRoom, change: str,
                  nick: str | None = None) -> None:
-        raise RequestError("unsupported", _NO_OPERATORS)
+        if change[1] in "vm":
+            raise RequestError("unsupported", _NOT_ON_A_CLUSTER)
+        assert session.nick is not None
+        self._echoed(lambda tag: self.backplane.mode(
+            session.session_id, room.name, change, nick or "", session.nick or "",
+            int(time.time() * 1000), tag), room.name, nick or "")
+
+    def _echoed(self, script: Callable[[str], T], room: str, nick: str = "") -> T:
+        """Run `script` with a fresh tag; raise its refusal; else wait until its event
+        is back from the channel (so this node's members, the caller among them, have
+        been told)."""
+        tag = self._tag()
+        echo = self._echoes[tag] = Event()
+        try:
+            result = script(tag)
+            if isinstance(result, int) and result in _REFUSED:
+                raise _refused(result, room, nick)
+            if result != 2 and not echo.wait(self._echo_timeout):  # 2: nothing changed
+                raise BackplaneError("the change was not confirmed by the cluster in time")
+            return result
+        finally:
+            self._echoes.pop(tag, None)
 
     def _history_source(self) -> RedisBackplane:
         return self.backplane
@@ -400,6 +441,14 @@ class ClusterServer(ChatServer):
                     flusher.pace(self.settings.pace_limit)
             elif type(record) is Presence:
                 self._apply_presence(record)
+            elif type(record) is RoomChange:
+                room = self.rooms.get(record.room)
+                if room is not None:
+                    event = ChatEvent(record.frame)
+                    room.broadcast(event)
+                    if room.joining:
+                        room.hold(event)
+                self._echo(record.tag)
             elif type(record) is Whisper:
                 target = self._local(record.session)
                 if target is not None and target.nick is not None:
@@ -438,8 +487,12 @@ class ClusterServer(ChatServer):
             # then forgets it). Not a quit: a live session can be announced gone (its node
             # was judged dead) and then back, and must keep its rooms meanwhile.
             leaver = room.members.get(record.actor) if event["event"] == "leave" else None
-            if leaver is not None:
+            if leaver is not None and "by" in event:
+                self._kicked(room, cast("ChatMember", leaver), event)
+            elif leaver is not None:
                 room.leave(leaver)
+        if record.tag != "-":
+            self._echo(record.tag)
         joining = self._joins.get(record.tag) if record.tag != "-" else None
         if joining is None:
             return
@@ -454,6 +507,19 @@ class ClusterServer(ChatServer):
         room.joining[session.session_id] = (session, [])
         session.rooms[record.room] = room
         marker.set(room)
+
+    def _kicked(self, room: ClusterRoom, member: ChatMember, presence: dict[str, Any]) -> None:
+        """A local member was kicked: it is told so and is out of the room."""
+        member.send(member.render(ChatEvent.of({
+            "op": "kicked", "room": room.name, "by": presence["by"],
+            **({"reason": presence["reason"]} if "reason" in presence else {})})))
+        member.rooms.pop(room.name, None)
+        self._forget_member(room, member)
+
+    def _echo(self, tag: str) -> None:
+        echo = self._echoes.get(tag)
+        if echo is not None:
+            echo.set()
 
     @staticmethod
     def _tell(room: ClusterRoom, frame: ChatEvent, actor: int) -> None:

@@ -10,6 +10,8 @@ LF). Headers are words separated by single spaces; nicks and room names hold no 
                                          <actor> (a session id) does not receive it;
                                          <tag> completes the actor's join ("-": none)
     W <session>                          a whisper to one session
+    E <room> <tag>                       a room event every member receives (topic,
+                                         mode); <tag> finds the node that caused it
 
 The Lua scripts of backplane.py write these; this module reads them, with no I/O, so
 it can be tested and fuzzed alone.
@@ -21,7 +23,7 @@ from dataclasses import dataclass
 
 from ..errors import GchatError
 
-__all__ = ["BadRecord", "Msg", "Presence", "Record", "Whisper", "parse_records"]
+__all__ = ["BadRecord", "Msg", "Presence", "Record", "RoomChange", "Whisper", "parse_records"]
 
 
 class BadRecord(GchatError):
@@ -51,7 +53,14 @@ class Whisper:
     frame: bytes
 
 
-Record = Msg | Presence | Whisper
+@dataclass(frozen=True, slots=True)
+class RoomChange:
+    room: str
+    tag: str
+    frame: bytes
+
+
+Record = Msg | Presence | Whisper | RoomChange
 
 
 def _int(word: bytes) -> int:
@@ -78,6 +87,8 @@ def parse_records(payload: bytes) -> list[Record]:
                                         words[4].decode(), frame))
             elif kind == b"W" and count == 2:
                 records.append(Whisper(_int(words[1]), frame))
+            elif kind == b"E" and count == 3:
+                records.append(RoomChange(words[1].decode(), words[2].decode(), frame))
             else:
                 raise BadRecord(f"unknown record header {lines[i][:80]!r}")
         except UnicodeDecodeError:
