@@ -73,6 +73,7 @@ __all__ = [
     "casefold_ascii",
     "line",
     "parse",
+    "parse_tags",
     "render",
     "render_tags",
     "split_text",
@@ -250,7 +251,7 @@ def _parse(text: str) -> Message | BadLine:
         end = rest.find(" ")
         if end < 0:
             return BadLine("malformed", "the line has tags but no command")
-        tags = _parse_tags(rest[1:end])
+        tags = parse_tags(rest[1:end])
         rest = rest[end + 1:].lstrip(" ")
     source = None
     if rest.startswith(":"):
@@ -290,7 +291,7 @@ def _parse(text: str) -> Message | BadLine:
     return Message(command.upper(), tuple(params), source, tags)
 
 
-def _parse_tags(section: str) -> dict[str, str]:
+def parse_tags(section: str) -> dict[str, str]:
     """message-tags "Format": `key[=escaped value]` items split by ';'; keys opaque."""
     tags: dict[str, str] = {}
     for item in section.split(";"):

@@ -16,6 +16,8 @@ Keys (prefix `gchat:`):
     nick:LOWER           STRING "node session": who holds a nick (free once node is dead)
     room-names           ZSET   every room that exists (members or history), all scored 0,
                                 so ZRANGEBYLEX pages them in code point order
+    room-folds           ZSET   "LOWER ROOM" for each of them: the rooms an IRC channel
+                                name folds to, in code point order (ZRANGEBYLEX)
     history-rooms        ZSET   room -> ms of its last say: the rooms that keep history
     room:R:members       HASH   session id -> nick
     room:R:seq           STRING the room's last seq
@@ -73,13 +75,22 @@ end
 local function room_seq(room)
   return redis.call('GET', P .. 'room:' .. room .. ':seq') or '0'
 end
-local function presence_record(room, sid, tag, frame)
+local function presence_record(room, sid, tag, frame, why)
+  if why and why ~= '' then tag = tag .. ' ' .. why end  -- an IRC user's reason, for IRC
   return 'P ' .. room .. ' ' .. room_seq(room) .. ' ' .. sid .. ' ' .. tag .. '\n' .. frame .. '\n'
+end
+local function add_room(room)  -- it exists; room-folds finds it by its ASCII-folded name
+  redis.call('ZADD', P .. 'room-names', 0, room)
+  redis.call('ZADD', P .. 'room-folds', 0, string.lower(room) .. ' ' .. room)
+end
+local function remove_room(room)
+  redis.call('ZREM', P .. 'room-names', room)
+  redis.call('ZREM', P .. 'room-folds', string.lower(room) .. ' ' .. room)
 end
 local function forget_if_unused(room)
   if redis.call('HLEN', P .. 'room:' .. room .. ':members') == 0
       and redis.call('EXISTS', P .. 'room:' .. room .. ':log') == 0 then
-    redis.call('ZREM', P .. 'room-names', room)
+    remove_room(room)
     redis.call('DEL', P .. 'room:' .. room .. ':topic')  -- a topic goes with its room
   end
 end
@@ -115,7 +126,7 @@ local function nick_free(key, me, now)
   if not holder or holder == me then return true end
   return not alive(string.match(holder, '^(%S+) '), now)
 end
-local function leave(node, sid, room, event, records, extra, tag)
+local function leave(node, sid, room, event, records, extra, tag, why)
   local mkey = P .. 'room:' .. room .. ':members'
   local nick = redis.call('HGET', mkey, sid)
   redis.call('SREM', P .. 'node:' .. node .. ':rooms', sid .. ' ' .. room)
@@ -126,7 +137,7 @@ local function leave(node, sid, room, event, records, extra, tag)
       redis.call('DEL', P .. 'room:' .. room .. ':open-topic')
     end
     records[#records + 1] = presence_record(room, sid, tag or '-',
-                                            presence(room, nick, event, nil, extra))
+                                            presence(room, nick, event, nil, extra), why)
   end
   forget_if_unused(room)
 end
@@ -155,12 +166,17 @@ _SCRIPTS = {
 if redis.call('TYPE', P .. 'rooms').ok == 'set' then  -- kept by gchat before 2026-12: convert
   local now = now_ms()
   for _, room in ipairs(redis.call('SMEMBERS', P .. 'rooms')) do
-    redis.call('ZADD', P .. 'room-names', 0, room)
+    add_room(room)
     if redis.call('EXISTS', P .. 'room:' .. room .. ':log') == 1 then
       redis.call('ZADD', P .. 'history-rooms', now, room)
     end
   end
   redis.call('DEL', P .. 'rooms')
+end
+if redis.call('EXISTS', P .. 'room-folds') == 0 then  -- kept by gchat before 2026-12-02
+  for _, room in ipairs(redis.call('ZRANGE', P .. 'room-names', 0, -1)) do
+    redis.call('ZADD', P .. 'room-folds', 0, string.lower(room) .. ' ' .. room)
+  end
 end
 local node = redis.call('INCR', P .. 'node-ids')
 redis.call('ZADD', P .. 'nodes', now_ms() + tonumber(ARGV[1]), node)
@@ -196,12 +212,13 @@ redis.call('SET', key, me)
 redis.call('HSET', P .. 'node:' .. ARGV[1] .. ':sessions', ARGV[2], ARGV[3])
 return 1
 """,
-    # ARGV: node, session, nick, rooms... -> leave each room (presence quit), free the nick
+    # ARGV: node, session, nick, IRC quit reason, rooms... -> leave each room (presence
+    # quit), free the nick
     "unregister": r"""
 local node, sid = ARGV[1], ARGV[2]
 local skey = P .. 'node:' .. node .. ':sessions'
 local records = {}
-for i = 4, #ARGV do leave(node, sid, ARGV[i], 'quit', records) end
+for i = 5, #ARGV do leave(node, sid, ARGV[i], 'quit', records, nil, nil, ARGV[4]) end
 -- The nick the node knew, and the one Redis holds: a rename may have run meanwhile.
 for _, nick in ipairs({ARGV[3], redis.call('HGET', skey, sid) or ARGV[3]}) do
   local key = P .. 'nick:' .. string.lower(nick)
@@ -256,7 +273,7 @@ else
   end
   redis.call('HSET', mkey, sid, nick)
   redis.call('SADD', P .. 'node:' .. node .. ':rooms', sid .. ' ' .. room)
-  redis.call('ZADD', P .. 'room-names', 0, room)
+  add_room(room)
   publish({presence_record(room, sid, tag, presence(room, nick, 'join'))})
 end
 local history, recovered = nil, 0
@@ -349,27 +366,28 @@ leave(tostring(math.floor(tonumber(target) / 1000000000)), target, room, 'leave'
 publish(records)
 return nick
 """,
-    # ARGV: node, session, room -> leave (presence leave)
+    # ARGV: node, session, room, IRC part reason -> leave (presence leave)
     "leave": r"""
 local records = {}
-leave(ARGV[1], ARGV[2], ARGV[3], 'leave', records)
+leave(ARGV[1], ARGV[2], ARGV[3], 'leave', records, nil, nil, ARGV[4])
 publish(records)
 return 1
 """,
-    # ARGV: history_max, max_history_rooms, then room, tag, frame head, frame tail per
-    # message -> the seqs. Beyond max_history_rooms rooms with history, the least
+    # ARGV: history_max, max_history_rooms, then room, tag, IRC client tags, frame head,
+    # frame tail per message -> the seqs. Beyond max_history_rooms rooms with history, the least
     # recently written rooms without members lose theirs (and stop existing).
     "say": r"""
 local records, seqs = {}, {}
 local history_max, max_rooms, now = ARGV[1], tonumber(ARGV[2]), now_ms()
-for i = 3, #ARGV, 4 do
-  local room, tag = ARGV[i], ARGV[i + 1]
+for i = 3, #ARGV, 5 do
+  local room, tag, tags = ARGV[i], ARGV[i + 1], ARGV[i + 2]
   local seq = redis.call('INCR', P .. 'room:' .. room .. ':seq')
-  local frame = ARGV[i + 2] .. seq .. ARGV[i + 3]
+  local frame = ARGV[i + 3] .. seq .. ARGV[i + 4]
   redis.call('XADD', P .. 'room:' .. room .. ':log', 'MAXLEN', history_max, seq .. '-0',
              'm', frame, 't', tag)
-  redis.call('ZADD', P .. 'room-names', 0, room)
+  add_room(room)
   redis.call('ZADD', P .. 'history-rooms', now, room)
+  if tags ~= '' then tag = tag .. ' ' .. tags end
   records[#records + 1] = 'M ' .. room .. ' ' .. seq .. ' ' .. tag .. '\n' .. frame .. '\n'
   seqs[#seqs + 1] = seq
 end
@@ -383,7 +401,7 @@ if excess > 0 then
       redis.call('UNLINK', P .. 'room:' .. room .. ':log', P .. 'room:' .. room .. ':seq',
                  P .. 'room:' .. room .. ':topic')
       redis.call('ZREM', P .. 'history-rooms', room)
-      redis.call('ZREM', P .. 'room-names', room)
+      remove_room(room)
       excess = excess - 1
     end
   end
@@ -465,7 +483,7 @@ for m, _ in pairs(wanted) do
     records[#records + 1] = presence_record(room, sid, '-', presence(room, nicks[sid], 'join'))
   end
   redis.call('SADD', rkey, m)
-  redis.call('ZADD', P .. 'room-names', 0, room)
+  add_room(room)
 end
 publish(records)
 return conflicts
@@ -660,9 +678,10 @@ class RedisBackplane:
         """Take `nick` for `session` cluster-wide; False if a live session holds it."""
         return bool(self._call("claim", self.node, session, nick))
 
-    def unregister(self, session: int, nick: str, rooms: Sequence[str]) -> None:
-        """Free the nick; leave `rooms` with presence quit."""
-        self._call("unregister", self.node, session, nick, *rooms)
+    def unregister(self, session: int, nick: str, rooms: Sequence[str],
+                   reason: str | None = None) -> None:
+        """Free the nick; leave `rooms` with presence quit (and an IRC user's `reason`)."""
+        self._call("unregister", self.node, session, nick, reason or "", *rooms)
 
     def rename(self, session: int, old: str, new: str, rooms: Sequence[str]) -> str:
         """Rename cluster-wide, with presence rename in `rooms`: "ok", "taken", or
@@ -711,13 +730,13 @@ class RedisBackplane:
         result = self._call("kick", session, room, nick, extra, tag)
         return result.decode() if isinstance(result, bytes) else int(result)
 
-    def leave(self, session: int, room: str) -> None:
-        """Leave `room`, with presence leave."""
-        self._call("leave", self.node, session, room)
+    def leave(self, session: int, room: str, reason: str | None = None) -> None:
+        """Leave `room`, with presence leave (and an IRC user's `reason`)."""
+        self._call("leave", self.node, session, room, reason or "")
 
-    def say(self, messages: Sequence[tuple[str, str, bytes, bytes]]) -> list[int]:
-        """Store and publish (room, tag, frame head, frame tail) messages: each frame is
-        head + seq + tail. Returns the seqs."""
+    def say(self, messages: Sequence[tuple[str, str, str, bytes, bytes]]) -> list[int]:
+        """Store and publish (room, tag, IRC client tags, frame head, frame tail)
+        messages: each frame is head + seq + tail. Returns the seqs."""
         args: list[Any] = [self.history_max, self.max_history_rooms]
         for message in messages:
             args.extend(message)
@@ -737,6 +756,16 @@ class RedisBackplane:
     def room_exists(self, room: str) -> bool:
         """Whether the room has members or history anywhere in the cluster."""
         return self._command("ZSCORE", "gchat:room-names", room) is not None
+
+    def find_folded(self, room: str) -> str | None:
+        """The room whose name is `room` under ASCII case folding: `room` itself if it
+        exists, else the first such name in code point order; None if there is none."""
+        if self.room_exists(room):
+            return room
+        folded = room.lower()
+        found = self._command("ZRANGEBYLEX", "gchat:room-folds", f"[{folded} ",
+                              f"[{folded}!", "LIMIT", 0, 1)
+        return found[0].decode().split(" ", 1)[1] if found else None
 
     def holder(self, nick: str) -> int | None:
         """The session id that holds `nick` in the cluster, if any."""

@@ -489,6 +489,11 @@ class ChatServer:
             raise RequestError("no_such_nick", f"nobody called {nick[:80]} is in {room.name}")
         return target
 
+    def find_folded(self, name: str) -> str | None:
+        """The room an IRC user means by `name`: that room, or else the first (in code
+        point order) whose name folds to it (CASEMAPPING=ascii); None if none does."""
+        return self.room_names.find_folded(name)
+
     def room_exists(self, name: str) -> bool:
         """A room exists while it has members or stored history (PROTOCOL.md 3)."""
         return name in self.room_names

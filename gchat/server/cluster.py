@@ -36,6 +36,7 @@ from gevent.event import AsyncResult, Event
 
 from ..core import Flusher, RoomMaster
 from ..errors import BackplaneError, ConfigError, RequestError
+from ..irc.codec import parse_tags, render_tags
 from ..protocol import bye, encode, nick_key
 from .backplane import SESSIONS_PER_NODE, RedisBackplane
 from .chat import ChatRoom, ChatServer
@@ -119,8 +120,9 @@ class ClusterRoom(ChatRoom):
             session.send(session.render(event))
 
 
-# (room, tag, frame head, frame tail): the say script's arguments for one message
-SayArgs = tuple[str, str, bytes, bytes]
+# (room, tag, IRC client tags, frame head, frame tail): the say script's arguments for
+# one message
+SayArgs = tuple[str, str, str, bytes, bytes]
 
 
 class _SayBatch(Batch[SayArgs]):
@@ -220,11 +222,12 @@ class ClusterServer(ChatServer):
         session.rooms.clear()
         if not self.shutting_down:  # at shutdown the node leaves the cluster as a whole
             # This may run in the hub (a slow consumer is closed by the flusher).
-            gevent.spawn(self._depart, session.session_id, nick, names)
+            gevent.spawn(self._depart, session.session_id, nick, names, session.quit_reason)
 
-    def _depart(self, session_id: int, nick: str, rooms: list[str]) -> None:
+    def _depart(self, session_id: int, nick: str, rooms: list[str],
+                reason: str | None = None) -> None:
         try:
-            self.backplane.unregister(session_id, nick, rooms)
+            self.backplane.unregister(session_id, nick, rooms, reason)
         except BackplaneError as exc:
             log.info("session %d left while the backplane was away (%s); resync will tell "
                      "the cluster", session_id, exc)
@@ -305,12 +308,14 @@ class ClusterServer(ChatServer):
 
     def leave(self, session: ChatMember, room: ChatRoom, event: str,
               reason: str | None = None, occasion: int | None = None) -> None:
-        # An IRC PART or QUIT reason does not cross nodes (docs/irc.md).
-        self.backplane.leave(session.session_id, room.name)
+        self.backplane.leave(session.session_id, room.name, reason)
         self._forget_member(room, session)  # type: ignore[arg-type]
 
     def room_exists(self, name: str) -> bool:
         return self.backplane.room_exists(name)
+
+    def find_folded(self, name: str) -> str | None:
+        return self.backplane.find_folded(name)
 
     def room_list(self, after: str | None, limit: int) -> tuple[list[dict[str, Any]], bool]:
         rooms, more = self.backplane.rooms(after, limit)
@@ -372,12 +377,12 @@ class ClusterServer(ChatServer):
     def publish(self, room: ChatRoom, sender: ChatMember, text: str,
                 request_id: int | str | None, notice: bool = False,
                 tags: dict[str, str] | None = None) -> Batch[SayArgs]:
-        # Client-only IRC tags do not cross nodes yet (docs/irc.md).
         tag = self._tag()
         frame = encode(msg_fields(room.name, sender.nick, text, 0, notice))[:-1]
         cut = frame.rindex(b'"seq":0,"ts":') + 6  # the script puts the seq in between
         batch = self._open
-        batch.messages.append((room.name, tag, frame[:cut], frame[cut + 1:]))
+        irc_tags = render_tags(tags).decode()[1:-1] if tags else ""  # as IRC writes them
+        batch.messages.append((room.name, tag, irc_tags, frame[:cut], frame[cut + 1:]))
         batch.waiting += 1
         self._says[tag] = (sender, request_id, batch)
         if len(batch.messages) == 1:
@@ -412,7 +417,7 @@ class ClusterServer(ChatServer):
             self._idle.set()
 
     def _fail(self, batch: _SayBatch) -> None:
-        for _, tag, _, _ in batch.messages:
+        for _, tag, _, _, _ in batch.messages:
             pending = self._says.pop(tag, None)
             if pending is not None:
                 sender, request_id, _ = pending
@@ -434,7 +439,8 @@ class ClusterServer(ChatServer):
             if type(record) is Msg:
                 flusher.delivering = True
                 try:
-                    self._apply_msg(record.room, record.seq, record.tag, record.frame)
+                    self._apply_msg(record.room, record.seq, record.tag, record.frame,
+                                    record.tags)
                 finally:
                     flusher.delivering = False
                 if flusher.backlog:  # members that read keep up with a burst (publish.py)
@@ -454,13 +460,15 @@ class ClusterServer(ChatServer):
                 if target is not None and target.nick is not None:
                     target.send(target.render(ChatEvent(record.frame)))
 
-    def _apply_msg(self, name: str, seq: int, tag: str, frame: bytes) -> None:
+    def _apply_msg(self, name: str, seq: int, tag: str, frame: bytes, tags: str = "") -> None:
         room = self.rooms.get(name)
         pending = self._says.pop(tag, None)  # one of this node's says: its sender is told last
         event = None
         if room is not None and seq > room.seq:
             room.seq = seq
             event = ChatEvent(frame)
+            if tags:
+                event.tags = parse_tags(tags)  # for IRC members that accept tags
             room.broadcast(event, exclude=pending[0] if pending is not None else None)
             if room.joining:
                 room.hold(event)
@@ -474,7 +482,7 @@ class ClusterServer(ChatServer):
     def _apply_presence(self, record: Presence) -> None:
         room = self.rooms.get(record.room)
         if room is not None:
-            presence = ChatEvent(record.frame)
+            presence = ChatEvent(record.frame, reason=record.reason)
             presence.actor = record.actor
             # One payload is one script's records: one quit or rename of an actor.
             presence.occasion = (record.actor, self._payloads)

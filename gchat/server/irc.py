@@ -441,7 +441,7 @@ class IrcSession(ChatMember):
         joined = self._joined_folded(name)
         if joined is not None:
             return joined
-        return self.server.room_names.find_folded(name) or name
+        return self.server.find_folded(name) or name
 
     def _joined_folded(self, name: str) -> str | None:
         if name in self.rooms:

@@ -5,10 +5,14 @@ LF; the frame is the exact event that members receive (a JSON line, so it holds 
 LF). Headers are words separated by single spaces; nicks and room names hold no spaces
 (PROTOCOL.md 3), tags and session ids are made of digits and ':':
 
-    M <room> <seq> <tag>                 a msg of <room>; <tag> finds its sender's ok
-    P <room> <seq> <actor> <tag>         a presence event in <room> after msg <seq>;
+    M <room> <seq> <tag>[ <tags>]        a msg of <room>; <tag> finds its sender's ok;
+                                         <tags>: an IRC sender's client-only tags, as
+                                         IRC writes them (escaped, no spaces, no "@")
+    P <room> <seq> <actor> <tag>[ <why>] a presence event in <room> after msg <seq>;
                                          <actor> (a session id) does not receive it;
-                                         <tag> completes the actor's join ("-": none)
+                                         <tag> completes the actor's join ("-": none);
+                                         <why>, the rest of the line: an IRC user's
+                                         PART or QUIT reason (IRC shows it, JSON not)
     W <session>                          a whisper to one session
     E <room> <tag>                       a room event every member receives (topic,
                                          mode); <tag> finds the node that caused it
@@ -36,6 +40,7 @@ class Msg:
     seq: int
     tag: str
     frame: bytes  # with its LF
+    tags: str = ""
 
 
 @dataclass(frozen=True, slots=True)
@@ -45,6 +50,7 @@ class Presence:
     actor: int
     tag: str
     frame: bytes
+    reason: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -76,18 +82,21 @@ def parse_records(payload: bytes) -> list[Record]:
         raise BadRecord("a payload is header and frame lines, each ending in LF")
     records: list[Record] = []
     for i in range(0, len(lines) - 1, 2):
-        words = lines[i].split(b" ")
+        kind = lines[i][:2]
+        words = lines[i].split(b" ", 5 if kind == b"P " else 4 if kind == b"M " else -1)
         frame = lines[i + 1] + b"\n"
-        kind, count = words[0], len(words)
+        count = len(words)
         try:
-            if kind == b"M" and count == 4:
-                records.append(Msg(words[1].decode(), _int(words[2]), words[3].decode(), frame))
-            elif kind == b"P" and count == 5:
+            if kind == b"M " and count in (4, 5) and b" " not in words[-1]:
+                records.append(Msg(words[1].decode(), _int(words[2]), words[3].decode(), frame,
+                                   words[4].decode() if count == 5 else ""))
+            elif kind == b"P " and count in (5, 6):
                 records.append(Presence(words[1].decode(), _int(words[2]), _int(words[3]),
-                                        words[4].decode(), frame))
-            elif kind == b"W" and count == 2:
+                                        words[4].decode(), frame,
+                                        words[5].decode() if count == 6 else None))
+            elif kind == b"W " and count == 2:
                 records.append(Whisper(_int(words[1]), frame))
-            elif kind == b"E" and count == 3:
+            elif kind == b"E " and count == 3:
                 records.append(RoomChange(words[1].decode(), words[2].decode(), frame))
             else:
                 raise BadRecord(f"unknown record header {lines[i][:80]!r}")
