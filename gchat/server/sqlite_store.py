@@ -183,6 +183,8 @@ class SqliteHistory:
             if version < SCHEMA_VERSION:
                 conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
             self._load_bounds(conn)
+            # A room with no history did not outlive the server (a crash left its topic).
+            conn.execute("DELETE FROM topics WHERE room NOT IN (SELECT room FROM messages)")
             self._topics = {room: Topic(text, by, at) for room, text, by, at in conn.execute(
                 "SELECT room, text, set_by, set_at FROM topics")}
         except BaseException:

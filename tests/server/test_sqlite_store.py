@@ -236,11 +236,13 @@ def test_a_version_1_database_gains_topics_and_keeps_its_messages(tmp_path):
     store.set_topic("#a", Topic("kept", "alice", 1))
     store.set_topic("#b", Topic("gone", "bob", 2))
     store.set_topic("#b", None)
+    store.set_topic("#c", Topic("no history: gone at the next start", "carol", 3))
     store.close()
     store = SqliteHistory(path)
     try:
         assert store.latest("#a", 5) == [b'{"op":"msg","seq":1}']
-        assert (store.topic("#a"), store.topic("#b")) == (Topic("kept", "alice", 1), None)
+        assert (store.topic("#a"), store.topic("#b"), store.topic("#c")) == (
+            Topic("kept", "alice", 1), None, None)
         store.forget(["#a"])  # a room's history and its topic go together
         assert store.topic("#a") is None
     finally:
