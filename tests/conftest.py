@@ -48,7 +48,8 @@ def make_server(tmp_path):
 
     def make(**overrides) -> ChatServer:
         overrides.setdefault("grace", 1.0)
-        overrides.setdefault("irc_port", 0)  # IRC tests pick a free port
+        overrides.setdefault("irc_port", 0)  # IRC and web tests pick a free port
+        overrides.setdefault("http_port", 0)
         overrides.setdefault("store", f"sqlite:{tmp_path / f'history-{len(servers)}.db'}")
         server = ChatServer(Settings(host="127.0.0.1", port=0, **overrides))
         server.start()

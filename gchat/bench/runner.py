@@ -136,6 +136,7 @@ def server_command(name: str, port: int, store: str, irc_port: int = 0) -> list[
         return [*server_command("gchat", port, "memory", irc_port), "--backplane", store]
     if name == "gchat":
         return [sys.executable, "-m", "gchat.server", "--port", str(port), "--irc-port", str(irc_port),
+                "--http-port", "0",
                 "--rate", "1000000000",
                 "--burst", "1000000000", "--idle-timeout", "0", "--max-clients", "50000",
                 "--max-connections", "60000", "--store", store, "--log-level", "WARNING"]

@@ -674,6 +674,16 @@ class RedisBackplane:
         except redis.RedisError as exc:
             raise BackplaneError(f"backplane {self.url} is unavailable: {exc}") from exc
 
+    def check(self) -> str | None:
+        """Why the backplane cannot be used now, or None if Redis answers (healthz)."""
+        if not self.up:
+            return f"backplane {self.url} is unreachable"
+        try:
+            self._command("PING")
+        except BackplaneError as exc:
+            return str(exc)
+        return None
+
     def claim(self, session: int, nick: str) -> bool:
         """Take `nick` for `session` cluster-wide; False if a live session holds it."""
         return bool(self._call("claim", self.node, session, nick))

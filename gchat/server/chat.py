@@ -36,10 +36,12 @@ from .events import ChatEvent, RoomView, Topic, msg_fields
 from .history import HistoryReader, HistoryStore, MemoryHistory
 from .irc import IrcSession
 from .member import ChatMember
+from .metrics import Metrics
 from .publish import Batch, GroupCommit
 from .roomindex import RoomIndex
 from .session import ChatSession
 from .sqlite_store import SqliteHistory
+from .web import HTTP_FULL, WebFiles, WebSession
 
 __all__ = ["ChatRoom", "ChatServer"]
 
@@ -157,6 +159,24 @@ class ChatServer:
                                              ssl_context=self._tls_context(), **irc_common)
             self.listeners.append(self.irc_tls_listener)
             self._goodbyes.append(_IRC_SHUTDOWN)
+        # The web door: the page, /ws, /metrics, /healthz (gchat/server/web.py).
+        self.metrics = Metrics(self)
+        self.web_files = WebFiles()
+        self._origins = set(settings.origins)
+        http_common = {**common, "reject": HTTP_FULL}
+        self.http_listener: Listener | None = None
+        if settings.http_port:
+            self.http_listener = Listener(settings.host, settings.http_port,
+                                          lambda: WebSession(self), **http_common)
+            self.listeners.append(self.http_listener)
+            self._goodbyes.append(_BYE_SHUTDOWN)  # a WebSession frames it, or drops it
+        self.https_listener: Listener | None = None
+        if settings.https_port is not None:
+            self.https_listener = Listener(settings.host, settings.https_port,
+                                           lambda: WebSession(self),
+                                           ssl_context=self._tls_context(), **http_common)
+            self.listeners.append(self.https_listener)
+            self._goodbyes.append(_BYE_SHUTDOWN)
         self._sweeper: gevent.Greenlet | None = None
         self._shutdown: gevent.Greenlet | None = None
         self._stopped = Event()
@@ -188,7 +208,8 @@ class ChatServer:
 
     def _start_publishing(self) -> None:
         self.commits = GroupCommit(self.store, self._deliver, pace_limit=self.settings.pace_limit,
-                                   failed=lambda room: self.rooms.forget_if_empty(room.name))
+                                   failed=lambda room: self.rooms.forget_if_empty(room.name),
+                                   committed=self.metrics.committed)
         self._trimmer = gevent.spawn(self._trim_history_rooms)
         if self.store.room_count() > self.settings.max_history_rooms:
             self._trim.set()  # the limit was lowered since the store was written
@@ -357,6 +378,7 @@ class ChatServer:
         frame.tags = tags
         if not self._send_whisper(to, frame):
             raise RequestError("no_such_nick", f"nobody is called {to[:80]}")
+        self.metrics.whispers.inc()
         return frame
 
     def _send_whisper(self, to: str, frame: ChatEvent) -> bool:
@@ -560,7 +582,8 @@ class ChatServer:
 
     def _deliver(self, room: ChatRoom, seq: int, event: ChatEvent, sender: ChatMember) -> None:
         room.seq = seq
-        room.broadcast(event, exclude=sender)  # the sender's door tells it next (said)
+        # The sender's door tells it next (said): one more delivery.
+        self.metrics.deliveries.inc(room.broadcast(event, exclude=sender) + 1)
         if not room.members:  # its members left while the message was being stored
             self.rooms.forget_if_empty(room.name)
         if seq == 1 and self.store.room_count() > self.settings.max_history_rooms:
@@ -588,6 +611,18 @@ class ChatServer:
                              len(victims), limit)
             except StoreError as exc:
                 log.error("could not forget old rooms: %s", exc)
+
+    def origin_allowed(self, origin: str, host: str) -> bool:
+        """Whether a page from `origin` may open a WebSocket here: the page's own origin
+        (the request's Host, over http or https) or one of --http-origins."""
+        origin = origin.rstrip("/")
+        return origin in (f"http://{host}", f"https://{host}") or origin in self._origins
+
+    def health(self) -> str | None:
+        """Why the server cannot serve now (shutting down, its store failing), or None."""
+        if self.shutting_down:
+            return "shutting down"
+        return self.store.check()
 
     def stats(self) -> dict[str, int]:
         """Live counts: connections, registered sessions, rooms, queued output."""

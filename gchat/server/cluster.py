@@ -29,6 +29,7 @@ import itertools
 import logging
 import time
 from collections.abc import Callable, Iterator
+from time import perf_counter
 from typing import TYPE_CHECKING, Any, TypeVar, cast
 
 import gevent
@@ -404,8 +405,11 @@ class ClusterServer(ChatServer):
             while self._open.messages:
                 batch, self._open = self._open, _SayBatch()
                 self._committing_batch = batch
+                started = perf_counter()
                 try:
                     self.backplane.say(batch.messages)
+                    self.metrics.backplane_seconds.observe(perf_counter() - started)
+                    self.metrics.batch_size.observe(len(batch.messages))
                 except BackplaneError as exc:
                     log.warning("%d says failed: %s", len(batch.messages), exc)
                     self._fail(batch)
@@ -469,11 +473,13 @@ class ClusterServer(ChatServer):
             event = ChatEvent(frame)
             if tags:
                 event.tags = parse_tags(tags)  # for IRC members that accept tags
-            room.broadcast(event, exclude=pending[0] if pending is not None else None)
+            delivered = room.broadcast(event, exclude=pending[0] if pending is not None else None)
+            self.metrics.deliveries.inc(delivered + (pending is not None))
             if room.joining:
                 room.hold(event)
         if pending is not None:
             sender, request_id, batch = pending
+            self.metrics.says.inc()
             sender.said(name, seq, event, request_id)
             batch.waiting -= 1
             if batch.waiting == 0:
@@ -593,6 +599,11 @@ class ClusterServer(ChatServer):
                 self._apply_msg(room.name, seq, tag, frame + b"\n")
             if len(missed) < 500:
                 break
+
+    def health(self) -> str | None:
+        if self.shutting_down:
+            return "shutting down"
+        return self.backplane.check()
 
     def stats(self) -> dict[str, int]:
         return {**super().stats(), "node": self.backplane.node}

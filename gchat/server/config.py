@@ -37,6 +37,12 @@ class Settings:
                                     "and --tls-key).")
     irc_name: str | None = _opt(None, "The server name IRC clients see [default: the host name, "
                                 "or gchat].")
+    http_port: int = _opt(7080, "HTTP port on --host: the chat page, /ws (PROTOCOL.md over "
+                          "WebSocket), /metrics, /healthz (0: no HTTP).")
+    https_port: int | None = _opt(None, "Also serve HTTP with TLS on this port (needs --tls-cert "
+                                  "and --tls-key).")
+    http_origins: str | None = _opt(None, "Other origins whose pages may open /ws, comma-separated "
+                                    "(https://chat.example.org); the page's own always may.")
     token: str | None = _opt(None, "Require this token in hello (prefer GCHAT_TOKEN: flags show in ps).")
     max_frame: int = _opt(65536, "Largest client frame in bytes, CR and LF included.")
     max_text: int = _opt(4096, "Longest text of say and whisper, in code points.")
@@ -85,8 +91,14 @@ class Settings:
                 raise ConfigError(f"{name.replace('_', '-')} must not be negative")
         if self.max_frame < 2:
             raise ConfigError("max-frame must be at least 2")
-        if not 0 <= self.irc_port <= 65535:
-            raise ConfigError(f"irc-port must be from 0 (off) to 65535, not {self.irc_port}")
+        for name in ("irc_port", "http_port"):
+            if not 0 <= getattr(self, name) <= 65535:
+                raise ConfigError(f"{name.replace('_', '-')} must be from 0 (off) to 65535, "
+                                  f"not {getattr(self, name)}")
+        for origin in self.origins:
+            if not re.fullmatch(r"https?://[^/\s]+", origin):
+                raise ConfigError(f"http-origins lists origins like https://host[:port], "
+                                  f"not {origin!r}")
         if self.irc_name is not None and not _SERVER_NAME.fullmatch(self.irc_name):
             raise ConfigError(f"irc-name must be a host name (letters, digits, dots, hyphens), "
                               f"not {self.irc_name!r}")
@@ -94,6 +106,8 @@ class Settings:
             raise ConfigError("--tls-port needs --tls-cert and --tls-key")
         if self.irc_tls_port is not None and not (self.tls_cert and self.tls_key):
             raise ConfigError("--irc-tls-port needs --tls-cert and --tls-key")
+        if self.https_port is not None and not (self.tls_cert and self.tls_key):
+            raise ConfigError("--https-port needs --tls-cert and --tls-key")
         if self.store != "memory" and not (self.store.startswith("sqlite:") and self.store_path):
             raise ConfigError(f"--store must be memory or sqlite:PATH, not {self.store!r}")
         if self.store_sync not in ("full", "normal"):
@@ -105,6 +119,12 @@ class Settings:
     def store_path(self) -> str:
         """The SQLite file of `store` ("" for the memory store)."""
         return self.store.removeprefix("sqlite:") if self.store.startswith("sqlite:") else ""
+
+    @property
+    def origins(self) -> list[str]:
+        """The --http-origins, each without a trailing slash."""
+        return [origin.strip().rstrip("/") for origin in (self.http_origins or "").split(",")
+                if origin.strip()]
 
     @property
     def irc_server_name(self) -> str:

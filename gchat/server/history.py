@@ -73,6 +73,9 @@ class HistoryStore(Protocol):
         """Store (None: delete) the room's topic, durably; blocks the calling greenlet
         (never the hub). Raises StoreError."""
 
+    def check(self) -> str | None:
+        """Why the store cannot be used now, or None if it answers (GET /healthz)."""
+
     def close(self) -> None:
         """Release the store's resources."""
 
@@ -142,6 +145,9 @@ class MemoryHistory:
             self._topics.pop(room, None)
         else:
             self._topics[room] = topic
+
+    def check(self) -> str | None:
+        return None
 
     def close(self) -> None:
         self._rooms.clear()

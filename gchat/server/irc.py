@@ -364,6 +364,7 @@ class IrcSession(ChatMember):
             return True
         wait = 1 / self.bucket.rate
         self._lag += wait
+        self.server.metrics.rate_limited.labels("irc").inc()
         if self._lag > EXCESS_FLOOD:
             self.close("flood", line("ERROR", "Closing Link: Excess Flood"))
             return False

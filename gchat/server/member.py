@@ -43,6 +43,8 @@ class ChatMember(Session):
         self._says: Batch[Any] | None = None  # the batch of this session's latest say
 
     def on_disconnected(self, reason: str) -> None:
+        if reason == "slow_consumer":
+            self.server.metrics.slow_consumers.inc()
         self.server.unregister(self)
 
     def wait_to_read(self) -> bool:

@@ -31,6 +31,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable
+from time import perf_counter
 from typing import TYPE_CHECKING, Generic, TypeVar
 
 import gevent
@@ -73,8 +74,10 @@ class GroupCommit:
     event)` for each and sends its sender the ok, in the order they were submitted."""
 
     def __init__(self, store: HistoryStore, deliver: Deliver, *, pace_limit: float = 1.0,
-                 failed: Callable[[ChatRoom], None] = lambda room: None) -> None:
+                 failed: Callable[[ChatRoom], None] = lambda room: None,
+                 committed: Callable[[int, float], None] = lambda count, seconds: None) -> None:
         self.store = store
+        self._committed = committed  # (messages, seconds) of each stored batch: metrics
         self._failed = failed  # a room whose says failed: forget it if it is now empty
         self.pace_limit = pace_limit  # at most this long waiting for backlogged members
         self._flusher = Flusher.for_current_hub()
@@ -130,8 +133,10 @@ class GroupCommit:
             self._idle.set()
 
     def _commit(self, batch: Batch[Pending]) -> None:
+        started = perf_counter()
         self.store.append_batch([(room.name, seq, event.json[:-1])
                                  for room, seq, event, _, _ in batch.messages])
+        self._committed(len(batch.messages), perf_counter() - started)
         deliver, flusher = self._deliver, self._flusher
         flusher.delivering = True
         try:

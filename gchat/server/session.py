@@ -195,7 +195,7 @@ class ChatSession(ChatMember):
         """Its say is stored and delivered to the others: the `msg` (unless `event` is
         None: it reached this session already), then the `ok` (PROTOCOL.md 7)."""
         if event is not None:
-            self.send(event.json)
+            self.send(self.render(event))
         self.send_reply(encode({"op": "ok", "id": request_id, "room": room, "seq": seq}))
 
     def say_failed(self, request_id: int | str | None, message: str) -> None:
@@ -218,6 +218,9 @@ class ChatSession(ChatMember):
         self.send_reply(encode({"op": "ok", "id": request_id, **fields}))
 
     def _error(self, request_id: int | str | None, code: str, message: str) -> None:
+        self.server.metrics.errors.labels(code).inc()
+        if code == "rate_limited":
+            self.server.metrics.rate_limited.labels(self.door).inc()
         self._await_says()
         self.send_reply(encode({"op": "error", "id": request_id, "code": code, "message": message}))
 

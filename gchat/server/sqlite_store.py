@@ -405,6 +405,16 @@ class SqliteHistory:
             self._writer.execute("INSERT OR REPLACE INTO topics (room, text, set_by, set_at) "
                                  "VALUES (?, ?, ?, ?)", (room, *topic))
 
+    def check(self) -> str | None:
+        """Why the store cannot be used (its file was removed, a read fails), or None."""
+        if self._gone is not None:
+            return self._gone
+        try:
+            self._reader.execute("SELECT 1 FROM messages LIMIT 1").fetchall()
+        except sqlite3.Error as exc:
+            return self._describe(exc)
+        return None
+
     def close(self) -> None:
         """Finish the writer thread and close the database (idempotent)."""
         if self._lock_file < 0:

@@ -68,6 +68,7 @@ class GchatController(BaseServerController):
             "--host", "127.0.0.1",
             "--port", "0",  # the JSON door: the OS picks a free port, no race
             "--irc-port", str(port),
+            "--http-port", "0",
             "--irc-name", SERVER_NAME,
             "--store", "memory",
             "--idle-timeout", "0",

@@ -22,9 +22,9 @@ class ServerProcess:
     """`python -m gchat.server` with the given flags; knows its port once it listens."""
 
     def __init__(self, *args: str, env: dict[str, str] | None = None, command=None) -> None:
-        # No IRC port unless asked for: tests must not compete for 6667.
+        # No IRC or HTTP port unless asked for: tests must not compete for 6667 and 7080.
         command = command or [sys.executable, "-m", "gchat.server", "--port", "0",
-                              "--irc-port", "0", *args]
+                              "--irc-port", "0", "--http-port", "0", *args]
         self.proc = subprocess.Popen(command, cwd=ROOT, stderr=subprocess.PIPE, stdout=subprocess.DEVNULL,
                                      env={**os.environ, **(env or {})}, start_new_session=True)
         self.log = b""
