@@ -194,6 +194,11 @@ class WebSession(ChatSession):
                 return
             if isinstance(event, h11.Request):
                 self._stop_head_timer()
+                # h11 bounds a head that arrives in pieces; one that came whole, here.
+                if len(event.target) + sum(len(name) + len(value) + 4
+                                           for name, value in event.headers) > MAX_HEAD:
+                    self._refuse(431, "the request head is too large")
+                    return
                 self.last_activity = monotonic()
                 self._request = event
             elif isinstance(event, h11.Data):
