@@ -19,8 +19,8 @@ LISTENING = re.compile(rb"listening on 127\.0\.0\.1:(\d+)")
 def test_run_cluster_starts_two_nodes_that_share_rooms_and_stops_on_ctrl_c(tmp_path):
     redis_server_binary()
     base, redis_port = free_port_pair(), free_port()
-    env = {**os.environ, "GCHAT_PORT": str(base), "GCHAT_IRC_PORT": "0", "GCHAT_HTTP_PORT": "0", "GCHAT_REDIS_PORT": str(redis_port),
-           "GCHAT_REDIS_DIR": str(tmp_path)}
+    env = {**os.environ, "GCHAT_PORT": str(base), "GCHAT_IRC_PORT": "0", "GCHAT_HTTP_PORT": "0",
+           "GCHAT_REDIS_PORT": str(redis_port), "GCHAT_REDIS_DIR": str(tmp_path)}
     script = subprocess.Popen([str(ROOT / "bin" / "gchat-cluster"), "--idle-timeout", "30"], env=env,
                               stderr=subprocess.PIPE, stdout=subprocess.DEVNULL,
                               start_new_session=True)  # its own group: killed whole if it fails
