@@ -40,8 +40,8 @@ def main() -> None:
               default=ROOT / "bench" / "results", show_default=True, help="Where to write the JSON.")
 @click.option("--transport", "transports", multiple=True, type=click.Choice(TRANSPORTS),
               help="The subscribers' door (repeatable; each scenario and server runs once per "
-                   "transport): json, or irc (gchat's IRC port; publishers stay JSON; the "
-                   "baselines are skipped) [default: json].")
+                   "transport): json, irc (gchat's IRC port) or ws (WebSocket on gchat's HTTP "
+                   "port); publishers stay JSON; the baselines are skipped [default: json].")
 @click.option("--server-arg", "server_args", multiple=True,
               help="Extra flag for gchat (repeatable), e.g. --server-arg=--gc-interval=0.")
 @click.option("--profile", is_flag=True,

@@ -34,6 +34,10 @@ from typing import Any, cast
 import gevent
 from gevent.event import AsyncResult, Event
 from gevent.pool import Pool
+from wsproto import ConnectionType, WSConnection
+from wsproto.events import AcceptConnection, CloseConnection, RejectConnection, TextMessage
+from wsproto.events import Message as WsMessage
+from wsproto.events import Request as WsRequest
 
 from ..client.connection import CLIENT_LIMITS, ClientSession
 from ..core import Connector, Session
@@ -41,9 +45,9 @@ from ..errors import GchatError
 from ..irc.codec import TAGS_MAX, BadLine, IrcFramer, Message, line, parse
 
 __all__ = ["REPLY_TIMEOUT", "SETUP_TIMEOUT", "TRANSPORTS", "BenchSession", "IrcBenchSession",
-           "run_job"]
+           "WsBenchSession", "run_job"]
 
-TRANSPORTS = ("json", "irc")
+TRANSPORTS = ("json", "irc", "ws")
 _MSG = b'{"op":"msg"'
 _PRIVMSG = b" PRIVMSG "
 _PING = b"\nPING "  # a server's PING has no source or tags (gchat/server/irc.py)
@@ -123,6 +127,45 @@ class BenchSession(ClientSession):
     def ping(self) -> AsyncResult:
         """The `ping` request; the waiter gets its reply."""
         return self.submit("ping")
+
+
+class WsBenchSession(BenchSession):
+    """The JSON client over a WebSocket (gchat's /ws): the handshake goes first, each
+    request is a masked text frame (wsproto), and replies are read from the server's
+    frames. Counting needs no parsing: a server's frames are unmasked, so
+    `{"op":"msg"` appears in the raw stream as it does over TCP."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._ws = WSConnection(ConnectionType.CLIENT)
+        self._early: list[bytes] | None = []  # requests made before the handshake's answer
+
+    def on_connected(self) -> None:
+        host = f"{self.peer[0]}:{self.peer[1]}" if isinstance(self.peer, tuple) else "gchat"
+        Session.send(self, self._ws.send(WsRequest(host=host, target="/ws")))
+
+    def send(self, data: bytes) -> bool:
+        if self._early is not None:  # wsproto frames nothing before the 101
+            self._early.append(data)
+            return True
+        return Session.send(self, self._ws.send(WsMessage(data=data.decode().rstrip("\n"))))
+
+    def on_data(self, data: bytes) -> None:
+        if self.counting:
+            self.msgs += count_across(_MSG, self._tail, data)
+            self._tail = next_tail(self._tail, data)
+            return
+        self._tail = b""
+        self._ws.receive_data(data)
+        for event in self._ws.events():
+            if isinstance(event, TextMessage) and event.message_finished:
+                self.on_recv(event.data.encode())
+            elif isinstance(event, AcceptConnection):
+                early, self._early = self._early or [], None
+                for data in early:
+                    self.send(data)
+            elif isinstance(event, (RejectConnection, CloseConnection)):
+                self.disconnect("refused")
 
 
 def channel_of(room: str) -> str:
@@ -235,7 +278,7 @@ class IrcBenchSession(Session):
         return waiter
 
 
-AnySession = BenchSession | IrcBenchSession
+AnySession = BenchSession | IrcBenchSession  # a WsBenchSession is a BenchSession
 
 
 def reply_of(waiter: AsyncResult, timeout: float = REPLY_TIMEOUT) -> dict[str, Any]:
@@ -292,7 +335,11 @@ def connect_all(host: str, ports: list[int], nicks: list[str], rooms: list[list[
     `transport`'s door (`ports` are that door's). With several ports (cluster nodes),
     session i goes to port i + `offset`, round robin. SetupTimedOut if a session is
     not set up within `timeout` seconds."""
-    factory: type[AnySession] = IrcBenchSession if transport == "irc" else BenchSession
+    factory: type[AnySession] = BenchSession
+    if transport == "irc":
+        factory = IrcBenchSession
+    elif transport == "ws":
+        factory = WsBenchSession
     # The connector's own timeout is only a backstop: the timer in `one` fires first.
     connectors = [Connector(host, port, factory, timeout=2 * timeout) for port in ports]
     sessions: list[AnySession | None] = [None] * len(nicks)
@@ -344,8 +391,9 @@ class Scenario:
         self.job = job
         self.host, self.ports = job["host"], job["ports"]
         self.transport = job.get("transport", "json")
-        # The subscribers' door: the IRC ports with transport "irc" (publishers: JSON).
-        self.sub_ports = job["irc_ports"] if self.transport == "irc" else self.ports
+        # The subscribers' door: the IRC or HTTP ports with transport "irc" or "ws"
+        # (the publishers: JSON).
+        self.sub_ports = job["door_ports"] if self.transport != "json" else self.ports
         self.index, self.procs = job["proc"], job["procs"]
         self.padding = job.get("padding", 64)
         self.setup_timeout = job.get("setup_timeout", SETUP_TIMEOUT)

@@ -107,11 +107,13 @@ def write_chart(result_file: Path, output: Path) -> None:
               ("idle", "rss_per_session_kib", "idle: KiB per session")]
     figure, axes = plt.subplots(1, len(panels), figsize=(4.2 * len(panels), 3.6))
     for axis, (scenario, key, title) in zip(axes, panels, strict=False):
-        rows = [(run["server"] + ("/irc" if run.get("transport") == "irc" else ""),
+        rows = [(run["server"] + (f"/{run['transport']}" if run.get("transport", "json") != "json"
+                                  else ""),
                  run["figures"].get(key)) for run in runs if run["scenario"] == scenario]
         rows = [(server, value) for server, value in rows if value is not None]
         axis.bar([server for server, _ in rows], [value for _, value in rows],
-                 color=["#d62728" if server in ("gchat", "gchat/irc") else "#7f7f7f" for server, _ in rows])
+                 color=["#d62728" if server.startswith("gchat") and "cluster" not in server
+                        else "#7f7f7f" for server, _ in rows])
         axis.set_title(title, fontsize=10)
         if key.endswith("_ms"):
             axis.set_yscale("log")  # an overloaded server is seconds behind, the rest milliseconds

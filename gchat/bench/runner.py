@@ -14,9 +14,10 @@ the other servers go on. The setup timeout is load.SETUP_TIMEOUT (30 s per sessi
 the environment variable GCHAT_BENCH_SETUP_TIMEOUT (seconds) overrides it, for tests
 that need a server which cannot keep up.
 
-The transport ("json" or "irc") is the subscribers' door (see load.py): with "irc",
-each gchat node also serves IRC on a free port, and the load's subscribers use it.
-The baselines speak only JSON: an "irc" run of one is a "skipped" row, not a figure.
+The transport ("json", "irc" or "ws") is the subscribers' door (see load.py): with
+"irc" each gchat node also serves IRC on a free port, with "ws" HTTP (its WebSocket,
+/ws), and the load's subscribers use it. The baselines speak only JSON: another
+transport's run of one is a "skipped" row, not a figure.
 """
 
 from __future__ import annotations
@@ -81,16 +82,18 @@ class BenchRun:
     figures: dict[str, Any] = field(default_factory=dict)
     status: str = "ok"  # or "timed out" (the server did not keep up), "failed" or "skipped"
     detail: str = ""  # when not ok, one line: how far it got, or why it failed
-    transport: str = "json"  # the subscribers' door: "json" or "irc"
+    transport: str = "json"  # the subscribers' door: "json", "irc" or "ws"
 
     @property
     def label(self) -> str:
-        """How the run is named in messages: the scenario, the server, an IRC transport."""
-        return f"{self.scenario} on {self.server}" + (" over IRC" if self.transport == "irc" else "")
+        """How the run is named in messages: the scenario, the server, a transport."""
+        over = {"irc": " over IRC", "ws": " over WebSocket"}.get(self.transport, "")
+        return f"{self.scenario} on {self.server}{over}"
 
 
 def speaks_irc(server: str) -> bool:
-    """Whether `server` has an IRC door (gchat, on one node or a cluster)."""
+    """Whether `server` has gchat's other doors, IRC and WebSocket (gchat, on one node
+    or a cluster)."""
     return server == "gchat" or server in CLUSTER_NODES
 
 
@@ -128,15 +131,16 @@ def cpu_split() -> tuple[set[int] | None, set[int] | None]:
     return {cpus[0]}, set(cpus[1:])
 
 
-def server_command(name: str, port: int, store: str, irc_port: int = 0) -> list[str]:
+def server_command(name: str, port: int, store: str, irc_port: int = 0,
+                   http_port: int = 0) -> list[str]:
     """The command line that serves `name` on 127.0.0.1:`port` (`store` is gchat's
     --store, or for a cluster node its --backplane URL); gchat also serves IRC on
-    `irc_port` unless it is 0."""
+    `irc_port` and HTTP (WebSocket) on `http_port` unless they are 0."""
     if name in CLUSTER_NODES:
-        return [*server_command("gchat", port, "memory", irc_port), "--backplane", store]
+        return [*server_command("gchat", port, "memory", irc_port, http_port), "--backplane", store]
     if name == "gchat":
         return [sys.executable, "-m", "gchat.server", "--port", str(port), "--irc-port", str(irc_port),
-                "--http-port", "0",
+                "--http-port", str(http_port),
                 "--rate", "1000000000",
                 "--burst", "1000000000", "--idle-timeout", "0", "--max-clients", "50000",
                 "--max-connections", "60000", "--store", store, "--log-level", "WARNING"]
@@ -232,9 +236,9 @@ def run_scenario(server_name: str, scenario: str, params: dict[str, Any], *, dur
     if transport not in TRANSPORTS:
         raise ValueError(f"transport must be one of {TRANSPORTS}, not {transport!r}")
     run = BenchRun(server_name, scenario, params, duration, procs, transport=transport)
-    if transport == "irc" and not speaks_irc(server_name):
+    if transport != "json" and not speaks_irc(server_name):
         run.status = "skipped"
-        run.detail = "no IRC door (a baseline speaks only JSON)"
+        run.detail = f"no {transport} door (a baseline speaks only JSON)"
         return run
     setup_timeout = float(os.environ.get("GCHAT_BENCH_SETUP_TIMEOUT", SETUP_TIMEOUT))
     server_cpus, load_cpus = cpu_split()
@@ -242,7 +246,7 @@ def run_scenario(server_name: str, scenario: str, params: dict[str, Any], *, dur
     if server_name in CLUSTER_NODES:
         server_cpus = load_cpus = None  # nodes, Redis and the load share the machine
     ports = [_free_port() for _ in range(nodes)]
-    irc_ports = [_free_port() for _ in range(nodes)] if transport == "irc" else []
+    door_ports = [_free_port() for _ in range(nodes)] if transport != "json" else []
     with tempfile.TemporaryDirectory(prefix="gchat-bench-") as tmp:
         redis_server = _start_redis(tmp) if server_name in CLUSTER_NODES else None
         if redis_server is not None:
@@ -253,8 +257,10 @@ def run_scenario(server_name: str, scenario: str, params: dict[str, Any], *, dur
         loads: list[_Process] = []
         try:
             for node, port in enumerate(ports):
+                door = door_ports[node] if door_ports else 0
                 command = server_command(server_name, port, store_arg,
-                                         irc_ports[node] if irc_ports else 0)
+                                         door if transport == "irc" else 0,
+                                         door if transport == "ws" else 0)
                 if server_name.startswith("gchat"):
                     command += server_args
                 if profile is not None:
@@ -265,7 +271,7 @@ def run_scenario(server_name: str, scenario: str, params: dict[str, Any], *, dur
                 servers.append(_Process(command, server_cpus))
             for server, port in zip(servers, ports, strict=True):
                 _wait_listening(server, port)
-            for server, port in zip(servers, irc_ports, strict=False):
+            for server, port in zip(servers, door_ports, strict=False):
                 _wait_listening(server, port)
             rss_before = _total(_rss, servers)
             started = time.monotonic()
@@ -274,7 +280,7 @@ def run_scenario(server_name: str, scenario: str, params: dict[str, Any], *, dur
                 loads.append(load)
                 load.tell({"scenario": scenario, "host": "127.0.0.1", "ports": ports, "proc": index,
                            "procs": procs, "setup_timeout": setup_timeout, "transport": transport,
-                           "irc_ports": irc_ports, **params})
+                           "door_ports": door_ports, **params})
             answers = [load.hear(timeout=180) for load in loads]
             setup_s = time.monotonic() - started
             if any(answer["event"] == "timed_out" for answer in answers):

@@ -36,16 +36,18 @@ def test_every_scenario_runs_against_gchat(tmp_path):
     assert report["machine"]["nproc"] >= 1 and report["command"].startswith("gchat-bench run")
 
 
-def test_irc_subscribers_get_every_message_and_idle_irc_sessions_stay(tmp_path):
-    # JSON then IRC, one after the other, as the figures of issue 13 compare them; a
-    # baseline has no IRC door: its IRC runs are skipped rows, and the run exits 0.
+def test_irc_and_websocket_subscribers_get_every_message_and_idle_sessions_stay(tmp_path):
+    # JSON, IRC and WebSocket, one after the other, as the figures of issues 13 and 14
+    # compare them; a baseline has neither door: those runs are skipped rows, and the
+    # run exits 0.
     report = bench(tmp_path, "--scenario", "fan-out", "--scenario", "idle", "--server", "gchat",
-                   "--server", "threads", "--transport", "json", "--transport", "irc")
+                   "--server", "threads", "--transport", "json", "--transport", "irc",
+                   "--transport", "ws")
     runs = [(r["scenario"], r["server"], r["transport"], r["status"]) for r in report["runs"]]
-    assert runs == [(scenario, server, transport, "skipped" if (server, transport) == ("threads", "irc")
-                     else "ok")
+    assert runs == [(scenario, server, transport,
+                     "skipped" if server == "threads" and transport != "json" else "ok")
                     for scenario in ("fan-out", "idle") for server in ("gchat", "threads")
-                    for transport in ("json", "irc")]
+                    for transport in ("json", "irc", "ws")]
     for run in report["runs"]:
         figures = run["figures"]
         if run["status"] == "skipped":
