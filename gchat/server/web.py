@@ -152,8 +152,10 @@ class WebSession(ChatSession):
 
     def close(self, reason: str, farewell: bytes | None = None, *, discard: bool = False,
               linger: float | None = None) -> None:
-        if farewell is not None and farewell[:1] == b"{":  # a JSON line: a bye
-            farewell = self.farewell(reason) if self._ws is not None else None
+        if self._ws is None:
+            farewell = None  # an HTTP client is told nothing in JSON nor in WebSocket frames
+        elif farewell is not None and farewell[:1] == b"{":  # a JSON line: a bye
+            farewell = self.farewell(reason)
         super().close(reason, farewell, discard=discard, linger=linger)
 
     # -- the JSON door, framed as WebSocket messages --------------------------------------
@@ -215,6 +217,12 @@ class WebSession(ChatSession):
     def _respond_to(self, request: h11.Request) -> None:
         target = request.target.decode("ascii", "replace")
         path = target.partition("?")[0]
+        if not self.bucket.take(monotonic()):  # requests, pipelined or not, take tokens too
+            self.server.metrics.rate_limited.labels("http").inc()
+            self._respond(request, 429, b"too many requests: slow down\n",
+                          "text/plain; charset=utf-8", [(b"Connection", b"close")])
+            self.close("rate_limited")
+            return
         if request.method not in (b"GET", b"HEAD"):
             self._respond(request, 405, b"only GET here\n", "text/plain; charset=utf-8",
                           [(b"Allow", b"GET, HEAD")])

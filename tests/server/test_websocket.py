@@ -6,6 +6,7 @@ endpoints' bounds, /healthz and /metrics."""
 from __future__ import annotations
 
 import os
+import re
 import socket
 
 import gevent
@@ -310,3 +311,11 @@ def test_an_http_client_that_never_upgrades_is_not_a_chat_session(webserver, mon
     # JSON on the HTTP port is no request head: it times out, and nobody registered.
     answer = http_get(server.http_address, b'{"op":"hello","nick":"sneaky"}\n')
     assert answer.startswith(b"HTTP/1.1 408") and server.find("sneaky") is None
+
+
+def test_http_requests_take_tokens_of_the_rate_limit(webserver):
+    server = webserver(rate=1, burst=3)
+    pipelined = b"GET /healthz HTTP/1.1\r\nHost: h\r\n\r\n" * 10
+    answer = http_get(server.http_address, pipelined)
+    statuses = re.findall(rb"HTTP/1\.1 (\d{3})", answer)
+    assert statuses == [b"200", b"200", b"200", b"429"]  # then closed
