@@ -8,10 +8,12 @@ from __future__ import annotations
 import os
 import re
 import socket
+import ssl
 
 import gevent
 import pytest
 from gevent import socket as gsocket
+from gevent import ssl as gssl
 from prometheus_client.parser import text_string_to_metric_families
 from wsproto.events import BytesMessage, CloseConnection, Message, Ping, Pong
 
@@ -319,3 +321,22 @@ def test_http_requests_take_tokens_of_the_rate_limit(webserver):
     answer = http_get(server.http_address, pipelined)
     statuses = re.findall(rb"HTTP/1\.1 (\d{3})", answer)
     assert statuses == [b"200", b"200", b"200", b"429"]  # then closed
+
+
+def test_https_serves_the_endpoints_and_a_websocket_over_tls(make_server, certificate):
+    cert, key = certificate
+    server = make_server(https_port=0, tls_cert=str(cert), tls_key=str(key))
+    address = server.https_listener.address
+    context = gssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+    context.load_verify_locations(str(cert))
+
+    def tls_socket():
+        raw = gsocket.create_connection(address, timeout=5)
+        return context.wrap_socket(raw, server_hostname="127.0.0.1")
+
+    with tls_socket() as sock:
+        sock.sendall(b"GET /healthz HTTP/1.1\r\nHost: h\r\nConnection: close\r\n\r\n")
+        assert sock.recv(4096).startswith(b"HTTP/1.1 200 OK")
+    secure = WsClient(address, sock=tls_socket(), origin=f"https://{address[0]}:{address[1]}")
+    secure.hello("secure")
+    assert secure.join("#tls")["members"] == ["secure"]
