@@ -17,7 +17,7 @@ import itertools
 import logging
 import ssl
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from time import monotonic
 from typing import Any, cast
 
@@ -136,47 +136,27 @@ class ChatServer:
         self.session_limits = SessionLimits(
             max_frame=settings.max_frame, max_queue_bytes=settings.max_queue_bytes,
             max_queue_frames=settings.max_queue_frames, linger=settings.grace)
-        common: dict[str, Any] = {"session_ids": self._session_ids(), "reject": _BYE_FULL,
-                                  "max_sessions": settings.connection_limit}
-        self.listeners = [Listener(settings.host, settings.port, self._new_session, **common)]
-        if settings.tls_port is not None:
-            self.listeners.append(Listener(settings.host, settings.tls_port, self._new_session,
-                                           ssl_context=self._tls_context(), **common))
-        # What each listener's sessions get at shutdown (their door's bye).
-        self._goodbyes = [_BYE_SHUTDOWN] * len(self.listeners)
         self.irc_host = settings.irc_server_name  # asked once: it may look up the host name
-        self.irc_listener: Listener | None = None
-        irc_common = {**common, "reject": _IRC_FULL}
-        if settings.irc_port:
-            self.irc_listener = Listener(settings.host, settings.irc_port,
-                                         lambda: IrcSession(self), **irc_common)
-            self.listeners.append(self.irc_listener)
-            self._goodbyes.append(_IRC_SHUTDOWN)
-        self.irc_tls_listener: Listener | None = None
-        if settings.irc_tls_port is not None:
-            self.irc_tls_listener = Listener(settings.host, settings.irc_tls_port,
-                                             lambda: IrcSession(self),
-                                             ssl_context=self._tls_context(), **irc_common)
-            self.listeners.append(self.irc_tls_listener)
-            self._goodbyes.append(_IRC_SHUTDOWN)
-        # The web door: the page, /ws, /metrics, /healthz (gchat/server/web.py).
-        self.metrics = Metrics(self)
-        self.web_files = WebFiles()
+        self.web_files = WebFiles()  # the page (gchat/server/web.py)
         self._origins = set(settings.origins)
-        http_common = {**common, "reject": HTTP_FULL}
-        self.http_listener: Listener | None = None
-        if settings.http_port:
-            self.http_listener = Listener(settings.host, settings.http_port,
-                                          lambda: WebSession(self), **http_common)
-            self.listeners.append(self.http_listener)
-            self._goodbyes.append(_BYE_SHUTDOWN)  # a WebSession frames it, or drops it
-        self.https_listener: Listener | None = None
-        if settings.https_port is not None:
-            self.https_listener = Listener(settings.host, settings.https_port,
-                                           lambda: WebSession(self),
-                                           ssl_context=self._tls_context(), **http_common)
-            self.listeners.append(self.https_listener)
-            self._goodbyes.append(_BYE_SHUTDOWN)
+        # Each door's listeners, and what their sessions get at shutdown (its bye; a
+        # WebSession frames the JSON one, or drops it for a client still on HTTP).
+        self.listeners: list[Listener] = []
+        self._goodbyes: list[bytes] = []
+        self._session_id_source = self._session_ids()
+        json_session, irc_session, web_session = (self._new_session, self._new_irc_session,
+                                                  self._new_web_session)
+        self._listen(settings.port, json_session, _BYE_FULL, _BYE_SHUTDOWN)
+        self._listen(settings.tls_port, json_session, _BYE_FULL, _BYE_SHUTDOWN, tls=True)
+        self.irc_listener = self._listen(settings.irc_port or None, irc_session, _IRC_FULL,
+                                         _IRC_SHUTDOWN)
+        self.irc_tls_listener = self._listen(settings.irc_tls_port, irc_session, _IRC_FULL,
+                                             _IRC_SHUTDOWN, tls=True)
+        self.http_listener = self._listen(settings.http_port or None, web_session, HTTP_FULL,
+                                          _BYE_SHUTDOWN)
+        self.https_listener = self._listen(settings.https_port, web_session, HTTP_FULL,
+                                           _BYE_SHUTDOWN, tls=True)
+        self.metrics = Metrics(self)  # after the listeners: its gauges read their sessions
         self._sweeper: gevent.Greenlet | None = None
         self._shutdown: gevent.Greenlet | None = None
         self._stopped = Event()
@@ -266,6 +246,20 @@ class ChatServer:
         log.info("shut down")
         self._stopped.set()
 
+    def _listen(self, port: int | None, factory: Callable[[], ChatMember], reject: bytes,
+                goodbye: bytes, tls: bool = False) -> Listener | None:
+        """A listener for one door on `port` (None: that door is off), sessions made by
+        `factory`; `reject` past --max-connections, `goodbye` at shutdown."""
+        if port is None:
+            return None
+        settings = self.settings
+        listener = Listener(settings.host, port, factory, session_ids=self._session_id_source,
+                            max_sessions=settings.connection_limit, reject=reject,
+                            ssl_context=self._tls_context() if tls else None)
+        self.listeners.append(listener)
+        self._goodbyes.append(goodbye)
+        return listener
+
     def _tls_context(self) -> ssl.SSLContext:
         settings = self.settings
         assert settings.tls_cert and settings.tls_key  # Settings checks this
@@ -284,6 +278,12 @@ class ChatServer:
 
     def _new_session(self) -> ChatMember:
         return ChatSession(self)
+
+    def _new_irc_session(self) -> ChatMember:
+        return IrcSession(self)
+
+    def _new_web_session(self) -> ChatMember:
+        return WebSession(self)
 
     def _new_room(self, name: str) -> ChatRoom:
         self.room_names.add(name)
