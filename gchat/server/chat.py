@@ -146,16 +146,17 @@ class ChatServer:
         self._session_id_source = self._session_ids()
         json_session, irc_session, web_session = (self._new_session, self._new_irc_session,
                                                   self._new_web_session)
-        self._listen(settings.port, json_session, _BYE_FULL, _BYE_SHUTDOWN)
-        self._listen(settings.tls_port, json_session, _BYE_FULL, _BYE_SHUTDOWN, tls=True)
-        self.irc_listener = self._listen(settings.irc_port or None, irc_session, _IRC_FULL,
-                                         _IRC_SHUTDOWN)
-        self.irc_tls_listener = self._listen(settings.irc_tls_port, irc_session, _IRC_FULL,
-                                             _IRC_SHUTDOWN, tls=True)
-        self.http_listener = self._listen(settings.http_port or None, web_session, HTTP_FULL,
-                                          _BYE_SHUTDOWN)
-        self.https_listener = self._listen(settings.https_port, web_session, HTTP_FULL,
-                                           _BYE_SHUTDOWN, tls=True)
+        self.doors: list[str] = []  # each listener's door, for the log
+        self._listen("json", settings.port, json_session, _BYE_FULL, _BYE_SHUTDOWN)
+        self._listen("json+tls", settings.tls_port, json_session, _BYE_FULL, _BYE_SHUTDOWN)
+        self.irc_listener = self._listen("irc", settings.irc_port or None, irc_session,
+                                         _IRC_FULL, _IRC_SHUTDOWN)
+        self.irc_tls_listener = self._listen("irc+tls", settings.irc_tls_port, irc_session,
+                                             _IRC_FULL, _IRC_SHUTDOWN)
+        self.http_listener = self._listen("http", settings.http_port or None, web_session,
+                                          HTTP_FULL, _BYE_SHUTDOWN)
+        self.https_listener = self._listen("https", settings.https_port, web_session,
+                                           HTTP_FULL, _BYE_SHUTDOWN)
         self.metrics = Metrics(self)  # after the listeners: its gauges read their sessions
         self._sweeper: gevent.Greenlet | None = None
         self._shutdown: gevent.Greenlet | None = None
@@ -246,17 +247,20 @@ class ChatServer:
         log.info("shut down")
         self._stopped.set()
 
-    def _listen(self, port: int | None, factory: Callable[[], ChatMember], reject: bytes,
-                goodbye: bytes, tls: bool = False) -> Listener | None:
-        """A listener for one door on `port` (None: that door is off), sessions made by
-        `factory`; `reject` past --max-connections, `goodbye` at shutdown."""
+    def _listen(self, door: str, port: int | None, factory: Callable[[], ChatMember],
+                reject: bytes, goodbye: bytes) -> Listener | None:
+        """A listener for `door` (TLS if its name says so) on `port` (None: off),
+        sessions made by `factory`; `reject` past --max-connections, `goodbye` at
+        shutdown."""
         if port is None:
             return None
         settings = self.settings
+        tls = door.endswith("tls") or door == "https"
         listener = Listener(settings.host, port, factory, session_ids=self._session_id_source,
                             max_sessions=settings.connection_limit, reject=reject,
                             ssl_context=self._tls_context() if tls else None)
         self.listeners.append(listener)
+        self.doors.append(door)
         self._goodbyes.append(goodbye)
         return listener
 

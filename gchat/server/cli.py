@@ -74,7 +74,7 @@ def main(**options: Any) -> None:
         gevent.signal_handler(signum, server.request_shutdown)
     if settings.gc_interval > 0:
         GcPolicy(settings.gc_interval).start()
-    for host, port in server.addresses:
-        log.info("%s listening on %s:%d", server.name, host, port)
+    for (host, port), door in zip(server.addresses, server.doors, strict=True):
+        log.info("%s listening on %s:%d (%s)", server.name, host, port, door)
     server.wait()
     sys.exit(0)

@@ -66,7 +66,7 @@ _TYPES = {".html": "text/html; charset=utf-8", ".js": "text/javascript; charset=
 # through as markup still could not run.
 _PAGE_HEADERS = [(b"Content-Security-Policy",
                   b"default-src 'self'; connect-src 'self'; img-src 'self' data:; "
-                  b"style-src 'self' 'unsafe-inline'; base-uri 'none'; frame-ancestors 'none'"),
+                  b"base-uri 'none'; form-action 'self'; frame-ancestors 'none'"),
                  (b"X-Content-Type-Options", b"nosniff"), (b"Referrer-Policy", b"no-referrer"),
                  (b"Cache-Control", b"no-cache")]
 # Close codes (RFC 6455 7.4.1) for the reasons a server ends a session.
