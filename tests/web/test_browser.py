@@ -8,6 +8,8 @@ a message `.msg[data-seq][data-from]` with its text in `.text`; the connection s
 
 from __future__ import annotations
 
+import functools
+import http.server
 import json
 import os
 import re
@@ -480,3 +482,33 @@ def test_a_realistic_conversation_for_the_readme_screenshot(pages, web_server, t
     shot = SCREENSHOT if os.environ.get("GCHAT_UPDATE_SCREENSHOT") == "1" else tmp_path / "web.png"
     assert alice.driver.save_screenshot(str(shot))
     assert shot.read_bytes().startswith(b"\x89PNG") and shot.stat().st_size > 10_000
+
+
+_OPEN_SOCKET = """
+const done = arguments[arguments.length - 1];
+const socket = new WebSocket(arguments[0]);
+socket.onopen = () => { socket.close(); done("open"); };
+socket.onclose = event => done(`closed ${event.code}`);
+"""
+
+
+def test_a_page_of_another_origin_cannot_open_the_websocket(fresh_drivers, web_server, tmp_path):
+    # Another site (a plain HTTP server on another port: another origin) opens a
+    # WebSocket to gchat in the user's browser: the server refuses the handshake
+    # (403), which the browser reports as close 1006. gchat's own page opens it.
+    (tmp_path / "index.html").write_text("<!doctype html><title>elsewhere</title>")
+    handler = functools.partial(http.server.SimpleHTTPRequestHandler, directory=str(tmp_path))
+    elsewhere = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    threading.Thread(target=elsewhere.serve_forever, daemon=True).start()
+    try:
+        driver = fresh_drivers[0]
+        driver.set_script_timeout(TIMEOUT)
+        target = f"ws://127.0.0.1:{web_server.http_port}/ws"
+        driver.get(f"http://127.0.0.1:{elsewhere.server_address[1]}/")
+        assert driver.execute_async_script(_OPEN_SOCKET, target) == "closed 1006"
+        driver.get(web_server.url)
+        assert driver.execute_async_script(_OPEN_SOCKET, target) == "open"
+        driver.get_log("browser")  # the refused handshake is logged as an error: expected here
+    finally:
+        elsewhere.shutdown()
+        elsewhere.server_close()
