@@ -479,7 +479,11 @@ for _, m in ipairs(redis.call('SMEMBERS', rkey)) do
 end
 for m, _ in pairs(wanted) do
   local sid, room = string.match(m, '^(%S+) (%S+)$')
-  if redis.call('HSET', P .. 'room:' .. room .. ':members', sid, nicks[sid]) == 1 then
+  local mkey = P .. 'room:' .. room .. ':members'
+  if redis.call('HLEN', mkey) == 0 then  -- back in a room nobody else is in: it runs it
+    redis.call('SADD', P .. 'room:' .. room .. ':ops', sid)
+  end
+  if redis.call('HSET', mkey, sid, nicks[sid]) == 1 then
     records[#records + 1] = presence_record(room, sid, '-', presence(room, nicks[sid], 'join'))
   end
   redis.call('SADD', rkey, m)

@@ -13,6 +13,7 @@ leave, rename, whisper, who, history, publish, ...) go through Redis instead.
 from __future__ import annotations
 
 import hmac
+import ipaddress
 import itertools
 import logging
 import ssl
@@ -20,6 +21,7 @@ import time
 from collections.abc import Callable, Iterator
 from time import monotonic
 from typing import Any, cast
+from urllib.parse import urlsplit
 
 import gevent
 from gevent import ssl as gssl
@@ -139,6 +141,7 @@ class ChatServer:
         self.irc_host = settings.irc_server_name  # asked once: it may look up the host name
         self.web_files = WebFiles()  # the page (gchat/server/web.py)
         self._origins = set(settings.origins)
+        self._origin_hosts = {urlsplit(origin).hostname for origin in settings.origins}
         # Each door's listeners, and what their sessions get at shutdown (its bye; a
         # WebSession frames the JSON one, or drops it for a client still on HTTP).
         self.listeners: list[Listener] = []
@@ -296,12 +299,14 @@ class ChatServer:
     def _room_forgotten(self, room: ChatRoom) -> None:
         if self.store.last_seq(room.name) == 0:  # no members and no history: it is gone
             self.room_names.discard(room.name)
-            if self.store.topic(room.name) is not None:  # and so is its topic
+            # And so is its topic, or the one being written now (after that write).
+            if self.store.topic(room.name) is not None or self._topic_writes.locked():
                 gevent.spawn(self._forget_topic, room.name)  # this may run in the hub
 
     def _forget_topic(self, name: str) -> None:
         with self._topic_writes:
-            if self.rooms.get(name) is None and self.store.last_seq(name) == 0:
+            if self.rooms.get(name) is None and self.store.last_seq(name) == 0 \
+                    and self.store.topic(name) is not None:
                 try:
                     self.store.set_topic(name, None)
                 except StoreError as exc:
@@ -447,6 +452,8 @@ class ChatServer:
         now = int(time.time() * 1000)
         topic = Topic(text, session.nick, now) if text else None
         with self._topic_writes:
+            if self.rooms.get(room.name) is not room or session not in room:
+                raise RequestError("not_in_room", f"you are not in {room.name}")  # meanwhile
             self.store.set_topic(room.name, topic)
             current = self.rooms.get(room.name)  # the room may have been left and made again
             if current is not None:
@@ -617,10 +624,24 @@ class ChatServer:
                 log.error("could not forget old rooms: %s", exc)
 
     def origin_allowed(self, origin: str, host: str) -> bool:
-        """Whether a page from `origin` may open a WebSocket here: the page's own origin
-        (the request's Host, over http or https) or one of --http-origins."""
+        """Whether a page from `origin` may open a WebSocket here: one of --http-origins,
+        or the page's own origin (the request's Host, over http or https) when the Host
+        names this server by an address or `localhost`. A DNS name must be listed: any
+        site can point its own name at this server's address (DNS rebinding), and its
+        pages would then be "same origin"."""
         origin = origin.rstrip("/")
-        return origin in (f"http://{host}", f"https://{host}") or origin in self._origins
+        if origin in self._origins:
+            return True
+        if origin not in (f"http://{host}", f"https://{host}"):
+            return False
+        name = urlsplit(origin).hostname or ""
+        if name == "localhost" or name in self._origin_hosts:
+            return True
+        try:
+            ipaddress.ip_address(name)
+        except ValueError:
+            return False
+        return True
 
     def health(self) -> str | None:
         """Why the server cannot serve now (shutting down, its store failing), or None."""

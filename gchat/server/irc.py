@@ -91,7 +91,14 @@ def room_of(channel: str) -> str | None:
 
 def _cut(text: str) -> str:
     """A topic or kick reason cut to TOPICLEN (KICKLEN) bytes on a UTF-8 boundary."""
-    return text.encode()[:MAX_TOPIC].decode(errors="ignore")
+    return _fit(text, MAX_TOPIC)
+
+
+def _fit(text: str, budget: int) -> str:
+    """`text` cut to `budget` UTF-8 bytes on a code point boundary: what is left of a
+    512-byte line for a topic or reason once its source and targets are in it."""
+    data = text.encode()
+    return text if len(data) <= budget else data[:max(0, budget)].decode(errors="ignore")
 
 
 def _word(param: str) -> str:
@@ -199,8 +206,9 @@ class IrcSession(ChatMember):
             return render_tags(tags) + line("TAGMSG", target or fields["to"],
                                             source=self._mask(fields["from"]))
         if op == "topic":
-            return render_tags(tags) + line("TOPIC", channel_of(fields["room"]), fields["topic"],
-                                            source=self._mask(fields["from"]))
+            channel, source = channel_of(fields["room"]), self._mask(fields["from"])
+            return render_tags(tags) + line("TOPIC", channel, _fit(
+                fields["topic"], text_budget("TOPIC", channel, source=source)), source=source)
         if op == "mode":
             whom = (fields["nick"],) if "nick" in fields else ()
             return render_tags(tags) + line("MODE", channel_of(fields["room"]), fields["change"],
@@ -232,9 +240,10 @@ class IrcSession(ChatMember):
                                 fields["text"], tags)
 
     def _kick_line(self, tags: dict[str, str], fields: dict[str, Any], nick: str) -> bytes:
-        return render_tags(tags) + line("KICK", channel_of(fields["room"]), nick,
-                                        fields.get("reason") or fields["by"],
-                                        source=self._mask(fields["by"]))
+        channel, source = channel_of(fields["room"]), self._mask(fields["by"])
+        reason = _fit(fields.get("reason") or fields["by"],
+                      text_budget("KICK", f"{channel} {nick}", source=source))
+        return render_tags(tags) + line("KICK", channel, nick, reason, source=source)
 
     def _tags_for(self, event: ChatEvent, fields: dict[str, Any]) -> dict[str, str]:
         tags: dict[str, str] = {}
@@ -846,7 +855,8 @@ class IrcSession(ChatMember):
 
     def _topic(self, channel: str, view: RoomView) -> None:
         assert view.topic is not None
-        self._numeric("332", channel, view.topic.text)
+        self._numeric("332", channel, _fit(view.topic.text, text_budget(
+            "332", f"{self.nick or '*'} {channel}", source=self.host)))
         self._numeric("333", channel, view.topic.by, str(view.topic.ts // 1000))
 
     def _refused(self, channel: str, exc: RequestError, nick: str = "*") -> None:

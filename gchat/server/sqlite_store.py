@@ -176,7 +176,7 @@ class SqliteHistory:
             conn.execute("PRAGMA wal_autocheckpoint = 0")
             if version == 0:
                 tables = {row[0] for row in conn.execute("SELECT name FROM sqlite_master")}
-                if not tables <= {"messages"}:
+                if not tables <= {"messages", "topics"}:  # a first start may have stopped midway
                     raise StoreError(f"{self.path} is a SQLite database, but not gchat's")
             for table in _SCHEMA:  # a version 1 file gains the topics table
                 conn.execute(table)

@@ -120,8 +120,8 @@ class WebSession(ChatSession):
 
     door = "http"  # "ws" once upgraded
     _ws: Connection | None = None
-    _parts: list[bytes] | None = None  # the text message being received, in pieces
-    _part_bytes = 0
+    _message: bytearray | None = None  # the text message being received
+    _pieces = 0  # its frames, each counted as a byte at least
 
     def __init__(self, server: ChatServer) -> None:
         super().__init__(server)
@@ -196,6 +196,10 @@ class WebSession(ChatSession):
                 return
             if isinstance(event, h11.Request):
                 self._stop_head_timer()
+                if any(name in (b"content-length", b"transfer-encoding") and value != b"0"
+                       for name, value in event.headers):
+                    self._refuse(413, "a request to this server has no body")
+                    return
                 # h11 bounds a head that arrives in pieces; one that came whole, here.
                 if len(event.target) + sum(len(name) + len(value) + 4
                                            for name, value in event.headers) > MAX_HEAD:
@@ -217,6 +221,8 @@ class WebSession(ChatSession):
     def _respond_to(self, request: h11.Request) -> None:
         target = request.target.decode("ascii", "replace")
         path = target.partition("?")[0]
+        if not self.wait_to_read():  # pipelined requests, unread answers: stop reading
+            return
         if not self.bucket.take(monotonic()):  # requests, pipelined or not, take tokens too
             self.server.metrics.rate_limited.labels("http").inc()
             self._respond(request, 429, b"too many requests: slow down\n",
@@ -227,7 +233,12 @@ class WebSession(ChatSession):
             self._respond(request, 405, b"only GET here\n", "text/plain; charset=utf-8",
                           [(b"Allow", b"GET, HEAD")])
         elif path == "/ws":
-            self._upgrade(request)
+            if request.method == b"GET":
+                self._upgrade(request)
+            else:
+                self._respond(request, 405, b"a WebSocket handshake is a GET\n",
+                              "text/plain; charset=utf-8", [(b"Connection", b"close")])
+                self.close("bad_request")
             return
         elif path == "/metrics":
             self._respond(request, 200, self.server.metrics.render(), CONTENT_TYPE)
@@ -309,7 +320,8 @@ class WebSession(ChatSession):
             ws.initiate_upgrade_connection(list(request.headers), request.target)
             next(ws.events())  # the handshake's Request: checked by wsproto
             accept = ws.send(AcceptConnection())
-        except (RemoteProtocolError, LocalProtocolError, StopIteration) as exc:
+        except (RemoteProtocolError, LocalProtocolError, h11.LocalProtocolError,
+                StopIteration) as exc:
             hint = getattr(exc, "event_hint", None)
             status = hint.status_code if isinstance(hint, RejectConnection) else 400
             self._refuse(status, f"not a WebSocket handshake: {exc}")
@@ -334,8 +346,8 @@ class WebSession(ChatSession):
         except LocalProtocolError:
             return  # closed already
         for event in ws.events():
-            if not self.is_open:
-                return
+            if not self.wait_to_read():  # as the JSON door: a client that does not read
+                return                   # what it asked for stops being read
             if isinstance(event, TextMessage):
                 if not self._text(event):
                     return
@@ -343,8 +355,11 @@ class WebSession(ChatSession):
                 self._ws_close(1003, "gchat frames are text messages", "binary_message")
                 return
             elif isinstance(event, Ping):
+                # A pong costs a token and counts against the queue bound: pings are not
+                # a way around either (RFC 6455 lets a server skip some).
                 self.last_activity = monotonic()
-                Session.send_reply(self, ws.send(event.response()))
+                if self.bucket.take(self.last_activity):
+                    self.send(ws.send(event.response()))
             elif isinstance(event, CloseConnection):
                 self._closed_by_peer(ws, event)
                 return
@@ -355,19 +370,20 @@ class WebSession(ChatSession):
         """A piece of a text message; a whole one is one request (PROTOCOL.md). False
         once the session is closing."""
         piece = event.data.encode()
-        if self._parts is None:
-            self._parts = []
-        self._parts.append(piece)
-        self._part_bytes += len(piece)
+        if self._message is None:
+            self._message = bytearray()
+        self._message += piece
+        # An empty fragment counts as a byte, so fragments cannot go on for ever.
+        self._pieces += max(1, len(piece))
         # The same texts fit through both doors: a message and its LF, as a line.
-        if self._part_bytes + 1 > self.limits.max_frame:
-            self._parts, self._part_bytes = None, 0
+        if self._pieces + 1 > self.limits.max_frame:
+            self._message, self._pieces = None, 0
             self.on_frame_too_large()
             return False
         if not event.message_finished:
             return True
-        message = b"".join(self._parts)
-        self._parts, self._part_bytes = None, 0
+        message = bytes(self._message)
+        self._message, self._pieces = None, 0
         self.last_activity = monotonic()
         if message.strip(b" \t\r\n"):
             self.on_recv(message)

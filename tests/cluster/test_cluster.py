@@ -317,6 +317,7 @@ def test_a_node_judged_dead_that_comes_back_rejoins_its_sessions(spawn_node):
     alice, bob = one.client("alice"), two.client("bob")
     alice.join("lobby")
     bob.join("lobby")
+    assert bob.join("#solo")["ops"] == ["bob"]  # a room only node two's session is in
     alice.recv()  # bob's join
     os.kill(two.proc.pid, signal.SIGSTOP)  # a node cut off for longer than --node-timeout
     try:
@@ -333,6 +334,9 @@ def test_a_node_judged_dead_that_comes_back_rejoins_its_sessions(spawn_node):
     assert alice.recv_until(lambda f: f["op"] == "msg")[-1]["text"] == "back"
     assert alice.request("say", room="lobby", text="welcome back")["op"] == "ok"  # bob is still in
     assert bob.recv_until(lambda f: f.get("text") == "welcome back")[-1]["from"] == "alice"
+    # Back in a room nobody else is in, it runs it again (not a room without operators).
+    assert bob.request("who", room="#solo")["ops"] == ["bob"]
+    assert bob.request("topic", room="#solo", text="still mine")["op"] == "ok"
 
 
 def test_presence_missed_while_a_node_was_unsubscribed_is_told_when_it_returns(spawn_node, redis_server):

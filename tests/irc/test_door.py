@@ -10,7 +10,7 @@ import pytest
 from gevent import socket as gsocket
 from gevent import ssl as gssl
 
-from gchat.irc.codec import Message, parse
+from gchat.irc.codec import Message, parse, render
 from tests.rawclient import Client
 
 
@@ -449,3 +449,23 @@ def test_voice_and_moderation_with_multi_prefix(irc):
     carol.send("PRIVMSG #stage :still?", "MODE #stage")
     assert carol.recv().params[1:] == ("#stage", "Cannot send to channel (+m)")
     assert carol.recv().params[1:] == ("#stage", "+mnt")
+
+
+def test_long_topics_and_kick_reasons_still_fit_512_bytes(irc):
+    open_irc, open_json = irc
+    nick = "J" + "x" * 31  # the longest nick
+    channel = "#" + "c" * 64  # the longest room: channel #ccc...
+    owner = open_json(nick)
+    owner.join(channel)
+    bob = open_irc("bob")
+    bob.join(channel)
+    topic = "é" * 195  # 390 bytes: as long as a topic may be
+    assert owner.request("topic", room=channel, text=topic)["op"] == "ok"
+    told = bob.until("TOPIC")[-1]
+    assert len(render(told)) <= 512 and topic.startswith(told.params[1])
+    carol = open_irc("carol")
+    shown = next(m for m in carol.join(channel) if m.command == "332")
+    assert len(render(shown)) <= 512
+    assert owner.request("kick", room=channel, nick="carol", reason="r" * 390)["op"] == "ok"
+    kick = carol.until("KICK")[-1]
+    assert len(render(kick)) <= 512 and kick.params[:2] == (channel, "carol")

@@ -4,6 +4,11 @@ room runs it, sets the topic while the room is +t, makes others operators and ki
 from __future__ import annotations
 
 import signal
+import time
+
+import gevent
+
+from gchat.server.sqlite_store import SqliteHistory
 
 
 def op_of(client, room: str) -> list[str]:
@@ -164,3 +169,29 @@ def test_a_moderated_room_hears_only_its_operators_and_voiced_members(connect):
     assert carol.request("say", room="#stage", text="free again")["seq"] == 3
     texts = [f["text"] for f in carol.drain() + list(carol.pending) if f["op"] == "msg"]
     assert "me too" not in texts
+
+
+def test_a_topic_written_while_its_room_ends_goes_with_the_room(make_server, connect, monkeypatch):
+    # The store is slow to write the topic; meanwhile its setter is kicked and the
+    # room ends. The topic must not outlive the room.
+    write = SqliteHistory._write_topic
+
+    def slow_write(self, room, topic):
+        time.sleep(0.3)  # in the writer thread: a busy disk
+        write(self, room, topic)
+
+    monkeypatch.setattr(SqliteHistory, "_write_topic", slow_write)
+    server = make_server()
+    alice, bob = connect("alice", server), connect("bob", server)
+    alice.join("#x")
+    bob.join("#x")
+    alice.request("mode", room="#x", change="+o", nick="bob")
+    alice.send({"op": "topic", "room": "#x", "text": "stale", "id": "t"})
+    gevent.sleep(0.05)  # the write is under way
+    assert bob.request("kick", room="#x", nick="alice")["op"] == "ok"
+    assert bob.request("leave", room="#x")["op"] == "ok"  # nobody is in #x now
+    assert alice.reply_to("t")["op"] == "ok"
+    with gevent.Timeout(5, AssertionError("the topic of the ended room is still stored")):
+        while server.store.topic("#x") is not None:
+            gevent.sleep(0.02)
+    assert "topic" not in connect("carol", server).join("#x")

@@ -248,3 +248,15 @@ def test_a_version_1_database_gains_topics_and_keeps_its_messages(tmp_path):
     finally:
         store.close()
     assert sqlite3.connect(path).execute("SELECT COUNT(*) FROM topics").fetchone() == (0,)
+
+
+def test_a_first_start_stopped_midway_through_the_schema_is_still_gchat_s(tmp_path):
+    path = tmp_path / "h.db"
+    half = sqlite3.connect(path)  # the tables made, the version not yet written
+    half.execute("CREATE TABLE messages (room TEXT NOT NULL, seq INTEGER NOT NULL, "
+                 "event BLOB NOT NULL, PRIMARY KEY (room, seq)) WITHOUT ROWID")
+    half.execute("CREATE TABLE topics (room TEXT NOT NULL PRIMARY KEY, text TEXT NOT NULL, "
+                 "set_by TEXT NOT NULL, set_at INTEGER NOT NULL) WITHOUT ROWID")
+    half.commit()
+    half.close()
+    SqliteHistory(path).close()

@@ -169,11 +169,17 @@ def test_a_broken_frame_is_closed_with_a_protocol_error(webserver):
     (b"GET / HTTP/1.1\r\nHost: h\r\nX-Big: " + b"a" * 20000 + b"\r\n\r\n", b"431"),
     (b"GARBAGE\r\n\r\n", b"400"),
     (b"GET /ws HTTP/1.1\r\nHost: h\r\nContent-Length: 5\r\n\r\nhello", b"413"),
+    (b"GET / HTTP/1.1\r\nHost: h\r\nContent-Length: 5\r\n\r\n", b"413"),  # announced, never sent
+    (b"GET /ws HTTP/1.0\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n"
+     b"Sec-WebSocket-Version: 13\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\r\n", b"400"),
+    (b"HEAD /ws HTTP/1.1\r\nHost: h\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n"
+     b"Sec-WebSocket-Version: 13\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\r\n", b"405"),
 ])
-def test_bad_requests_get_their_status_and_a_close(webserver, request_bytes, status):
+def test_bad_requests_get_their_status_and_a_close(webserver, request_bytes, status, caplog):
     server = webserver()
     answer = http_get(server.http_address, request_bytes)
     assert answer.split(b" ", 2)[1] == status, answer[:200]
+    assert "Traceback" not in caplog.text and "failed" not in caplog.text
 
 
 def test_a_foreign_origin_is_refused_and_a_listed_one_let_in(webserver):
@@ -181,6 +187,14 @@ def test_a_foreign_origin_is_refused_and_a_listed_one_let_in(webserver):
     with pytest.raises(WsRefused) as refused:
         WsClient(server.http_address, origin="https://evil.example")
     assert refused.value.status == 403
+    # DNS rebinding: a site pointed its own name at this address, so its page and the
+    # Host header agree; a name must be listed to count as the page's own origin.
+    rebinding = b"".join([
+        b"GET /ws HTTP/1.1\r\nHost: evil.example:%d\r\nOrigin: http://evil.example:%d\r\n"
+        % (server.http_address[1], server.http_address[1]),
+        b"Connection: Upgrade\r\nUpgrade: websocket\r\nSec-WebSocket-Version: 13\r\n",
+        b"Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\r\n"])
+    assert http_get(server.http_address, rebinding).startswith(b"HTTP/1.1 403")
     ws_user(server, "listed", origin="https://chat.example.org/")
     ws_user(server, "own")  # the page's own origin
     ws_user(server, "nobrowser", origin=None)  # no Origin: not a browser, no CSWSH
@@ -340,3 +354,51 @@ def test_https_serves_the_endpoints_and_a_websocket_over_tls(make_server, certif
     secure = WsClient(address, sock=tls_socket(), origin=f"https://{address[0]}:{address[1]}")
     secure.hello("secure")
     assert secure.join("#tls")["members"] == ["secure"]
+
+
+def test_pings_from_a_client_that_never_reads_cannot_grow_its_queue(webserver):
+    server = webserver(max_queue_bytes=256 * 1024)
+    sock = gsocket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+    sock.settimeout(5)
+    sock.connect(server.http_address)
+    pinger = WsClient(server.http_address, sock=sock)
+    ping = pinger.ws.send(Ping(b"p" * 125))
+    for _ in range(150):  # 150,000 pings: 19 MB of pongs if each were answered, far past
+        # what the kernel's buffers hold
+        try:
+            pinger.send_raw(ping * 1000)
+        except OSError:
+            break  # it was dropped, or stopped being read: either is a bound
+    gevent.sleep(0.2)
+    queued = max((s.queued_bytes for s in server.sessions()), default=0)
+    assert queued < 256 * 1024, queued  # pongs take tokens and count against the bound
+
+
+def test_pipelined_requests_from_a_client_that_never_reads_stop_being_read(webserver):
+    server = webserver(max_queue_bytes=256 * 1024, rate=1e6, burst=10**6)
+    body = server.web_files.get("/app.js") or server.web_files.get("/")
+    assert body is not None
+    sock = gsocket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+    sock.settimeout(2)
+    sock.connect(server.http_address)
+    request = b"GET /app.js HTTP/1.1\r\nHost: h\r\n\r\n"
+    try:
+        sock.sendall(request * 200)  # megabytes of answers asked for, none read
+    except OSError:
+        pass
+    gevent.sleep(0.3)
+    queued = max((s.queued_bytes for s in server.sessions()), default=0)
+    assert queued <= 128 * 1024 + len(body[1]) + 1024, queued  # half the bound, plus one answer
+    sock.close()
+
+
+def test_empty_fragments_count_against_max_frame(webserver):
+    server = webserver(max_frame=1024)
+    alice = ws_user(server, "alice")
+    alice.send_raw(alice.ws.send(Message(data="{", message_finished=False)))
+    empty = alice.ws.send(Message(data="", message_finished=False))
+    alice.send_raw(empty * 2000)  # no bytes, but frames without end
+    frames = alice.read_until_closed()
+    assert frames[-1] == {"op": "bye", "reason": "frame_too_large"} and alice.close_code == 1009
