@@ -41,8 +41,10 @@ class Settings:
                           "WebSocket), /metrics, /healthz (0: no HTTP).")
     https_port: int | None = _opt(None, "Also serve HTTP with TLS on this port (needs --tls-cert "
                                   "and --tls-key).")
-    http_origins: str | None = _opt(None, "Other origins whose pages may open /ws, comma-separated "
-                                    "(https://chat.example.org); the page's own always may.")
+    http_origins: str | None = _opt(None, "Origins whose pages may open /ws, comma-separated "
+                                    "(https://chat.example.org); the page's own may when "
+                                    "reached by address or localhost: list the DNS name you "
+                                    "serve under.")
     token: str | None = _opt(None, "Require this token in hello (prefer GCHAT_TOKEN: flags show in ps).")
     max_frame: int = _opt(65536, "Largest client frame in bytes, CR and LF included.")
     max_text: int = _opt(4096, "Longest text of say and whisper, in code points.")
