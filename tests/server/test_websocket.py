@@ -5,6 +5,7 @@ endpoints' bounds, /healthz and /metrics."""
 
 from __future__ import annotations
 
+import logging
 import os
 import re
 import socket
@@ -14,6 +15,8 @@ import gevent
 import pytest
 from gevent import socket as gsocket
 from gevent import ssl as gssl
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 from prometheus_client.parser import text_string_to_metric_families
 from wsproto.events import BytesMessage, CloseConnection, Message, Ping, Pong
 
@@ -402,3 +405,37 @@ def test_empty_fragments_count_against_max_frame(webserver):
     alice.send_raw(empty * 2000)  # no bytes, but frames without end
     frames = alice.read_until_closed()
     assert frames[-1] == {"op": "bye", "reason": "frame_too_large"} and alice.close_code == 1009
+
+
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(before=st.binary(max_size=300), after=st.lists(st.binary(max_size=200), max_size=4),
+       upgrade=st.booleans())
+def test_any_bytes_on_the_http_port_get_an_answer_or_a_close_never_a_crash(
+        webserver_for_fuzz, caplog, before, after, upgrade):
+    server = webserver_for_fuzz
+    caplog.clear()
+    sock = gsocket.create_connection(server.http_address, timeout=2)
+    try:
+        if upgrade:  # a real handshake first, then the bytes as WebSocket input
+            sock.sendall(b"GET /ws HTTP/1.1\r\nHost: h\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n"
+                         b"Sec-WebSocket-Version: 13\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\r\n")
+        sock.sendall(before)
+        for chunk in after:
+            sock.sendall(chunk)
+        sock.shutdown(socket.SHUT_WR)  # the end: once it has read it all, the server closes
+        with gevent.Timeout(3, AssertionError("the server did not close after the input")):
+            while sock.recv(65536):
+                pass
+    except OSError:
+        pass  # closed on us: an answer too
+    finally:
+        sock.close()
+    # The server still serves, and nothing it could not handle reached the log.
+    answer = http_get(server.http_address, b"GET /healthz HTTP/1.1\r\nHost: h\r\nConnection: close\r\n\r\n")
+    assert answer.startswith(b"HTTP/1.1 200")
+    assert not [r for r in caplog.records if r.levelno >= logging.ERROR], caplog.text
+
+
+@pytest.fixture
+def webserver_for_fuzz(webserver):
+    return webserver(idle_timeout=0)
