@@ -195,7 +195,11 @@
     state.pending.clear();
     if (state.stopped) return;
     if (!state.registered) {
-      stop(`cannot reach the chat server at ${location.host}`);
+      // Reached under a DNS name the server does not list, the WebSocket is refused
+      // (docs/web.md, the Origin policy): say so, since the browser will not.
+      const named = !/^(localhost|[0-9.]+|\[[0-9a-f:.]+\])$/i.test(location.hostname);
+      stop(`cannot reach the chat server at ${location.host}` + (named
+        ? ` (if it runs, it must list this address: --http-origins ${location.origin})` : ""));
       return;
     }
     // The first reason stays on the status line while the next attempts fail.

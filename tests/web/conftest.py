@@ -106,8 +106,9 @@ class WebServer:
             self.proc.wait()
 
 
-def start_chromium() -> Any:
-    """Headless Chromium through Debian's chromedriver: nothing is downloaded."""
+def start_chromium(*extra: str) -> Any:
+    """Headless Chromium through Debian's chromedriver: nothing is downloaded; `extra`
+    command-line switches for this browser."""
     from selenium import webdriver
     from selenium.webdriver.chrome.service import Service
 
@@ -115,7 +116,7 @@ def start_chromium() -> Any:
     options.binary_location = CHROMIUM
     for argument in ("--headless=new", "--no-sandbox", "--disable-dev-shm-usage",
                      "--force-device-scale-factor=1", "--lang=en-US",
-                     f"--window-size={VIEWPORT[0]},{VIEWPORT[1]}"):
+                     f"--window-size={VIEWPORT[0]},{VIEWPORT[1]}", *extra):
         options.add_argument(argument)
     # An alert() a message managed to run must stay open for the test to see it.
     options.unhandled_prompt_behavior = "ignore"

@@ -24,7 +24,15 @@ from selenium.webdriver.common.keys import Keys
 from selenium.webdriver.support.ui import WebDriverWait
 
 from tests.rawclient import Client
-from tests.web.conftest import ROOT, TIMEOUT, WebServer, free_port, missing_browser, set_viewport
+from tests.web.conftest import (
+    ROOT,
+    TIMEOUT,
+    WebServer,
+    free_port,
+    missing_browser,
+    set_viewport,
+    start_chromium,
+)
 
 if (_why := missing_browser()) is not None:
     pytest.skip(_why, allow_module_level=True)
@@ -512,3 +520,26 @@ def test_a_page_of_another_origin_cannot_open_the_websocket(fresh_drivers, web_s
     finally:
         elsewhere.shutdown()
         elsewhere.server_close()
+
+
+def test_a_page_reached_by_a_dns_name_needs_the_name_listed(tmp_path):
+    # DNS rebinding: any site can point a name at the server's address, so the page's
+    # own origin counts only under an address or localhost, or a listed name. The
+    # browser resolves chat.example to 127.0.0.1 (as a rebinding site would arrange).
+    port = free_port()
+    driver = start_chromium("--host-resolver-rules=MAP chat.example 127.0.0.1")
+    unlisted = WebServer(port, tmp_path / "a.db")
+    try:
+        page = Page(driver, f"http://chat.example:{port}/")
+        page.open("named", connected=False)
+        page.wait_for(lambda: page.state() == "offline", "the refusal")
+        assert f"--http-origins http://chat.example:{port}" in page.status()
+        unlisted.kill()
+        listed = WebServer(port, tmp_path / "b.db", "--http-origins", f"http://chat.example:{port}")
+        try:
+            page.open("named")  # connected, in lobby
+        finally:
+            listed.kill()
+    finally:
+        unlisted.kill()
+        driver.quit()
