@@ -23,7 +23,9 @@ Keys (prefix `gchat:`):
     room:R:seq           STRING the room's last seq
     room:R:log           STREAM history: entry id "SEQ-0", fields m (the msg) and t (tag)
     room:R:ops           SET    session ids of the room's operators (its creator first)
+    room:R:voiced        SET    session ids of its voiced members (+v)
     room:R:open-topic    STRING present while the room is -t (any member sets the topic)
+    room:R:moderated     STRING present while the room is +m (operators and voiced speak)
     room:R:topic         HASH   text, by, ts: the topic, kept while the room exists
 
 A node that stops heartbeating for `node_timeout` seconds is dead: the first node to
@@ -107,11 +109,14 @@ local function may_run(sid, room)  -- -1: not a member, 0: not an operator, 1: a
   if redis.call('HEXISTS', base .. ':members', sid) == 0 then return -1 end
   return redis.call('SISMEMBER', base .. ':ops', sid)
 end
-local function view(room, reply)  -- ops..., '', open-topic, topic text, by, ts
+local function view(room, reply)  -- ops..., '', voiced..., '', open-topic, moderated, topic text, by, ts
   local base = P .. 'room:' .. room
   for _, sid in ipairs(redis.call('SMEMBERS', base .. ':ops')) do reply[#reply + 1] = sid end
   reply[#reply + 1] = ''
+  for _, sid in ipairs(redis.call('SMEMBERS', base .. ':voiced')) do reply[#reply + 1] = sid end
+  reply[#reply + 1] = ''
   reply[#reply + 1] = redis.call('EXISTS', base .. ':open-topic')
+  reply[#reply + 1] = redis.call('EXISTS', base .. ':moderated')
   local topic = redis.call('HMGET', base .. ':topic', 'text', 'by', 'ts')
   reply[#reply + 1] = topic[1] or ''
   reply[#reply + 1] = topic[2] or ''
@@ -133,8 +138,9 @@ local function leave(node, sid, room, event, records, extra, tag, why)
   if nick then
     redis.call('HDEL', mkey, sid)
     redis.call('SREM', P .. 'room:' .. room .. ':ops', sid)
-    if redis.call('HLEN', mkey) == 0 then  -- made again, it starts +t
-      redis.call('DEL', P .. 'room:' .. room .. ':open-topic')
+    redis.call('SREM', P .. 'room:' .. room .. ':voiced', sid)
+    if redis.call('HLEN', mkey) == 0 then  -- made again, it starts +t and not +m
+      redis.call('DEL', P .. 'room:' .. room .. ':open-topic', P .. 'room:' .. room .. ':moderated')
     end
     records[#records + 1] = presence_record(room, sid, tag or '-',
                                             presence(room, nick, event, nil, extra), why)
@@ -269,7 +275,7 @@ else
   local had = redis.call('HLEN', mkey) > 0
   if not had then  -- who creates a room runs it
     redis.call('SADD', P .. 'room:' .. room .. ':ops', sid)
-    redis.call('DEL', P .. 'room:' .. room .. ':open-topic')
+    redis.call('DEL', P .. 'room:' .. room .. ':open-topic', P .. 'room:' .. room .. ':moderated')
   end
   redis.call('HSET', mkey, sid, nick)
   redis.call('SADD', P .. 'node:' .. node .. ':rooms', sid .. ' ' .. room)
@@ -303,7 +309,8 @@ view(room, reply)
 reply[#reply + 1] = recovered
 return reply
 """,
-    # ARGV: room -> {(session, nick)..., '', ops..., '', open-topic, text, by, ts}
+    # ARGV: room -> {(session, nick)..., '', ops..., '', voiced..., '', open-topic,
+    # moderated, text, by, ts}
     "view": r"""
 local reply = redis.call('HGETALL', P .. 'room:' .. ARGV[1] .. ':members')
 reply[#reply + 1] = ''
@@ -325,7 +332,8 @@ end
 publish({'E ' .. room .. ' ' .. ARGV[7] .. '\n' .. ARGV[6] .. '\n'})
 return 1
 """,
-    # ARGV: session, room, change (+o -o +t -t), nick ('' for t), from, ts, tag -> 1
+    # ARGV: session, room, change (+o -o +v -v +t -t +m -m), nick ('' for t and m), from,
+    # ts, tag -> 1
     # (published), 2 (it changed nothing), 0 not an operator, -1 not a member, -2 no
     # such nick in the room
     "mode": r"""
@@ -334,19 +342,21 @@ local base = P .. 'room:' .. room
 local may = may_run(sid, room)
 if may < 1 then return may end
 local f = '{"op":"mode","room":"' .. room .. '","change":"' .. change .. '"'
-if change == '+o' or change == '-o' then
+local letter, on = string.sub(change, 2, 2), string.sub(change, 1, 1) == '+'
+if letter == 'o' or letter == 'v' then
   local target, nick = find_member(room, ARGV[4])
   if not target then return -2 end
+  local set = base .. (letter == 'o' and ':ops' or ':voiced')
   local changed
-  if change == '+o' then changed = redis.call('SADD', base .. ':ops', target)
-  else changed = redis.call('SREM', base .. ':ops', target) end
+  if on then changed = redis.call('SADD', set, target)
+  else changed = redis.call('SREM', set, target) end
   if changed == 0 then return 2 end
   f = f .. ',"nick":"' .. nick .. '"'
-elseif change == '+t' then
-  if redis.call('DEL', base .. ':open-topic') == 0 then return 2 end
-else
-  if redis.call('EXISTS', base .. ':open-topic') == 1 then return 2 end
-  redis.call('SET', base .. ':open-topic', '1')
+else  -- t: the key marks -t; m: the key marks +m
+  local key = base .. (letter == 't' and ':open-topic' or ':moderated')
+  local want = (letter == 't') ~= on  -- whether the key should exist
+  if (redis.call('EXISTS', key) == 1) == want then return 2 end
+  if want then redis.call('SET', key, '1') else redis.call('DEL', key) end
 end
 f = f .. ',"from":"' .. ARGV[5] .. '","ts":' .. ARGV[6] .. '}'
 publish({'E ' .. room .. ' ' .. ARGV[7] .. '\n' .. f .. '\n'})
@@ -374,22 +384,39 @@ publish(records)
 return 1
 """,
     # ARGV: history_max, max_history_rooms, then room, tag, IRC client tags, frame head,
-    # frame tail per message -> the seqs. Beyond max_history_rooms rooms with history, the least
-    # recently written rooms without members lose theirs (and stop existing).
+    # frame tail, sender's session per message -> the seqs (0: refused). A say whose
+    # sender is not in the room (kicked meanwhile) or may not speak (+m) is refused
+    # with a record in its place, so the node answers it in order with the others.
+    # Beyond max_history_rooms rooms with history, the least recently written rooms
+    # without members lose theirs (and stop existing).
     "say": r"""
 local records, seqs = {}, {}
 local history_max, max_rooms, now = ARGV[1], tonumber(ARGV[2]), now_ms()
-for i = 3, #ARGV, 5 do
-  local room, tag, tags = ARGV[i], ARGV[i + 1], ARGV[i + 2]
-  local seq = redis.call('INCR', P .. 'room:' .. room .. ':seq')
-  local frame = ARGV[i + 3] .. seq .. ARGV[i + 4]
-  redis.call('XADD', P .. 'room:' .. room .. ':log', 'MAXLEN', history_max, seq .. '-0',
-             'm', frame, 't', tag)
-  add_room(room)
-  redis.call('ZADD', P .. 'history-rooms', now, room)
-  if tags ~= '' then tag = tag .. ' ' .. tags end
-  records[#records + 1] = 'M ' .. room .. ' ' .. seq .. ' ' .. tag .. '\n' .. frame .. '\n'
-  seqs[#seqs + 1] = seq
+for i = 3, #ARGV, 6 do
+  local room, tag, tags, sid = ARGV[i], ARGV[i + 1], ARGV[i + 2], ARGV[i + 5]
+  local base = P .. 'room:' .. room
+  local refusal = nil
+  if redis.call('HEXISTS', base .. ':members', sid) == 0 then
+    refusal = 'not_in_room'
+  elseif redis.call('EXISTS', base .. ':moderated') == 1
+      and redis.call('SISMEMBER', base .. ':ops', sid) == 0
+      and redis.call('SISMEMBER', base .. ':voiced', sid) == 0 then
+    refusal = 'moderated'
+  end
+  if refusal then
+    records[#records + 1] = 'X ' .. room .. ' ' .. tag .. ' ' .. refusal .. '\n{}\n'
+    seqs[#seqs + 1] = 0
+  else
+    local seq = redis.call('INCR', P .. 'room:' .. room .. ':seq')
+    local frame = ARGV[i + 3] .. seq .. ARGV[i + 4]
+    redis.call('XADD', P .. 'room:' .. room .. ':log', 'MAXLEN', history_max, seq .. '-0',
+               'm', frame, 't', tag)
+    add_room(room)
+    redis.call('ZADD', P .. 'history-rooms', now, room)
+    if tags ~= '' then tag = tag .. ' ' .. tags end
+    records[#records + 1] = 'M ' .. room .. ' ' .. seq .. ' ' .. tag .. '\n' .. frame .. '\n'
+    seqs[#seqs + 1] = seq
+  end
 end
 -- At most 32 rooms a say: Redis runs one script at a time, and after a lowered bound
 -- the excess can be large; the next says go on with it.
@@ -502,18 +529,21 @@ def _roster(flat: Any) -> dict[int, str]:
 
 
 def _view(flat: list[Any]) -> tuple[dict[int, str], RoomView]:
-    """The `view` script's reply (members..., '', ops..., '', open, text, by, ts): the
-    roster and what members see of the room."""
+    """The `view` script's reply (members..., '', ops..., '', voiced..., '', open-topic,
+    moderated, text, by, ts): the roster and what members see of the room."""
     end = flat.index(b"")
     roster = _roster(flat[:end])
     ops_end = flat.index(b"", end + 1)
-    ops = {int(sid) for sid in flat[end + 1:ops_end]}
-    open_topic, text, by, ts = flat[ops_end + 1:ops_end + 5]
+    voiced_end = flat.index(b"", ops_end + 1)
+    open_topic, moderated, text, by, ts = flat[voiced_end + 1:voiced_end + 6]
     topic = Topic(text.decode(), by.decode(), int(ts)) if text else None
-    return roster, RoomView(sorted(roster.values(), key=str.lower),
-                            sorted((nick for sid, nick in roster.items() if sid in ops),
-                                   key=str.lower),
-                            [], topic, not int(open_topic), False)
+
+    def nicks(sids: list[Any]) -> list[str]:
+        chosen = {int(sid) for sid in sids}
+        return sorted((nick for sid, nick in roster.items() if sid in chosen), key=str.lower)
+    return roster, RoomView(sorted(roster.values(), key=str.lower), nicks(flat[end + 1:ops_end]),
+                            nicks(flat[ops_end + 1:voiced_end]), topic, not int(open_topic),
+                            bool(int(moderated)))
 
 
 def _messages(entries: list[Any]) -> list[bytes]:
@@ -717,7 +747,7 @@ class RedisBackplane:
         if len(reply) == 1:
             return None
         members_end = reply.index(b"", 1)
-        history_end = reply.index(b"", members_end + 1)
+        history_end = reply.index(b"", members_end + 1)  # the room's view follows
         roster, view = _view([*reply[1:members_end], b"", *reply[history_end + 1:-1]])
         return (int(reply[0]), roster, view, list(reply[members_end + 1:history_end]),
                 bool(reply[-1]))
@@ -734,8 +764,9 @@ class RedisBackplane:
 
     def mode(self, session: int, room: str, change: str, nick: str, by: str, ts: int,
              tag: str) -> int:
-        """An operator's change (+o -o with `nick`, +t -t): 1 published with `tag`, 2
-        changed nothing, 0 not an operator, -1 not a member, -2 no such nick there."""
+        """An operator's change (+o -o +v -v with `nick`, +t -t +m -m): 1 published with
+        `tag`, 2 changed nothing, 0 not an operator, -1 not a member, -2 no such nick
+        there."""
         return int(self._call("mode", session, room, change, nick, by, ts, tag))
 
     def kick(self, session: int, room: str, nick: str, extra: bytes, tag: str) -> str | int:
@@ -748,9 +779,10 @@ class RedisBackplane:
         """Leave `room`, with presence leave (and an IRC user's `reason`)."""
         self._call("leave", self.node, session, room, reason or "")
 
-    def say(self, messages: Sequence[tuple[str, str, str, bytes, bytes]]) -> list[int]:
-        """Store and publish (room, tag, IRC client tags, frame head, frame tail)
-        messages: each frame is head + seq + tail. Returns the seqs."""
+    def say(self, messages: Sequence[tuple[str, str, str, bytes, bytes, int]]) -> list[int]:
+        """Store and publish (room, tag, IRC client tags, frame head, frame tail, sender's
+        session) messages: each frame is head + seq + tail. Returns the seqs, 0 for a
+        say refused (its sender not in the room, or not allowed to speak in it)."""
         args: list[Any] = [self.history_max, self.max_history_rooms]
         for message in messages:
             args.extend(message)

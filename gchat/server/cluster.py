@@ -44,7 +44,7 @@ from .chat import ChatRoom, ChatServer
 from .config import Settings
 from .events import ChatEvent, RoomView, Topic, msg_fields
 from .publish import Batch
-from .records import BadRecord, Msg, Presence, RoomChange, Whisper, parse_records
+from .records import BadRecord, Msg, Presence, Refusal, RoomChange, Whisper, parse_records
 
 if TYPE_CHECKING:
     from .member import ChatMember
@@ -59,7 +59,8 @@ _SAY_FAILED = ("the cluster is unavailable: this message was not acknowledged an
                "have reached the room; try again")
 
 
-_NOT_ON_A_CLUSTER = "voice and moderation (+v, +m) are not available on a cluster yet"
+_REFUSALS = {"not_in_room": "you are not in {room}",
+             "moderated": "{room} is moderated: only its operators and voiced members may speak"}
 _REFUSED = {-1: ("not_in_room", "you are not in {room}"),
             0: ("not_operator", "you are not an operator of {room}"),
             -2: ("no_such_nick", "nobody called {nick} is in {room}")}
@@ -121,9 +122,9 @@ class ClusterRoom(ChatRoom):
             session.send(session.render(event))
 
 
-# (room, tag, IRC client tags, frame head, frame tail): the say script's arguments for
-# one message
-SayArgs = tuple[str, str, str, bytes, bytes]
+# (room, tag, IRC client tags, frame head, frame tail, sender's session): the say
+# script's arguments for one message
+SayArgs = tuple[str, str, str, bytes, bytes, int]
 
 
 class _SayBatch(Batch[SayArgs]):
@@ -347,8 +348,6 @@ class ClusterServer(ChatServer):
 
     def set_mode(self, session: ChatMember, room: ChatRoom, change: str,
                  nick: str | None = None) -> None:
-        if change[1] in "vm":
-            raise RequestError("unsupported", _NOT_ON_A_CLUSTER)
         assert session.nick is not None
         self._echoed(lambda tag: self.backplane.mode(
             session.session_id, room.name, change, nick or "", session.nick or "",
@@ -383,7 +382,8 @@ class ClusterServer(ChatServer):
         cut = frame.rindex(b'"seq":0,"ts":') + 6  # the script puts the seq in between
         batch = self._open
         irc_tags = render_tags(tags).decode()[1:-1] if tags else ""  # as IRC writes them
-        batch.messages.append((room.name, tag, irc_tags, frame[:cut], frame[cut + 1:]))
+        batch.messages.append((room.name, tag, irc_tags, frame[:cut], frame[cut + 1:],
+                               sender.session_id))
         batch.waiting += 1
         self._says[tag] = (sender, request_id, batch)
         if len(batch.messages) == 1:
@@ -421,7 +421,7 @@ class ClusterServer(ChatServer):
             self._idle.set()
 
     def _fail(self, batch: _SayBatch) -> None:
-        for _, tag, _, _, _ in batch.messages:
+        for _, tag, *_ in batch.messages:
             pending = self._says.pop(tag, None)
             if pending is not None:
                 sender, request_id, _ = pending
@@ -451,6 +451,8 @@ class ClusterServer(ChatServer):
                     flusher.pace(self.settings.pace_limit)
             elif type(record) is Presence:
                 self._apply_presence(record)
+            elif type(record) is Refusal:
+                self._apply_refusal(record)
             elif type(record) is RoomChange:
                 room = self.rooms.get(record.room)
                 if room is not None:
@@ -484,6 +486,19 @@ class ClusterServer(ChatServer):
             batch.waiting -= 1
             if batch.waiting == 0:
                 batch.done.set()
+
+    def _apply_refusal(self, record: Refusal) -> None:
+        """One of this node's says was refused by the say script (its sender was kicked
+        meanwhile, or the room is +m): answered here, in its place among the batch's oks."""
+        pending = self._says.pop(record.tag, None)
+        if pending is None:
+            return  # another node's
+        sender, request_id, batch = pending
+        message = _REFUSALS.get(record.code, record.code).format(room=record.room)
+        sender.say_refused(request_id, RequestError(record.code, message))
+        batch.waiting -= 1
+        if batch.waiting == 0:
+            batch.done.set()
 
     def _apply_presence(self, record: Presence) -> None:
         room = self.rooms.get(record.room)

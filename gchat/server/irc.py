@@ -286,6 +286,9 @@ class IrcSession(ChatMember):
         if event is not None and "echo-message" in self.caps:
             self.send_reply(self.render(event))
 
+    def say_refused(self, request_id: int | str | None, error: RequestError) -> None:
+        self._numeric("404", "*", f"Cannot send to channel: {error.message}")
+
     def say_failed(self, request_id: int | str | None, message: str) -> None:
         self._numeric("404", "*", f"Cannot send to channel: {message}")
 

@@ -13,6 +13,7 @@ from time import monotonic
 from typing import TYPE_CHECKING, Any
 
 from ..core import Session
+from ..errors import RequestError
 from .events import ChatEvent, RoomView
 from .ratelimit import TokenBucket
 
@@ -88,6 +89,11 @@ class ChatMember(Session):
 
     def say_failed(self, request_id: int | str | None, message: str) -> None:
         """Its say was neither stored nor delivered."""
+        raise NotImplementedError
+
+    def say_refused(self, request_id: int | str | None, error: RequestError) -> None:
+        """Its say was refused where it was stored (a cluster's say script: the sender
+        was kicked meanwhile, or may not speak there); answered in its turn."""
         raise NotImplementedError
 
     def idle_ping(self) -> None:

@@ -16,6 +16,10 @@ LF). Headers are words separated by single spaces; nicks and room names hold no 
     W <session>                          a whisper to one session
     E <room> <tag>                       a room event every member receives (topic,
                                          mode); <tag> finds the node that caused it
+    X <room> <tag> <code>                a say refused (its sender is not in <room>, or
+                                         may not speak there: not_in_room, moderated),
+                                         in its place among the batch's msgs; the
+                                         frame line is "{}"
 
 The Lua scripts of backplane.py write these; this module reads them, with no I/O, so
 it can be tested and fuzzed alone.
@@ -27,7 +31,8 @@ from dataclasses import dataclass
 
 from ..errors import GchatError
 
-__all__ = ["BadRecord", "Msg", "Presence", "Record", "RoomChange", "Whisper", "parse_records"]
+__all__ = ["BadRecord", "Msg", "Presence", "Record", "Refusal", "RoomChange", "Whisper",
+           "parse_records"]
 
 
 class BadRecord(GchatError):
@@ -66,7 +71,15 @@ class RoomChange:
     frame: bytes
 
 
-Record = Msg | Presence | Whisper | RoomChange
+@dataclass(frozen=True, slots=True)
+class Refusal:
+    room: str
+    tag: str
+    code: str
+    frame: bytes
+
+
+Record = Msg | Presence | Whisper | RoomChange | Refusal
 
 
 def _int(word: bytes) -> int:
@@ -98,6 +111,9 @@ def parse_records(payload: bytes) -> list[Record]:
                 records.append(Whisper(_int(words[1]), frame))
             elif kind == b"E " and count == 3:
                 records.append(RoomChange(words[1].decode(), words[2].decode(), frame))
+            elif kind == b"X " and count == 4:
+                records.append(Refusal(words[1].decode(), words[2].decode(), words[3].decode(),
+                                       frame))
             else:
                 raise BadRecord(f"unknown record header {lines[i][:80]!r}")
         except UnicodeDecodeError:

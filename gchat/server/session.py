@@ -198,6 +198,12 @@ class ChatSession(ChatMember):
             self.send(self.render(event))
         self.send_reply(encode({"op": "ok", "id": request_id, "room": room, "seq": seq}))
 
+    def say_refused(self, request_id: int | str | None, error: RequestError) -> None:
+        # Not _error: that waits for this session's says, and this is one of them.
+        self.server.metrics.errors.labels(error.code).inc()
+        self.send_reply(encode({"op": "error", "id": request_id, "code": error.code,
+                                "message": error.message}))
+
     def say_failed(self, request_id: int | str | None, message: str) -> None:
         """Its say was not stored: an extension code, `unavailable`."""
         self.send_reply(encode({"op": "error", "id": request_id, "code": "unavailable",
