@@ -260,13 +260,22 @@ publish(records)
 return 1
 """,
     # ARGV: node, session, nick, room, tag, after (-1: none), max_recover, history_on_join,
-    # rejoin (seq bound, -1: a new join) -> {seq, (session, nick)..., '', history...}, recovered;
+    # rejoin (seq bound, -1: a new join), fold (1: the room an IRC channel name folds to)
+    # -> {seq, (session, nick)..., '', history..., '', view..., recovered, room};
     # {-1} if the session is not registered (it ended: it must not become a member)
     "join": r"""
 local node, sid, nick, room, tag = ARGV[1], ARGV[2], ARGV[3], ARGV[4], ARGV[5]
 if redis.call('HEXISTS', P .. 'node:' .. node .. ':sessions', sid) == 0 then return {-1} end
 local after, max_recover, on_join = tonumber(ARGV[6]), tonumber(ARGV[7]), tonumber(ARGV[8])
 local rejoin = tonumber(ARGV[9])
+if ARGV[10] == '1' and not redis.call('ZSCORE', P .. 'room-names', room) then
+  -- An IRC user's channel: the room whose name folds to it, if one exists (decided
+  -- here, with the join, so two users joining #Dev and #dev at once get one room).
+  local folded = string.lower(room)
+  local found = redis.call('ZRANGEBYLEX', P .. 'room-folds', '[' .. folded .. ' ',
+                           '[' .. folded .. '!', 'LIMIT', 0, 1)
+  if #found > 0 then room = string.match(found[1], '^%S+ (%S+)$') end
+end
 local mkey, log = P .. 'room:' .. room .. ':members', P .. 'room:' .. room .. ':log'
 local seq = tonumber(room_seq(room))
 if rejoin >= 0 then
@@ -307,6 +316,7 @@ for _, entry in ipairs(history) do reply[#reply + 1] = entry[2][2] end
 reply[#reply + 1] = ''
 view(room, reply)
 reply[#reply + 1] = recovered
+reply[#reply + 1] = room
 return reply
 """,
     # ARGV: room -> {(session, nick)..., '', ops..., '', voiced..., '', open-topic,
@@ -735,22 +745,24 @@ class RedisBackplane:
 
     def join(self, session: int, nick: str, room: str, tag: str, after: int | None,
              max_recover: int, history_on_join: int, rejoin_bound: int | None = None,
-             ) -> tuple[int, dict[int, str], RoomView, list[bytes], bool] | None:
-        """Join `room` (or, with `rejoin_bound`, only read it as of that seq): the
-        room's seq at the join, its members (session id -> nick), what members see of
-        it, the join's history and whether it recovered. A new join publishes presence
-        join with `tag`. None when Redis holds no such session (it ended): nothing
-        changed."""
+             fold: bool = False) -> tuple[str, int, dict[int, str], RoomView, list[bytes],
+                                          bool] | None:
+        """Join `room` (or, with `rejoin_bound`, only read it as of that seq; with
+        `fold`, the existing room whose name folds to it, if `room` does not exist):
+        the room joined, its seq at the join, its members (session id -> nick), what
+        members see of it, the join's history and whether it recovered. A new join
+        publishes presence join with `tag`. None when Redis holds no such session (it
+        ended): nothing changed."""
         reply = self._call("join", self.node, session, nick, room, tag,
                            -1 if after is None else after, max_recover, history_on_join,
-                           -1 if rejoin_bound is None else rejoin_bound)
+                           -1 if rejoin_bound is None else rejoin_bound, 1 if fold else 0)
         if len(reply) == 1:
             return None
         members_end = reply.index(b"", 1)
         history_end = reply.index(b"", members_end + 1)  # the room's view follows
-        roster, view = _view([*reply[1:members_end], b"", *reply[history_end + 1:-1]])
-        return (int(reply[0]), roster, view, list(reply[members_end + 1:history_end]),
-                bool(reply[-1]))
+        roster, view = _view([*reply[1:members_end], b"", *reply[history_end + 1:-2]])
+        return (reply[-1].decode(), int(reply[0]), roster, view,
+                list(reply[members_end + 1:history_end]), bool(reply[-2]))
 
     def view(self, room: str) -> RoomView:
         """What members see of `room`: members, operators, topic."""

@@ -415,10 +415,12 @@ class ChatServer:
     # -- rooms ----------------------------------------------------------------------------------
 
     def join(self, session: ChatMember, name: str, after: int | None,
-             request_id: int | str | None) -> None:
+             request_id: int | str | None, fold: bool = False) -> None:
         """Put `session` in room `name` (telling the members already there) and tell it
         (`session.joined`) the members and history; a rejoin only tells it. Nothing
-        yields between: the session hears of its join before any later event."""
+        yields between: the session hears of its join before any later event. `fold`
+        (an IRC channel) means the room `find_folded` gives, which the door found with
+        nothing yielding since; a cluster node decides it again in the join itself."""
         room = session.rooms.get(name)
         if room is None:
             room = self.rooms.get_or_create(name)

@@ -265,7 +265,7 @@ class ClusterServer(ChatServer):
     # -- rooms ------------------------------------------------------------------------------
 
     def join(self, session: ChatMember, name: str, after: int | None,
-             request_id: int | str | None) -> None:
+             request_id: int | str | None, fold: bool = False) -> None:
         settings = self.settings
         assert session.nick is not None
         joined = session.rooms.get(name)
@@ -274,7 +274,7 @@ class ClusterServer(ChatServer):
                 session.session_id, session.nick, name, "-", after, settings.max_recover,
                 settings.history_on_join, rejoin_bound=joined.seq))
             if snapshot is not None:
-                _, _, view, history, recovered = snapshot
+                _, _, _, view, history, recovered = snapshot
                 session.joined(request_id, name, view, history,
                                recovered if after is not None else None)
             return
@@ -284,10 +284,10 @@ class ClusterServer(ChatServer):
         try:
             snapshot = self._known(session, self.backplane.join(
                 session.session_id, session.nick, name, tag, after, settings.max_recover,
-                settings.history_on_join))
+                settings.history_on_join, fold=fold))
             if snapshot is None:
                 return
-            _, members, view, history, recovered = snapshot
+            name, _, members, view, history, recovered = snapshot  # name: the room joined
             room = marker.get(timeout=self._echo_timeout)
             assert room is not None
         except gevent.Timeout:

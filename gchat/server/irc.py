@@ -618,7 +618,7 @@ class IrcSession(ChatMember):
                 continue
             if name in self.rooms:
                 continue  # IRC: joining a channel one is in changes nothing
-            self.server.join(self, name, None, None)
+            self.server.join(self, name, None, None, fold=True)
 
     def irc_part(self, params: tuple[str, ...]) -> None:
         if not params:
