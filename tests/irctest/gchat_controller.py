@@ -8,13 +8,15 @@ test module of gchat's own suite: it imports ``irctest``, which only exists ther
 ``capabilities`` stays empty on purpose: a CAP that gchat does not offer (NAK) skips
 its tests instead of failing them, as IRC.md describes; whatever gchat offers in CAP LS
 is tested for real. ``isupport`` lists the 005 tokens issue 13 asks for and gchat sends
-(isupport.py's testValues checks them): TOPICLEN joins them when rooms get topics.
+(isupport.py's testValues checks them).
 """
 
 from __future__ import annotations
 
 import os
+import random
 import signal
+import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -38,6 +40,7 @@ class GchatController(BaseServerController):
         "CHANNELLEN": patma.StrRe("[1-9][0-9]*"),
         "LINELEN": patma.StrRe("[1-9][0-9]*"),
         "UTF8ONLY": None,
+        "TOPICLEN": patma.StrRe("[1-9][0-9]*"),
     }
 
     def run(
@@ -66,7 +69,7 @@ class GchatController(BaseServerController):
         command = [
             sys.executable, "-m", "gchat.server",
             "--host", "127.0.0.1",
-            "--port", "0",  # the JSON door: the OS picks a free port, no race
+            "--port", str(_json_port()),  # below the ephemeral range: see _json_port
             "--irc-port", str(port),
             "--http-port", "0",
             "--irc-name", SERVER_NAME,
@@ -99,6 +102,22 @@ class GchatController(BaseServerController):
                 proc.kill()
                 proc.wait(10)
         self.proc = None
+
+
+def _json_port() -> int:
+    """A free port for gchat's JSON door, below Linux's ephemeral range (32768 and up).
+    irctest picks each test's IRC port in that range (bind to 0, then release it); a
+    JSON door on port 0 could take another parallel test's IRC port before its server
+    binds it, and that server would not start."""
+    for _ in range(100):
+        port = random.randrange(20000, 32000)
+        with socket.socket() as probe:
+            try:
+                probe.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+        return port
+    raise RuntimeError("no free port below the ephemeral range")
 
 
 def get_irctest_controller_class() -> type[GchatController]:
