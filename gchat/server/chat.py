@@ -418,9 +418,11 @@ class ChatServer:
              request_id: int | str | None, fold: bool = False) -> None:
         """Put `session` in room `name` (telling the members already there) and tell it
         (`session.joined`) the members and history; a rejoin only tells it. Nothing
-        yields between: the session hears of its join before any later event. `fold`
-        (an IRC channel) means the room `find_folded` gives, which the door found with
-        nothing yielding since; a cluster node decides it again in the join itself."""
+        yields between: the session hears of its join before any later event. With
+        `fold` (an IRC channel), the room is the one `find_folded` gives, if any (a
+        cluster node decides it in the join script itself)."""
+        if fold:
+            name = self.find_folded(name) or name
         room = session.rooms.get(name)
         if room is None:
             room = self.rooms.get_or_create(name)

@@ -609,16 +609,16 @@ class IrcSession(ChatMember):
             return
         limit = self.server.settings.max_rooms
         for channel in self._each_target(params[0]):
-            name = self._room(channel)
+            name = room_of(channel)
             if name is None:
                 self._numeric("479", channel, "Illegal channel name")
                 continue
-            if name not in self.rooms and len(self.rooms) >= limit:
+            if self._joined_folded(name) is not None:
+                continue  # IRC: joining a channel one is in changes nothing
+            if len(self.rooms) >= limit:
                 self._numeric("405", channel, "You have joined too many channels")
                 continue
-            if name in self.rooms:
-                continue  # IRC: joining a channel one is in changes nothing
-            self.server.join(self, name, None, None, fold=True)
+            self.server.join(self, name, None, None, fold=True)  # the state folds the name
 
     def irc_part(self, params: tuple[str, ...]) -> None:
         if not params:

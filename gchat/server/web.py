@@ -72,6 +72,7 @@ _PAGE_HEADERS = [(b"Content-Security-Policy",
 # Close codes (RFC 6455 7.4.1) for the reasons a server ends a session.
 _CLOSE_CODES = {"shutdown": 1001, "frame_too_large": 1009, "slow_consumer": 1008,
                 "idle_timeout": 1000, "quit": 1000, "kicked": 1008, "server_full": 1013}
+_TEXT = "text/plain; charset=utf-8"
 HTTP_FULL = (b"HTTP/1.1 503 Service Unavailable\r\nContent-Length: 0\r\n"
              b"Connection: close\r\n\r\n")  # past --max-connections
 
@@ -89,6 +90,9 @@ def text_frame(payload: bytes) -> bytes:
     else:
         head = b"\x81\x7f" + size.to_bytes(8, "big")
     return head + payload
+
+
+_WS_PING = text_frame(encode({"op": "ping"}))
 
 
 def close_frame(code: int, reason: str = "") -> bytes:
@@ -168,7 +172,7 @@ class WebSession(ChatSession):
 
     def idle_ping(self) -> None:
         if self._ws is not None:
-            self.send(text_frame(encode({"op": "ping"})))
+            self.send(_WS_PING)
 
     def farewell(self, reason: str) -> bytes:
         return text_frame(bye(reason)) + close_frame(_CLOSE_CODES.get(reason, 1000), reason)
@@ -191,8 +195,6 @@ class WebSession(ChatSession):
                 self._refuse(status, f"bad request: {exc}")
                 return
             if event is h11.NEED_DATA or event is h11.PAUSED:
-                if event is h11.PAUSED and self._request is not None:
-                    self._respond_to(self._request)
                 return
             if isinstance(event, h11.Request):
                 self._stop_head_timer()
@@ -219,58 +221,57 @@ class WebSession(ChatSession):
                 return
 
     def _respond_to(self, request: h11.Request) -> None:
-        target = request.target.decode("ascii", "replace")
-        path = target.partition("?")[0]
         if not self.wait_to_read():  # pipelined requests, unread answers: stop reading
             return
+        path = request.target.decode("ascii", "replace").partition("?")[0]
+        head = request.method == b"HEAD"
         if not self.bucket.take(monotonic()):  # requests, pipelined or not, take tokens too
             self.server.metrics.rate_limited.labels("http").inc()
-            self._respond(request, 429, b"too many requests: slow down\n",
-                          "text/plain; charset=utf-8", [(b"Connection", b"close")])
-            self.close("rate_limited")
-            return
-        if request.method not in (b"GET", b"HEAD"):
-            self._respond(request, 405, b"only GET here\n", "text/plain; charset=utf-8",
-                          [(b"Allow", b"GET, HEAD")])
+            self._answer(429, b"too many requests: slow down\n", head=head, close="rate_limited")
+        elif request.method not in (b"GET", b"HEAD"):
+            self._answer(405, b"only GET here\n", headers=[(b"Allow", b"GET, HEAD")])
         elif path == "/ws":
-            if request.method == b"GET":
-                self._upgrade(request)
+            if head:
+                self._answer(405, b"a WebSocket handshake is a GET\n", head=head,
+                             close="bad_request")
             else:
-                self._respond(request, 405, b"a WebSocket handshake is a GET\n",
-                              "text/plain; charset=utf-8", [(b"Connection", b"close")])
-                self.close("bad_request")
-            return
+                self._upgrade(request)
         elif path == "/metrics":
-            self._respond(request, 200, self.server.metrics.render(), CONTENT_TYPE)
+            self._answer(200, self.server.metrics.render(), CONTENT_TYPE, head=head)
         elif path == "/healthz":
             problem = self.server.health()
             body = b"ok\n" if problem is None else f"unavailable: {problem}\n".encode()
-            self._respond(request, 200 if problem is None else 503, body,
-                          "text/plain; charset=utf-8")
+            self._answer(200 if problem is None else 503, body, head=head)
+        elif (found := self.server.web_files.get(path)) is not None:
+            self._answer(200, found[1], found[0], _PAGE_HEADERS, head=head)
         else:
-            found = self.server.web_files.get(path)
-            if found is None:
-                self._respond(request, 404, b"not found\n", "text/plain; charset=utf-8")
-            else:
-                self._respond(request, 200, found[1], found[0], _PAGE_HEADERS)
+            self._answer(404, b"not found\n", head=head)
         self._next_request()
 
-    def _respond(self, request: h11.Request, status: int, body: bytes, content_type: str,
-                 headers: list[tuple[bytes, bytes]] | None = None) -> None:
+    def _answer(self, status: int, body: bytes, content_type: str = _TEXT,
+                headers: list[tuple[bytes, bytes]] | None = None, *, head: bool = False,
+                close: str | None = None) -> None:
+        """One response (its body left out for a HEAD); with `close`, the connection
+        then closes for that reason."""
         http = self._http
         assert http is not None
-        head = [(b"Content-Type", content_type.encode()), (b"Content-Length", b"%d" % len(body)),
-                *(headers or [])]
-        data = http.send(h11.Response(status_code=status, headers=head,
-                                      reason=HTTPStatus(status).phrase))
-        if request.method != b"HEAD":
-            data += http.send(h11.Data(data=body))
-        data += http.send(h11.EndOfMessage())
+        fields = [(b"Content-Type", content_type.encode()), (b"Content-Length", b"%d" % len(body)),
+                  *(headers or []), *([(b"Connection", b"close")] if close else [])]
+        try:
+            data = http.send(h11.Response(status_code=status, headers=fields,
+                                          reason=HTTPStatus(status).phrase))
+            if not head:
+                data += http.send(h11.Data(data=body))
+            data += http.send(h11.EndOfMessage())
+        except h11.LocalProtocolError:  # a request h11 could not read: nothing to answer
+            data = b""
         Session.send_reply(self, data)
+        if close:
+            self.close(close)
 
     def _next_request(self) -> None:
         http = self._http
-        if http is None or not self.is_open:
+        if http is None or not self.is_open:  # upgraded, or closing
             return
         if http.our_state is h11.DONE and http.their_state is h11.DONE:
             http.start_next_cycle()  # keep-alive: the next request, with a fresh deadline
@@ -280,19 +281,7 @@ class WebSession(ChatSession):
 
     def _refuse(self, status: int, message: str) -> None:
         """Answer an unusable request with `status` and close (best effort)."""
-        http = self._http
-        assert http is not None
-        body = (message[:200] + "\n").encode()
-        try:
-            data = http.send(h11.Response(status_code=status, reason=HTTPStatus(status).phrase,
-                                          headers=[
-                (b"Content-Type", b"text/plain; charset=utf-8"),
-                (b"Content-Length", b"%d" % len(body)), (b"Connection", b"close")]))
-            data += http.send(h11.Data(data=body)) + http.send(h11.EndOfMessage())
-        except h11.LocalProtocolError:  # a response was already under way
-            data = b""
-        Session.send_reply(self, data)
-        self.close("bad_request")
+        self._answer(status, (message[:200] + "\n").encode(), close="bad_request")
 
     def _head_too_slow(self) -> None:
         self._head_timer = None
@@ -311,9 +300,8 @@ class WebSession(ChatSession):
         host = next((value for name, value in request.headers if name == b"host"), b"")
         if origin is not None and not self.server.origin_allowed(origin.decode("latin-1"),
                                                                  host.decode("latin-1")):
-            self._respond(request, 403, b"this origin may not open a WebSocket here\n",
-                          "text/plain; charset=utf-8", [(b"Connection", b"close")])
-            self.close("forbidden_origin")
+            self._answer(403, b"this origin may not open a WebSocket here\n",
+                         close="forbidden_origin")
             return
         ws = WSConnection(ConnectionType.SERVER)
         try:
