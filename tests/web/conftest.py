@@ -91,6 +91,7 @@ class WebServer:
         """A raw TCP client (tests/rawclient.py), registered as `nick` if given."""
         assert self.port is not None
         client = Client(("127.0.0.1", self.port))
+        _clients.append(client)  # closed after the test, passed or failed (see below)
         if nick is not None:
             client.hello(nick, **hello)
         return client
@@ -104,6 +105,18 @@ class WebServer:
         if self.proc.poll() is None:
             os.killpg(self.proc.pid, signal.SIGKILL)
             self.proc.wait()
+
+
+_clients: list[Client] = []
+
+
+@pytest.fixture(autouse=True)
+def close_tcp_clients() -> Iterator[None]:
+    """The TCP clients a test opened are closed after it, so that a failed test does
+    not keep a nick that the next test's client asks for (the server is shared)."""
+    yield
+    while _clients:
+        _clients.pop().close()
 
 
 def start_chromium(*extra: str) -> Any:

@@ -18,7 +18,11 @@ import threading
 from typing import Any
 
 import pytest
-from selenium.common.exceptions import NoAlertPresentException, TimeoutException
+from selenium.common.exceptions import (
+    NoAlertPresentException,
+    StaleElementReferenceException,
+    TimeoutException,
+)
 from selenium.webdriver.common.by import By
 from selenium.webdriver.common.keys import Keys
 from selenium.webdriver.support.ui import WebDriverWait
@@ -65,7 +69,10 @@ class Page:
     def wait_for(self, condition, what: str, timeout: float = TIMEOUT) -> Any:
         """Wait until `condition()` is true (returning it), or fail saying `what`."""
         try:
-            return WebDriverWait(self.driver, timeout, poll_frequency=0.05).until(lambda _: condition())
+            # An element the page re-rendered while it was being read: read it again.
+            return WebDriverWait(self.driver, timeout, poll_frequency=0.05,
+                                 ignored_exceptions=(StaleElementReferenceException,)
+                                 ).until(lambda _: condition())
         except TimeoutException:
             raise AssertionError(f"the page never showed {what}; status: {self.status()!r}") from None
 
@@ -221,14 +228,16 @@ def test_unread_counts_room_switching_and_nick_colours(pages, web_server):
     ann.type("/join side")  # now the current room: plaza's news are counted
     ann.wait_for(lambda: ann.current_room() == "side", "the switch to side")
     say_all(cal, "plaza", ["second", "third"])
-    badge = ann.driver.find_element(By.CSS_SELECTOR, "#room-list li:first-child .unread")
-    ann.wait_for(lambda: badge.text == "2", "2 unread in plaza")
+    def badges() -> list[Any]:  # found afresh each time: the list may be drawn again
+        return ann.driver.find_elements(By.CSS_SELECTOR, "#room-list li:first-child .unread")
+    ann.wait_for(lambda: [badge.text for badge in badges()] == ["2"], "2 unread in plaza")
     assert ann.driver.title == "(2) gchat"
     room_buttons = ann.driver.find_elements(By.CSS_SELECTOR, "#room-list button.room")
     assert [button.text for button in room_buttons] == ["plaza", "side"]
 
     room_buttons[0].click()  # clicking a room makes it current and clears its count
-    ann.wait_for(lambda: ann.current_room() == "plaza" and not badge.is_displayed(), "plaza read")
+    ann.wait_for(lambda: ann.current_room() == "plaza"
+                 and not any(badge.is_displayed() for badge in badges()), "plaza read")
     assert ann.driver.title == "gchat"
     assert [text for _, _, text in ann.messages("plaza")] == ["first", "second", "third"]
     ann.type("/switch side")
