@@ -27,6 +27,7 @@ Keys (prefix `gchat:`):
     room:R:open-topic    STRING present while the room is -t (any member sets the topic)
     room:R:moderated     STRING present while the room is +m (operators and voiced speak)
     room:R:topic         HASH   text, by, ts: the topic, kept while the room exists
+    accounts             HASH   folded nick -> JSON [name, scrypt hash, created ms]
 
 A node that stops heartbeating for `node_timeout` seconds is dead: the first node to
 notice (each node looks once per heartbeat) removes its sessions, publishing a
@@ -40,6 +41,7 @@ a failure raises BackplaneError and the request fails with `unavailable`.
 
 from __future__ import annotations
 
+import json
 import logging
 from collections.abc import Callable, Sequence
 from time import monotonic
@@ -52,6 +54,7 @@ from redis.backoff import NoBackoff
 from redis.retry import Retry
 
 from ..errors import BackplaneError
+from .accounts import Account
 from .config import redact
 from .events import RoomView, Topic
 
@@ -62,6 +65,22 @@ log = logging.getLogger(__name__)
 SESSIONS_PER_NODE = 10**9
 POOL_SIZE = 16  # connections to Redis per node, besides the subscriber's
 CHANNEL = "gchat:events"
+ACCOUNTS = "gchat:accounts"
+_UPDATE_ACCOUNT = """
+if redis.call('HEXISTS', KEYS[1], ARGV[1]) == 0 then return 0 end
+redis.call('HSET', KEYS[1], ARGV[1], ARGV[2])
+return 1
+"""
+
+
+def _account_value(account: Account) -> str:
+    return json.dumps([account.name, account.hash, account.created])
+
+
+def _account(value: bytes) -> Account:
+    name, hashed, created = json.loads(value)
+    return Account(name, hashed, created)
+
 
 _LUA_COMMON = r"""
 local P = 'gchat:'
@@ -727,6 +746,26 @@ class RedisBackplane:
         except BackplaneError as exc:
             return str(exc)
         return None
+
+    # -- accounts (an AccountStore: accounts.py) ---------------------------------------------
+
+    def account(self, key: str) -> Account | None:
+        value = self._command("HGET", ACCOUNTS, key)
+        return _account(value) if value is not None else None
+
+    def create_account(self, account: Account) -> bool:
+        return bool(self._command("HSETNX", ACCOUNTS, account.key, _account_value(account)))
+
+    def update_account(self, account: Account) -> bool:
+        return bool(self._command("EVAL", _UPDATE_ACCOUNT, 1, ACCOUNTS, account.key,
+                                  _account_value(account)))
+
+    def delete_account(self, key: str) -> bool:
+        return bool(self._command("HDEL", ACCOUNTS, key))
+
+    def accounts(self) -> list[Account]:
+        values = self._command("HGETALL", ACCOUNTS)
+        return sorted((_account(value) for value in values[1::2]), key=lambda a: a.key)
 
     def claim(self, session: int, nick: str) -> bool:
         """Take `nick` for `session` cluster-wide; False if a live session holds it."""

@@ -33,6 +33,7 @@ from ..core import Listener, Room, RoomMaster, SessionLimits
 from ..errors import ConfigError, RequestError, StoreError
 from ..irc.codec import line as irc_line
 from ..protocol import bye, nick_key
+from .accounts import Accounts
 from .config import Settings
 from .events import ChatEvent, RoomView, Topic, msg_fields
 from .history import HistoryReader, HistoryStore, MemoryHistory
@@ -123,6 +124,7 @@ class ChatServer:
         self.settings = settings
         self._given_store = store
         self.store: HistoryStore = MemoryHistory(settings.history_max)  # replaced by start()
+        self.accounts = Accounts(self.store, settings.registration, settings.password_min_length)
         self.commits: GroupCommit | None = None
         # An empty room is forgotten unless says wait to be stored; it is recreated from
         # the store's last seq (PROTOCOL.md 4: seq never restarts while history is kept).
@@ -188,6 +190,7 @@ class ChatServer:
 
     def _open_state(self) -> None:
         self.store = self._given_store if self._given_store is not None else self._open_store()
+        self.accounts.store = self.store
         self.room_names = RoomIndex(self.store.rooms())
 
     def _start_publishing(self) -> None:
@@ -205,6 +208,7 @@ class ChatServer:
             self._trimmer.kill()
 
     def _close_state(self) -> None:
+        self.accounts.close()
         self.store.close()
 
     def _session_ids(self) -> Iterator[int]:
@@ -347,8 +351,18 @@ class ChatServer:
         if token is None or not hmac.compare_digest(token.encode(), required.encode()):
             raise RequestError("unauthorized", "a valid token is required")
 
+    def check_owner(self, session: ChatMember, nick: str) -> None:
+        """Raise `account_required` if `nick` is an account `session` is not logged in as."""
+        account = self.accounts.registered(nick)
+        if account is not None and (session.account is None
+                                    or account.key != session.account.lower()):
+            raise RequestError("account_required", f"{nick} is a registered nick: log in "
+                               "with its password, or choose another nick")
+
     def register(self, session: ChatMember, nick: str) -> None:
-        """Give `session` the nick; `nick_taken` or `server_full` if it cannot have it."""
+        """Give `session` the nick; `account_required`, `nick_taken` or `server_full` if
+        it cannot have it."""
+        self.check_owner(session, nick)
         key = nick.lower()
         if key in self.nicks:
             raise RequestError("nick_taken", f"{nick} is taken")
@@ -400,6 +414,7 @@ class ChatServer:
         """Rename `session`; `nick_taken` if another session has the nick."""
         old = session.nick
         assert old is not None
+        self.check_owner(session, nick)
         key = nick.lower()
         holder = self.nicks.get(key)
         if holder is not None and holder is not session:

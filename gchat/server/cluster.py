@@ -168,6 +168,7 @@ class ClusterServer(ChatServer):
         return (self.backplane.node * SESSIONS_PER_NODE + n for n in itertools.count(1))
 
     def _open_state(self) -> None:
+        self.accounts.store = self.backplane
         try:
             self.backplane.start()
         except BackplaneError as exc:
@@ -182,6 +183,7 @@ class ClusterServer(ChatServer):
             self._committer.kill()
 
     def _close_state(self) -> None:
+        self.accounts.close()
         self.backplane.stop()
 
     def _new_room(self, name: str) -> ClusterRoom:
@@ -200,6 +202,7 @@ class ClusterServer(ChatServer):
     # -- registration -------------------------------------------------------------------
 
     def register(self, session: ChatMember, nick: str) -> None:
+        self.check_owner(session, nick)
         key = nick.lower()
         if key in self.nicks or not self.backplane.claim(session.session_id, nick):
             raise RequestError("nick_taken", f"{nick} is taken")
@@ -241,6 +244,7 @@ class ClusterServer(ChatServer):
     def rename(self, session: ChatMember, nick: str) -> None:
         old = session.nick
         assert old is not None
+        self.check_owner(session, nick)
         holder = self.nicks.get(nick.lower())
         if holder is not None and holder is not session:
             raise RequestError("nick_taken", f"{nick} is taken")

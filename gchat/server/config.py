@@ -46,6 +46,10 @@ class Settings:
                                     "reached by address or localhost: list the DNS name you "
                                     "serve under.")
     token: str | None = _opt(None, "Require this token in hello (prefer GCHAT_TOKEN: flags show in ps).")
+    registration: str = _opt("open", "Accounts (a registered nick is its password's): open (anyone "
+                             "registers a nick), closed (only an operator, with gchat-admin) or "
+                             "off (no accounts: every free nick is anyone's).")
+    password_min_length: int = _opt(8, "Shortest password a user may register, in characters.")
     max_frame: int = _opt(65536, "Largest client frame in bytes, CR and LF included.")
     max_text: int = _opt(4096, "Longest text of say and whisper, in code points.")
     max_rooms: int = _opt(64, "Rooms one session may join.")
@@ -80,7 +84,7 @@ class Settings:
     def __post_init__(self) -> None:
         positive = ("max_frame", "max_text", "max_rooms", "rate", "burst", "history_on_join",
                     "max_recover", "max_queue_bytes", "max_queue_frames", "max_clients",
-                    "history_max", "max_history_rooms")
+                    "history_max", "max_history_rooms", "password_min_length")
         for name in positive:
             if getattr(self, name) <= 0:
                 raise ConfigError(f"{name.replace('_', '-')} must be positive, not {getattr(self, name)}")
@@ -112,6 +116,8 @@ class Settings:
             raise ConfigError("--https-port needs --tls-cert and --tls-key")
         if self.store != "memory" and not (self.store.startswith("sqlite:") and self.store_path):
             raise ConfigError(f"--store must be memory or sqlite:PATH, not {self.store!r}")
+        if self.registration not in ("open", "closed", "off"):
+            raise ConfigError(f"--registration must be open, closed or off, not {self.registration!r}")
         if self.store_sync not in ("full", "normal"):
             raise ConfigError(f"--store-sync must be full or normal, not {self.store_sync!r}")
         if self.log_level.upper() not in ("DEBUG", "INFO", "WARNING", "ERROR"):

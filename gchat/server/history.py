@@ -15,6 +15,7 @@ from collections.abc import Sequence
 from itertools import islice
 from typing import Protocol
 
+from .accounts import AccountStore, MemoryAccounts
 from .events import Topic
 
 __all__ = ["HistoryReader", "HistoryStore", "MemoryHistory"]
@@ -33,8 +34,9 @@ class HistoryReader(Protocol):
         """The latest `limit` messages with a seq less than `seq`."""
 
 
-class HistoryStore(Protocol):
-    """What the chat server needs of a history store. Items are oldest first."""
+class HistoryStore(AccountStore, Protocol):
+    """What the chat server needs of a history store (accounts included: the durable
+    store keeps them too). Items are oldest first."""
 
     def append_batch(self, messages: Sequence[tuple[str, int, bytes]]) -> None:
         """Store (room, seq, event) messages, each seq its room's last_seq + 1, all or
@@ -80,10 +82,12 @@ class HistoryStore(Protocol):
         """Release the store's resources."""
 
 
-class MemoryHistory:
-    """History in memory, at most `history_max` messages per room; lost on exit."""
+class MemoryHistory(MemoryAccounts):
+    """History (and accounts) in memory, at most `history_max` messages per room; lost
+    on exit."""
 
     def __init__(self, history_max: int = 10_000) -> None:
+        super().__init__()
         self.history_max = history_max
         self._rooms: dict[str, deque[bytes]] = {}
         self._last: dict[str, int] = {}

@@ -20,6 +20,7 @@ gives each mapping decision and its reason; in short:
 
 from __future__ import annotations
 
+import base64
 import fnmatch
 import itertools
 import logging
@@ -66,11 +67,15 @@ WHO_MAX = 500  # the most users one WHO mask lists
 MAX_MODES = 4  # the most channel mode changes one MODE line makes (ISUPPORT MODES)
 # Offered capabilities (IRCv3): only those whose irctest cases pass.
 CAPS = frozenset({"batch", "echo-message", "labeled-response", "message-tags", "multi-prefix",
-                  "server-time", "userhost-in-names"})
+                  "server-time", "userhost-in-names", "sasl", "draft/account-registration"})
+CAP_VALUES = {"sasl": "PLAIN"}  # shown with CAP LS 302
+SASL_CHUNK = 400  # AUTHENTICATE's chunk size (IRCv3 sasl-3.1)
+SASL_MAX = 2000  # base64 characters of one PLAIN response at most: names and a password
 _RENDERING_CAPS = (("message-tags", "m"), ("server-time", "t"))  # what changes the bytes
 PING_SETTLE = 0.05  # at most this long a PONG waits for the loop to read what has arrived
 _BATCHES = itertools.count(1)  # batch references
-_BEFORE_REGISTRATION = frozenset({"CAP", "PASS", "NICK", "USER", "PING", "PONG", "QUIT"})
+_BEFORE_REGISTRATION = frozenset({"CAP", "PASS", "NICK", "USER", "PING", "PONG", "QUIT",
+                                  "AUTHENTICATE", "REGISTER"})
 
 
 def channel_of(room: str) -> str:
@@ -156,6 +161,8 @@ class IrcSession(ChatMember):
     _lag = 0.0  # fake lag owed, seconds
     _labeled: list[bytes] | None = None  # the reply lines of a labeled command, held
     invisible = False  # user mode +i
+    _cap_302 = False  # CAP LS 302: capability values shown
+    _sasl: str | None = None  # the PLAIN response so far while an exchange runs, else None
 
     def __init__(self, server: ChatServer) -> None:
         super().__init__(server)
@@ -469,7 +476,11 @@ class IrcSession(ChatMember):
         who = self.nick or "*"
         if sub == "LS":
             self._cap_negotiating = self.nick is None
-            self.send_reply(line("CAP", who, "LS", " ".join(sorted(CAPS)), source=self.host))
+            if len(params) > 1 and params[1].isdecimal() and int(params[1]) >= 302:
+                self._cap_302 = True
+            offered = " ".join(cap + ("=" + CAP_VALUES[cap] if self._cap_302 and cap in CAP_VALUES
+                                      else "") for cap in sorted(self._offered()))
+            self.send_reply(line("CAP", who, "LS", offered, source=self.host))
         elif sub == "LIST":
             self.send_reply(line("CAP", who, "LIST", " ".join(sorted(self.caps)), source=self.host))
         elif sub == "REQ":
@@ -477,7 +488,8 @@ class IrcSession(ChatMember):
             wanted = params[1] if len(params) > 1 else ""
             # All or nothing (IRCv3 capability negotiation), "-cap" to remove one.
             asked = wanted.split()
-            if asked and all(cap.removeprefix("-") in CAPS for cap in asked):
+            offered = self._offered()
+            if asked and all(cap.removeprefix("-") in offered for cap in asked):
                 caps = set(self.caps)
                 for cap in asked:
                     if cap.startswith("-"):
@@ -494,6 +506,107 @@ class IrcSession(ChatMember):
             self._try_register()
         else:
             self._numeric("410", sub or "*", "Invalid CAP command")
+
+    # -- accounts (accounts.py): SASL PLAIN, PASS, REGISTER -----------------------------------
+
+    def irc_authenticate(self, params: tuple[str, ...]) -> None:
+        """SASL PLAIN (IRCv3 sasl-3.1/3.2), before registration or after it (to log in
+        again, as another account if need be)."""
+        if not params or not params[0]:
+            self._numeric("461", "AUTHENTICATE", "Not enough parameters")
+            return
+        data = params[0]
+        if data == "*":
+            self._sasl_abort()
+            return
+        if self._sasl is None:  # a new exchange: `data` is the mechanism
+            if data.upper() != "PLAIN" or "sasl" not in self.caps:
+                self._numeric("908", "PLAIN", "are available SASL mechanisms")
+                self._numeric("904", "SASL authentication failed")
+            else:
+                self._sasl = ""
+                self.send_reply(line("AUTHENTICATE", "+", source=self.host))
+            return
+        if len(data) > SASL_CHUNK:
+            self._sasl = None
+            self._numeric("905", "SASL message too long")
+            return
+        if data != "+":
+            self._sasl += data
+        if len(self._sasl) > SASL_MAX:
+            self._sasl = None
+            self._numeric("904", "SASL authentication failed: the response is too long")
+            return
+        if len(data) == SASL_CHUNK:
+            return  # more follows (a last chunk of exactly 400 is followed by "+")
+        response, self._sasl = self._sasl, None
+        self._sasl_plain(response)
+
+    def _sasl_plain(self, response: str) -> None:
+        try:
+            authzid, authcid, password = (
+                part.decode() for part in base64.b64decode(response, validate=True).split(b"\0"))
+        except ValueError:  # not base64, not three parts, not UTF-8
+            self._numeric("904", "SASL authentication failed")
+            return
+        if not authcid or not password or (authzid and casefold_ascii(authzid)
+                                           != casefold_ascii(authcid)):
+            self._numeric("904", "SASL authentication failed")
+            return
+        try:
+            if not self.login(authcid, password):
+                return
+        except RequestError as exc:
+            self._numeric("904", f"SASL authentication failed: {exc.message}")
+            return
+        nick = self.nick or "*"
+        self._numeric("900", f"{nick}!{self.username or nick}@{self.host}", self.account or "*",
+                      f"You are now logged in as {self.account}")
+        self._numeric("903", "SASL authentication successful")
+
+    def _sasl_abort(self) -> None:
+        self._sasl = None
+        self._numeric("906", "SASL authentication aborted")
+
+    def irc_register(self, params: tuple[str, ...]) -> None:
+        """draft/account-registration: REGISTER <account> <email> <password>; the
+        account is the nick (`*`), once connected."""
+        if len(params) < 3:
+            self._numeric("461", "REGISTER", "Not enough parameters")
+            return
+        name, password = params[0], params[2]
+        if self.nick is None:
+            self._fail("REGISTER", "COMPLETE_CONNECTION_REQUIRED", name,
+                       "Register once connected")
+            return
+        if name != "*" and casefold_ascii(name) != casefold_ascii(self.nick):
+            self._fail("REGISTER", "ACCOUNT_NAME_MUST_BE_NICK", name,
+                       "The account is your nick: REGISTER * * PASSWORD")
+            return
+        codes = {"account_exists": "ACCOUNT_EXISTS", "weak_password": "WEAK_PASSWORD",
+                 "registration_closed": "DISALLOWED", "too_many_attempts": "TEMPORARILY_UNAVAILABLE"}
+        try:
+            account = self.server.accounts.register(self.nick, password)
+        except RequestError as exc:
+            self._fail("REGISTER", codes.get(exc.code, "BAD_ACCOUNT_NAME" if exc.code == "bad_args"
+                                                else "DISALLOWED"), self.nick, exc.message)
+            return
+        self.account = account.name
+        self.send_reply(line("REGISTER", "SUCCESS", account.name, "Account created",
+                             source=self.host))
+        self._numeric("900", self._mask(self.nick), account.name,
+                      f"You are now logged in as {account.name}")
+
+    def _fail(self, command: str, code: str, context: str, text: str) -> None:
+        self.send_reply(line("FAIL", command, code, _word(context), text, source=self.host))
+
+    def _offered(self) -> frozenset[str]:
+        """CAPS, less what accounts would offer when the server has none (or lets
+        only operators register)."""
+        registration = self.server.settings.registration
+        if registration == "off":
+            return CAPS - {"sasl", "draft/account-registration"}
+        return CAPS - {"draft/account-registration"} if registration == "closed" else CAPS
 
     def irc_pass(self, params: tuple[str, ...]) -> None:
         if self.nick is not None:
@@ -523,6 +636,8 @@ class IrcSession(ChatMember):
         except RequestError as exc:
             if exc.code == "nick_taken":
                 self._numeric("433", nick, "Nickname is already in use")
+            elif exc.code == "account_required":
+                self._numeric("433", nick, "Nickname is reserved by a different account")
             return
         if self.is_open:
             self.send_reply(line("NICK", nick, source=f"{old}!{self.username or old}@{self.host}"))
@@ -541,24 +656,52 @@ class IrcSession(ChatMember):
         if self.nick is not None or self._cap_negotiating or not self.username \
                 or not self._wanted_nick:
             return
-        try:
-            self.server.check_token(self._password)
-        except RequestError:
-            self._numeric("464", "Password incorrect")
-            self.close("unauthorized", line("ERROR", "Closing Link: Bad password"))
-            return
+        if self._sasl is not None:  # registering ends an unfinished exchange (sasl-3.1)
+            self._sasl_abort()
         nick = self._wanted_nick
+        if self.server.settings.token is not None:
+            if not self._check_token():
+                return
+        elif self._password is not None and self.account is None:
+            # PASS as the password of the nick's account (or PASS ACCOUNT:PASSWORD), for
+            # clients without SASL; ignored when it names no account.
+            password, self._password = self._password, None
+            name, colon, rest = password.partition(":")
+            accounts = self.server.accounts
+            if colon and valid_nick(name) and accounts.registered(name):
+                password = rest
+            else:
+                name = nick
+            try:
+                if accounts.registered(name) and not self.login(name, password):
+                    return
+            except RequestError as exc:
+                self._numeric("464", f"Password incorrect: {exc.message}")
+                self.close("unauthorized", line("ERROR", "Closing Link: Bad password"))
+                return
         try:
             self.server.register(self, nick)
         except RequestError as exc:
             if exc.code == "nick_taken":
                 self._numeric("433", nick, "Nickname is already in use")
+            elif exc.code == "account_required":
+                self._numeric("433", nick, "Nickname is reserved by a different account: "
+                              "log in with SASL or PASS")
             else:
                 self.close("server_full", self.farewell("server_full"))
             return
         if self.nick is None:
             return  # it ended meanwhile
         self._welcome()
+
+    def _check_token(self) -> bool:
+        try:
+            self.server.check_token(self._password)
+        except RequestError:
+            self._numeric("464", "Password incorrect")
+            self.close("unauthorized", line("ERROR", "Closing Link: Bad password"))
+            return False
+        return True
 
     def _welcome(self) -> None:
         settings = self.server.settings
@@ -807,6 +950,8 @@ class IrcSession(ChatMember):
             self._numeric("311", nick, self._user_of(member, nick), self.host, "*",
                           member.realname or nick)
             self._numeric("312", nick, self.host, "gchat")
+            if member.account is not None:
+                self._numeric("330", nick, member.account, "is logged in as")
             if member.away:
                 self._numeric("301", nick, member.away)
         self._numeric("318", target, "End of /WHOIS list")

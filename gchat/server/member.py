@@ -33,6 +33,7 @@ class ChatMember(Session):
     realname: str | None = None
     away: str | None = None
     quit_reason: str | None = None  # shown on IRC only
+    account: str | None = None  # the account it is logged in as (accounts.py)
 
     def __init__(self, server: ChatServer) -> None:
         super().__init__(limits=server.session_limits)
@@ -42,6 +43,20 @@ class ChatMember(Session):
         self.bucket = TokenBucket(server.settings.rate, server.settings.burst, monotonic())
         self.pinged_for = -1.0  # the last_activity a ping was sent for
         self._says: Batch[Any] | None = None  # the batch of this session's latest say
+
+    @property
+    def address(self) -> str:
+        """The peer's IP address (what login attempts are limited by)."""
+        return str(self.peer[0]) if isinstance(self.peer, tuple) else "unknown"
+
+    def login(self, name: str, password: str) -> bool:
+        """Log in as account `name` (accounts.py; raises RequestError); False if the
+        session ended while the password was checked."""
+        account = self.server.accounts.login(name, password, self.address)
+        if not self.is_open:
+            return False
+        self.account = account.name
+        return True
 
     def on_disconnected(self, reason: str) -> None:
         if reason == "slow_consumer":

@@ -38,6 +38,7 @@ __all__ = ["ChatSession"]
 log = logging.getLogger(__name__)
 
 PROTO = 1
+ACCOUNTS_PROTO = 2  # hello's proto 2: accounts (docs/protocol.md); 1 still works unchanged
 _BEFORE_HELLO = frozenset({"hello", "ping", "pong", "quit"})
 _PING = encode({"op": "ping"})
 ROOMS_PAGE = 1000  # the most rooms in one `rooms` reply
@@ -248,15 +249,54 @@ class ChatSession(ChatMember):
         body = request.body
         nick = _string(body, "nick")
         proto = body.get("proto")
-        if proto is not None and not (is_integer(proto) and proto == PROTO):
-            raise _bad_args(f"this server speaks proto {PROTO}")
+        if proto is not None and not (is_integer(proto) and proto in (PROTO, ACCOUNTS_PROTO)):
+            raise _bad_args(f"this server speaks proto {PROTO} and {ACCOUNTS_PROTO}")
         token = _optional_string(body, "token")
+        password = _optional_string(body, "password")
         self.server.check_token(token)
         _check_nick(nick)
+        if password is not None and not self.login(nick, password):
+            return  # it ended while the password was checked
         self.server.register(self, nick)
         settings = self.server.settings
+        extra: dict[str, Any] = {}
+        if proto == ACCOUNTS_PROTO:
+            extra = {"account": self.account, "registration": settings.registration}
         self._ok(request.id, session=self.session_id, nick=nick, server=self.server.name,
-                 proto=PROTO, limits=settings.limits())
+                 proto=proto or PROTO, limits=settings.limits(), **extra)
+
+    def op_register(self, request: Request) -> None:
+        """Extension (proto 2): make the session's nick an account with `password`, and
+        log the session in as it."""
+        password = _string(request.body, "password")
+        nick = self.nick
+        assert nick is not None
+        account = self.server.accounts.register(nick, password)
+        self.account = account.name
+        self._ok(request.id, account=account.name)
+
+    def op_password(self, request: Request) -> None:
+        """Extension (proto 2): change the password of the account it is logged in as."""
+        body = request.body
+        old, new = _string(body, "password"), _string(body, "new_password")
+        name = self._account()
+        if self.login(name, old):
+            self.server.accounts.change_password(name, new)
+            self._ok(request.id, account=name)
+
+    def op_drop(self, request: Request) -> None:
+        """Extension (proto 2): delete the account it is logged in as (its password
+        again, to be sure); the session stays, as a guest with the same nick."""
+        name = self._account()
+        if self.login(name, _string(request.body, "password")):
+            self.server.accounts.drop(name)
+            self.account = None
+            self._ok(request.id, account=name)
+
+    def _account(self) -> str:
+        if self.account is None:
+            raise RequestError("not_logged_in", "log in first (hello with a password)")
+        return self.account
 
     def op_join(self, request: Request) -> None:
         body = request.body

@@ -46,13 +46,14 @@ from gevent.threadpool import ThreadPool
 
 from ..errors import StoreError
 from ..logthrottle import LogThrottle
+from .accounts import Account
 from .events import Topic
 
 __all__ = ["SqliteHistory"]
 
 log = logging.getLogger(__name__)
 
-SCHEMA_VERSION = 2  # 2: topics
+SCHEMA_VERSION = 3  # 2: topics, 3: accounts
 _SCHEMA = ("""
 CREATE TABLE IF NOT EXISTS messages (
     room  TEXT    NOT NULL,
@@ -67,7 +68,16 @@ CREATE TABLE IF NOT EXISTS topics (
     set_by TEXT    NOT NULL,
     set_at INTEGER NOT NULL
 ) WITHOUT ROWID
+""", """
+CREATE TABLE IF NOT EXISTS accounts (
+    key     TEXT    NOT NULL PRIMARY KEY,
+    name    TEXT    NOT NULL,
+    hash    TEXT    NOT NULL,
+    created INTEGER NOT NULL
+) WITHOUT ROWID
 """)
+_COLUMNS = {"messages": ["room", "seq", "event"], "topics": ["room", "text", "set_by", "set_at"],
+            "accounts": ["key", "name", "hash", "created"]}
 _BUSY_TIMEOUT_MS = 2000
 CHECKPOINT_INTERVAL = 1.0  # seconds
 PAGE_SIZE = 1024
@@ -175,10 +185,13 @@ class SqliteHistory:
             # Commits never checkpoint: the checkpoint thread does (see _checkpoint_loop).
             conn.execute("PRAGMA wal_autocheckpoint = 0")
             if version == 0:
-                tables = {row[0] for row in conn.execute("SELECT name FROM sqlite_master")}
-                if not tables <= {"messages", "topics"}:  # a first start may have stopped midway
+                tables = [row[0] for row in conn.execute("SELECT name FROM sqlite_master")]
+                # A first start may have stopped midway: only gchat's own tables may be there.
+                if any([row[0] for row in conn.execute("SELECT name FROM pragma_table_info(?)",
+                                                       (table,))] != _COLUMNS.get(table)
+                       for table in tables):
                     raise StoreError(f"{self.path} is a SQLite database, but not gchat's")
-            for table in _SCHEMA:  # a version 1 file gains the topics table
+            for table in _SCHEMA:  # an older file gains the tables it lacks
                 conn.execute(table)
             if version < SCHEMA_VERSION:
                 conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
@@ -381,17 +394,7 @@ class SqliteHistory:
 
     def set_topic(self, room: str, topic: Topic | None) -> None:
         """Store (None: delete) the room's topic, in the writer thread."""
-        if self._gone is not None:
-            raise StoreError(self._gone)
-        try:
-            self._in_writer(self._write_topic, room, topic)
-        except _FileGone as exc:
-            self._gone = str(exc)
-            log.error("history: %s", exc)
-            raise StoreError(self._gone) from None
-        except sqlite3.Error as exc:
-            self._log.error("topic", "history: cannot store the topic of %s: %s", room, exc)
-            raise StoreError(self._describe(exc)) from exc
+        self._write_one("a topic", self._write_topic, room, topic)
         if topic is None:
             self._topics.pop(room, None)
         else:
@@ -404,6 +407,59 @@ class SqliteHistory:
         else:
             self._writer.execute("INSERT OR REPLACE INTO topics (room, text, set_by, set_at) "
                                  "VALUES (?, ?, ?, ?)", (room, *topic))
+
+    # -- accounts (an AccountStore: accounts.py) ------------------------------------------------
+
+    def account(self, key: str) -> Account | None:
+        try:
+            row = self._reader.execute("SELECT name, hash, created FROM accounts WHERE key = ?",
+                                       (key,)).fetchone()
+        except sqlite3.Error as exc:
+            self._log.error("read", "accounts: cannot read: %s", exc)
+            raise StoreError(self._describe(exc)) from exc
+        return Account(*row) if row is not None else None
+
+    def create_account(self, account: Account) -> bool:
+        return self._write_account(
+            "INSERT OR IGNORE INTO accounts (key, name, hash, created) VALUES (?, ?, ?, ?)",
+            (account.key, account.name, account.hash, account.created))
+
+    def update_account(self, account: Account) -> bool:
+        return self._write_account("UPDATE accounts SET hash = ? WHERE key = ?",
+                                   (account.hash, account.key))
+
+    def delete_account(self, key: str) -> bool:
+        return self._write_account("DELETE FROM accounts WHERE key = ?", (key,))
+
+    def accounts(self) -> list[Account]:
+        try:
+            rows = self._reader.execute(
+                "SELECT name, hash, created FROM accounts ORDER BY key").fetchall()
+        except sqlite3.Error as exc:
+            raise StoreError(self._describe(exc)) from exc
+        return [Account(*row) for row in rows]
+
+    def _write_account(self, sql: str, args: tuple[object, ...]) -> bool:
+        """One account statement in the writer thread: whether it changed a row."""
+        return self._write_one("an account", self._execute_changing, sql, args)
+
+    def _write_one(self, what: str, func: Callable[..., T], *args: Any) -> T:
+        """A small write (`func` in the writer thread); StoreError if it fails."""
+        if self._gone is not None:
+            raise StoreError(self._gone)
+        try:
+            return self._in_writer(func, *args)
+        except _FileGone as exc:
+            self._gone = str(exc)
+            log.error("history: %s", exc)
+            raise StoreError(self._gone) from None
+        except sqlite3.Error as exc:
+            self._log.error(what, "history: cannot store %s: %s", what, exc)
+            raise StoreError(self._describe(exc)) from exc
+
+    def _execute_changing(self, sql: str, args: tuple[object, ...]) -> bool:
+        self._check_files()
+        return self._writer.execute(sql, args).rowcount > 0
 
     def check(self) -> str | None:
         """Why the store cannot be used (its file was removed, a read fails), or None."""

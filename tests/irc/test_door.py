@@ -97,8 +97,9 @@ def test_registration_welcomes_with_the_numerics_clients_need(irc):
     open_irc, _ = irc
     bob = open_irc()
     bob.send("CAP LS 302", "NICK bob", "USER bob 0 * :Bob")
-    assert bob.recv() == Message("CAP", ("*", "LS", "batch echo-message labeled-response "
-                                         "message-tags multi-prefix server-time "
+    assert bob.recv() == Message("CAP", ("*", "LS", "batch draft/account-registration "
+                                         "echo-message labeled-response message-tags "
+                                         "multi-prefix sasl=PLAIN server-time "
                                          "userhost-in-names"), source="irc.test")
     bob.send("CAP END")
     got = bob.until("422")

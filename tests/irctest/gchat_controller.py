@@ -13,6 +13,7 @@ is tested for real. ``isupport`` lists the 005 tokens issue 13 asks for and gcha
 
 from __future__ import annotations
 
+import json
 import os
 import random
 import signal
@@ -20,6 +21,7 @@ import socket
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 from irctest import patma
 from irctest.basecontrollers import BaseServerController
@@ -31,7 +33,7 @@ SERVER_NAME = "My.Little.Server"  # the name irctest checks in PONG, 004, WHO, W
 
 class GchatController(BaseServerController):
     software_name = "gchat"
-    supported_sasl_mechanisms: set[str] = set()  # accounts come later (issue 13, T2)
+    supported_sasl_mechanisms = {"PLAIN"}
     supports_sts = False
     isupport = {
         "CASEMAPPING": "ascii",
@@ -59,23 +61,24 @@ class GchatController(BaseServerController):
             raise NotImplementedByController("Websocket")
         if ssl:
             raise NotImplementedByController("TLS")
-        if run_services:
-            raise NotImplementedByController("services")
+        # run_services: gchat has no services; accounts are its own (registerUser).
         # faketime: ignored (no test of the T1 selection needs it; faketime_enabled
         # stays False, which is how tests learn it).
         assert self.proc is None
+        self.json_port = _json_port()
         self.hostname = hostname
         self.port = port
         command = [
             sys.executable, "-m", "gchat.server",
             "--host", "127.0.0.1",
-            "--port", str(_json_port()),  # below the ephemeral range: see _json_port
+            "--port", str(self.json_port),  # below the ephemeral range: see _json_port
             "--irc-port", str(port),
             "--http-port", "0",
             "--irc-name", SERVER_NAME,
             "--store", "memory",
             "--idle-timeout", "0",
             "--log-level", "WARNING",
+            "--password-min-length", "1",  # irctest registers passwords like "bar"
         ]
         if password is not None:
             command += ["--token", password]  # gchat's PASS is its token
@@ -86,6 +89,26 @@ class GchatController(BaseServerController):
         # execute(): its own session (process group), output shown only with
         # IRCTEST_DEBUG_LOGS=1.
         self.proc = self.execute(command, proc_name="gchat", cwd=REPO_ROOT, env=env)
+
+    def wait_for_services(self) -> None:
+        """No services to wait for: accounts are gchat's own."""
+
+    def registerUser(self, case: Any, username: str, password: str | None = None) -> None:
+        """Register an account through gchat's JSON door, as the web page does: hello,
+        then the `register` op (an IRC line could not carry irctest's 592-byte password)."""
+        assert password
+        self.wait_for_port()  # the server is up once its IRC port answers
+        with socket.create_connection(("127.0.0.1", self.json_port), timeout=10) as conn:
+            conn.sendall(json.dumps({"op": "hello", "nick": username, "proto": 2, "id": 1})
+                         .encode() + b"\n" + json.dumps({"op": "register", "password": password,
+                                                         "id": 2}).encode() + b"\n")
+            replies = conn.makefile("rb")
+            for line in replies:
+                reply = json.loads(line)
+                assert reply.get("op") != "error", reply
+                if reply.get("id") == 2:
+                    break
+            conn.sendall(b'{"op":"quit"}\n')
 
     def kill_proc(self) -> None:
         self.terminate()

@@ -32,8 +32,8 @@ def test_sessions_are_unique_positive_integers(connect):
 
 
 @pytest.mark.parametrize("fields", [
-    {}, {"nick": 5}, {"nick": None}, {"nick": "bob", "proto": 2}, {"nick": "bob", "proto": "1"},
-    {"nick": "bob", "proto": 1.0}, {"nick": "bob", "token": 7},
+    {}, {"nick": 5}, {"nick": None}, {"nick": "bob", "proto": 3}, {"nick": "bob", "proto": "1"},
+    {"nick": "bob", "proto": 1.0}, {"nick": "bob", "token": 7}, {"nick": "bob", "password": 7},
 ])
 def test_hello_bad_args(connect, fields):
     assert error_code(connect().request("hello", **fields)) == "bad_args"
@@ -476,7 +476,7 @@ def test_invalid_nick_precedes_nick_taken_and_bad_args_precedes_both(connect):
     connect("taken")
     client = connect()
     assert error_code(client.request("hello", nick="1taken")) == "invalid_nick"
-    assert error_code(client.request("hello", nick="taken", proto=2)) == "bad_args"
+    assert error_code(client.request("hello", nick="taken", proto=3)) == "bad_args"
 
 
 def test_bad_frame_echoes_a_valid_id_when_only_op_is_wrong(connect):
