@@ -5,8 +5,11 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
 BENCH_STAMP := $(VENV)/.bench-installed
+LOADGEN := bench/build/gchat-load
+LOADGEN_SOURCES := $(wildcard bench/loadgen/*.c bench/loadgen/*.h)
+LOADGEN_CFLAGS ?= -O2 -std=c11 -Wall -Wextra
 
-.PHONY: venv run-server run-cluster test lint bench soak clean irctest
+.PHONY: venv run-server run-cluster test lint bench loadgen compiler soak clean irctest
 
 venv: $(STAMP)
 
@@ -27,14 +30,32 @@ run-cluster: $(STAMP)
 test: $(STAMP)
 	$(PY) -m pytest $(ARGS)
 
-# The benchmark: gchat against the thread, asyncio and uvloop baselines (about 3 minutes).
-# ARGS adds options, e.g. make bench ARGS='--scenario fan-out --duration 5'.
-bench: $(BENCH_STAMP)
-	$(PY) -m gchat.bench run --server gchat --server threads --server asyncio --server uvloop $(ARGS)
+# The benchmark: gchat against the thread, asyncio, uvloop and gevent baselines, driven
+# by the C load generator (about 4 minutes). ARGS adds options, e.g.
+# make bench ARGS='--scenario fan-out --duration 5' (or ARGS='--load python').
+bench: $(BENCH_STAMP) $(LOADGEN)
+	$(PY) -m gchat.bench run --load c --server gchat --server threads --server asyncio --server uvloop \
+		--server gevent $(ARGS)
 
 $(BENCH_STAMP): $(STAMP) requirements-bench.txt
 	$(PY) -m pip install --quiet -r requirements-bench.txt
 	touch $(BENCH_STAMP)
+
+# The C load generator (bench/loadgen/, C11 and libc only), built with the system
+# compiler into bench/build/ (git ignores it). Without a compiler, root installs gcc.
+loadgen: $(LOADGEN)
+
+$(LOADGEN): $(LOADGEN_SOURCES)
+	@command -v $(CC) >/dev/null 2>&1 || $(MAKE) --no-print-directory compiler
+	@mkdir -p $(@D)
+	$(CC) $(LOADGEN_CFLAGS) -o $@ $(filter %.c,$^)
+
+compiler:
+	@if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
+		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq gcc libc6-dev; \
+	else \
+		echo "the C load generator needs a C compiler ($(CC)): apt-get install gcc" >&2; exit 1; \
+	fi
 
 # The load tests of tests/reliability, bigger and longer: SOAK_CLIENTS subscribers for
 # SOAK_SECONDS, e.g. make soak SOAK_CLIENTS=2000 SOAK_SECONDS=300. Each test prints a
@@ -71,5 +92,5 @@ lint: $(STAMP)
 	$(PY) -m mypy gchat
 
 clean:
-	rm -rf $(VENV) .pytest_cache .ruff_cache .hypothesis
+	rm -rf $(VENV) .pytest_cache .ruff_cache .hypothesis bench/build
 	find . -name __pycache__ -prune -exec rm -rf {} +

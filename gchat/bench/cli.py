@@ -11,7 +11,18 @@ from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 
 from .load import main as load_main
 from .report import print_table, save_json, write_chart
-from .runner import ROOT, SCALES, SERVERS, TRANSPORTS, BenchFailed, BenchRun, run_scenario
+from .runner import (
+    LOAD_CPU_LIMIT,
+    LOADS,
+    ROOT,
+    SCALES,
+    SERVERS,
+    TRANSPORTS,
+    BenchFailed,
+    BenchRun,
+    build_c_load,
+    run_scenario,
+)
 
 __all__ = ["main"]
 
@@ -20,7 +31,7 @@ SCENARIO_NAMES = ("fan-out", "many-rooms", "ping-pong", "idle")
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
 def main() -> None:
-    """Benchmark gchat's greenlet concurrency against thread, asyncio and uvloop servers."""
+    """Benchmark gchat's greenlet concurrency against thread, asyncio, uvloop and gevent servers."""
 
 
 @main.command()
@@ -32,6 +43,9 @@ def main() -> None:
               help="Seconds each scenario measures.")
 @click.option("--procs", type=click.IntRange(1, 16), default=1, show_default=True,
               help="Load processes.")
+@click.option("--load", type=click.Choice(LOADS), default="c", show_default=True,
+              help="The load generator: c (bench/loadgen, one epoll thread; built with make "
+                   "loadgen when missing or stale) or python (greenlets, gchat/bench/load.py).")
 @click.option("--scale", type=click.Choice(sorted(SCALES)), default="full", show_default=True,
               help="Scenario sizes: full (the published figures) or smoke (a quick check).")
 @click.option("--store", type=click.Choice(["sqlite", "memory"]), default="sqlite", show_default=True,
@@ -47,9 +61,14 @@ def main() -> None:
 @click.option("--profile", is_flag=True,
               help="Run each server under py-spy; flame graphs go next to the JSON.")
 def run(scenarios: tuple[str, ...], servers: tuple[str, ...], duration: float, procs: int,
-        scale: str, store: str, results: Path, transports: tuple[str, ...],
+        load: str, scale: str, store: str, results: Path, transports: tuple[str, ...],
         server_args: tuple[str, ...], profile: bool) -> None:
     """Run the scenarios; print a table and write one JSON file."""
+    if load == "c":
+        try:
+            build_c_load()
+        except BenchFailed as exc:
+            raise click.ClickException(f"{exc} (or run with --load python)") from None
     scenarios = scenarios or SCENARIO_NAMES
     servers = servers or ("gchat",)
     transports = tuple(dict.fromkeys(transports)) or ("json",)
@@ -70,21 +89,22 @@ def run(scenarios: tuple[str, ...], servers: tuple[str, ...], duration: float, p
                         runs.append(run_scenario(server, scenario, SCALES[scale][scenario],
                                                  duration=duration, procs=procs, store=store,
                                                  profile=flame, server_args=server_args,
-                                                 transport=transport))
+                                                 transport=transport, load=load))
                     except BenchFailed as exc:
                         # Still a row (and an entry in the JSON): the table says what failed.
                         runs.append(BenchRun(server, scenario, SCALES[scale][scenario], duration,
                                              procs, status="failed", detail=str(exc),
-                                             transport=transport))
+                                             transport=transport, load=load))
                     progress.advance(task)
     print_table(runs)
     path = save_json(runs, results, shlex.join(["gchat-bench", *sys.argv[1:]]))
     click.echo(f"results: {path}")
     for bench_run in runs:
-        if bench_run.figures.get("load_cpu_pct", 0) >= 90:
-            click.echo(f"note: the load of {bench_run.label} used "
-                       f"{bench_run.figures['load_cpu_pct']}% of a core: it may measure itself; "
-                       "try more --procs", err=True)
+        busy = bench_run.load_busy
+        if busy is not None:
+            hint = "try more --procs" if bench_run.load == "c" else "try --load c or more --procs"
+            click.echo(f"note: the {bench_run.load} load of {bench_run.label} used {busy}% of a "
+                       f"core (over {LOAD_CPU_LIMIT:g}%): it may measure itself; {hint}", err=True)
     # A baseline that cannot keep up (or breaks, or has no IRC door) is a result; gchat's
     # own failure fails the run.
     failed = [f"{r.label} {r.status}: {r.detail}" for r in runs

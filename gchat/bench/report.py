@@ -14,7 +14,7 @@ from rich.console import Console
 from rich.table import Table
 from rich.text import Text
 
-from .runner import BenchRun
+from .runner import LOAD_CPU_LIMIT, BenchRun
 
 __all__ = ["machine", "print_table", "save_json", "write_chart"]
 
@@ -25,6 +25,7 @@ COLUMNS = [
     ("register_s", "register s"), ("rss_per_session_kib", "KiB/session"), ("server_cpu_pct", "server CPU %"),
     ("load_cpu_pct", "load CPU %"), ("other_cpu_pct", "other CPU %"),
 ]
+LOAD_CPU_KEYS = {"load_cpu_pct"}
 
 
 def machine() -> dict[str, Any]:
@@ -62,16 +63,33 @@ def print_table(runs: list[BenchRun], console: Console | None = None) -> None:
     table.add_column("scenario")
     table.add_column("server")
     table.add_column("transport")  # the subscribers' door
+    table.add_column("load")  # the load generator: c or python
     for _, title in present:
         table.add_column(title, justify="right")
     if notes:
         table.add_column("result")
     for run in runs:
-        cells: list[str | Text] = [_cell(run.figures.get(key)) for key, _ in present]
+        cells: list[str | Text] = [_load_cell(run, key) if key in LOAD_CPU_KEYS
+                                   else _cell(run.figures.get(key)) for key, _ in present]
         if notes:
             cells.append(_result(run))
-        table.add_row(run.scenario, run.server, run.transport, *cells)
+        table.add_row(run.scenario, run.server, run.transport, run.load, *cells)
+    if any(run.load_busy is not None for run in runs):
+        console.print(f"(*: the load passed {LOAD_CPU_LIMIT:g}% of its core; for idle, the figure in "
+                      "brackets is while registering)")
     console.print(table)
+
+
+def _load_cell(run: BenchRun, key: str) -> str | Text:
+    """The load's CPU: marked * when the load passed LOAD_CPU_LIMIT (for idle, with its
+    share while registering, which is what idle times)."""
+    text = _cell(run.figures.get(key))
+    registering = run.figures.get("register_load_cpu_pct")
+    if registering is not None and registering > LOAD_CPU_LIMIT:
+        text += f" ({_cell(registering)})"
+    if run.load_busy is None:
+        return text
+    return Text(text + " *", style="bold yellow")
 
 
 def _result(run: BenchRun) -> Text:

@@ -14,6 +14,12 @@ the other servers go on. The setup timeout is load.SETUP_TIMEOUT (30 s per sessi
 the environment variable GCHAT_BENCH_SETUP_TIMEOUT (seconds) overrides it, for tests
 that need a server which cannot keep up.
 
+The load ("c" or "python") is what the load processes are: the C load generator
+(bench/loadgen/, built by `make loadgen` into bench/build/gchat-load: one epoll thread,
+well under a core where the Python load saturates its own) or load.py's greenlets. Both
+speak the same lines to the runner and report the same figures; the C load reports
+its latencies as a histogram, merged here with any list.
+
 The transport ("json", "irc" or "ws") is the subscribers' door (see load.py): with
 "irc" each gchat node also serves IRC on a free port, with "ws" HTTP (its WebSocket,
 /ws), and the load's subscribers use it. The baselines speak only JSON: another
@@ -25,11 +31,13 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import shutil
 import signal
 import socket
 import sys
 import tempfile
 import time
+from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -40,10 +48,14 @@ from gevent import subprocess
 from ..errors import GchatError
 from .load import SETUP_TIMEOUT, TRANSPORTS
 
-__all__ = ["SCALES", "SERVERS", "TRANSPORTS", "BenchRun", "run_scenario", "speaks_irc"]
+__all__ = ["C_LOAD", "LOADS", "SCALES", "SERVERS", "TRANSPORTS", "BenchRun", "build_c_load",
+           "run_scenario", "speaks_irc"]
 
 ROOT = Path(__file__).resolve().parents[2]
 BASELINES = ROOT / "bench" / "baselines"
+C_LOAD = ROOT / "bench" / "build" / "gchat-load"  # built by `make loadgen`, never committed
+LOADS = ("c", "python")
+LOAD_CPU_LIMIT = 70.0  # a load above this share of its core may be measuring itself
 
 SCALES: dict[str, dict[str, dict[str, Any]]] = {
     "full": {
@@ -60,7 +72,7 @@ SCALES: dict[str, dict[str, dict[str, Any]]] = {
     },
 }
 
-SERVERS = ("gchat", "threads", "asyncio", "uvloop", "gchat-redis", "gchat-cluster")
+SERVERS = ("gchat", "threads", "asyncio", "uvloop", "gevent", "gchat-redis", "gchat-cluster")
 # gchat joined to a Redis backplane: one node (what the backplane costs) or two nodes,
 # sessions spread over both (what a cluster gives). Nothing is pinned for these.
 CLUSTER_NODES = {"gchat-redis": 1, "gchat-cluster": 2}
@@ -83,6 +95,7 @@ class BenchRun:
     status: str = "ok"  # or "timed out" (the server did not keep up), "failed" or "skipped"
     detail: str = ""  # when not ok, one line: how far it got, or why it failed
     transport: str = "json"  # the subscribers' door: "json", "irc" or "ws"
+    load: str = "python"  # the load generator: "c" or "python"
 
     @property
     def label(self) -> str:
@@ -90,11 +103,33 @@ class BenchRun:
         over = {"irc": " over IRC", "ws": " over WebSocket"}.get(self.transport, "")
         return f"{self.scenario} on {self.server}{over}"
 
+    @property
+    def load_busy(self) -> float | None:
+        """The load's CPU share of its core when it passed LOAD_CPU_LIMIT (measuring, or
+        registering for idle, which is what idle times), else None."""
+        busiest = max(self.figures.get("load_cpu_pct", 0), self.figures.get("register_load_cpu_pct", 0))
+        return busiest if busiest > LOAD_CPU_LIMIT else None
+
 
 def speaks_irc(server: str) -> bool:
     """Whether `server` has gchat's other doors, IRC and WebSocket (gchat, on one node
     or a cluster)."""
     return server == "gchat" or server in CLUSTER_NODES
+
+
+def build_c_load() -> Path:
+    """Build the C load generator if it is missing or older than its sources (`make
+    loadgen`, which installs a compiler when it can); its path. BenchFailed if it
+    cannot be built."""
+    if shutil.which("make") is None:
+        raise BenchFailed("the C load needs make and a C compiler (apt-get install make gcc)")
+    result = subprocess.run(["make", "--no-print-directory", "-s", "loadgen"], cwd=ROOT,
+                            capture_output=True, timeout=300)
+    if result.returncode != 0 or not C_LOAD.exists():
+        why = (result.stderr or result.stdout).decode(errors="replace").strip().splitlines()
+        last = why[-1] if why else f"status {result.returncode}"
+        raise BenchFailed(f"building the C load failed: {last}")
+    return C_LOAD
 
 
 def _free_port() -> int:
@@ -145,7 +180,7 @@ def server_command(name: str, port: int, store: str, irc_port: int = 0,
                 "--burst", "1000000000", "--idle-timeout", "0", "--max-clients", "50000",
                 "--max-connections", "60000", "--store", store, "--log-level", "WARNING"]
     script = {"threads": "threads_server.py", "asyncio": "asyncio_server.py",
-              "uvloop": "asyncio_server.py"}[name]
+              "uvloop": "asyncio_server.py", "gevent": "gevent_server.py"}[name]
     command = [sys.executable, str(BASELINES / script), "--port", str(port)]
     return command + (["--uvloop"] if name == "uvloop" else [])
 
@@ -226,16 +261,48 @@ def percentile(sorted_values: list[int], fraction: float) -> float:
     return float(sorted_values[rank])
 
 
+def latency_counts(results: list[dict[str, Any]]) -> list[tuple[int, int]]:
+    """Every load process's latencies (us) as sorted (value, count) pairs: the Python
+    load's lists ("latencies_us") and the C load's histograms ("latency_hist_us")."""
+    counts: Counter[int] = Counter()
+    for result in results:
+        counts.update(result.get("latencies_us", []))
+        for value, count in result.get("latency_hist_us", []):
+            counts[int(value)] += int(count)
+    return sorted(counts.items())
+
+
+def percentile_of_counts(pairs: list[tuple[int, int]], fraction: float) -> float:
+    """`percentile` of the values that sorted (value, count) `pairs` stand for."""
+    total = sum(count for _, count in pairs)
+    if not total:
+        return 0.0
+    rank = min(total - 1, max(0, int(fraction * total + 0.5) - 1))
+    seen = 0
+    for value, count in pairs:
+        seen += count
+        if seen > rank:
+            return float(value)
+    return float(pairs[-1][0])
+
+
 def run_scenario(server_name: str, scenario: str, params: dict[str, Any], *, duration: float,
                  procs: int, store: str = "sqlite", profile: Path | None = None,
-                 server_args: tuple[str, ...] = (), transport: str = "json") -> BenchRun:
+                 server_args: tuple[str, ...] = (), transport: str = "json",
+                 load: str = "python") -> BenchRun:
     """Run `scenario` against a fresh `server_name`; its figures. With `profile`, the
     server runs under py-spy, which writes a flame graph there (the server's RSS and
     CPU figures are then py-spy's own). `server_args` go to gchat's command line.
-    `transport` is the subscribers' door; "irc" against a baseline is skipped."""
+    `transport` is the subscribers' door; "irc" against a baseline is skipped. `load`
+    is "python" (load.py) or "c" (C_LOAD, which must be built: build_c_load)."""
     if transport not in TRANSPORTS:
         raise ValueError(f"transport must be one of {TRANSPORTS}, not {transport!r}")
-    run = BenchRun(server_name, scenario, params, duration, procs, transport=transport)
+    if load not in LOADS:
+        raise ValueError(f"load must be one of {LOADS}, not {load!r}")
+    if load == "c" and not C_LOAD.exists():
+        raise BenchFailed(f"no C load at {C_LOAD}: make loadgen")
+    load_command = [str(C_LOAD)] if load == "c" else [sys.executable, "-m", "gchat.bench", "load"]
+    run = BenchRun(server_name, scenario, params, duration, procs, transport=transport, load=load)
     if transport != "json" and not speaks_irc(server_name):
         run.status = "skipped"
         run.detail = f"no {transport} door (a baseline speaks only JSON)"
@@ -276,21 +343,21 @@ def run_scenario(server_name: str, scenario: str, params: dict[str, Any], *, dur
             rss_before = _total(_rss, servers)
             started = time.monotonic()
             for index in range(procs):
-                load = _Process([sys.executable, "-m", "gchat.bench", "load"], load_cpus, stdin=True)
-                loads.append(load)
-                load.tell({"scenario": scenario, "host": "127.0.0.1", "ports": ports, "proc": index,
+                load_process = _Process(load_command, load_cpus, stdin=True)
+                loads.append(load_process)
+                load_process.tell({"scenario": scenario, "host": "127.0.0.1", "ports": ports, "proc": index,
                            "procs": procs, "setup_timeout": setup_timeout, "transport": transport,
                            "door_ports": door_ports, **params})
-            answers = [load.hear(timeout=180) for load in loads]
+            answers = [load_process.hear(timeout=180) for load_process in loads]
             setup_s = time.monotonic() - started
             if any(answer["event"] == "timed_out" for answer in answers):
                 return _setup_timed_out(run, answers, setup_s)
             cpu_before = _total(_cpu_seconds, servers)
             busy_before = _machine_busy_seconds()
             redis_cpu_before = _cpu_seconds(redis_server[0].proc.pid) if redis_server else 0.0
-            for load in loads:
-                load.tell({"duration": duration})
-            measured = [load.hear(timeout=duration + 120) for load in loads]
+            for load_process in loads:
+                load_process.tell({"duration": duration})
+            measured = [load_process.hear(timeout=duration + 120) for load_process in loads]
             for answer in measured:
                 if answer["event"] == "timed_out":
                     run.status, run.detail = "timed out", f"measuring: {answer['error']}"
@@ -305,9 +372,9 @@ def run_scenario(server_name: str, scenario: str, params: dict[str, Any], *, dur
                 for part in measured:
                     for room, count in part["acked_rooms"].items():
                         acked[room] = acked.get(room, 0) + count
-                for load in loads:
-                    load.tell({"acked_rooms": acked})
-            results = [load.hear(timeout=60) for load in loads]
+                for load_process in loads:
+                    load_process.tell({"acked_rooms": acked})
+            results = [load_process.hear(timeout=60) for load_process in loads]
             rss_after = _total(_rss, servers)
         finally:
             for process in [*loads, *servers]:
@@ -360,7 +427,7 @@ def _start_redis(directory: str) -> tuple[_Process, str]:
 def _figures(scenario: str, params: dict[str, Any], results: list[dict[str, Any]], setup_s: float,
              server_cpu: float, rss_before: int, rss_after: int) -> dict[str, Any]:
     elapsed = max(r.get("elapsed", 0.0) for r in results) or 1.0
-    latencies = sorted(x for r in results for x in r.get("latencies_us", []))
+    latencies = latency_counts(results)
     figures: dict[str, Any] = {
         "setup_s": round(setup_s, 3),
         "server_rss_mib": round(rss_after / 2**20, 1),
@@ -369,16 +436,17 @@ def _figures(scenario: str, params: dict[str, Any], results: list[dict[str, Any]
     if scenario != "idle":
         figures["server_cpu_pct"] = round(100 * server_cpu / elapsed, 1)
     if latencies:
-        figures.update({"p50_ms": percentile(latencies, 0.50) / 1000,
-                        "p99_ms": percentile(latencies, 0.99) / 1000,
-                        "p999_ms": percentile(latencies, 0.999) / 1000,
-                        "max_ms": latencies[-1] / 1000})
+        figures.update({"p50_ms": percentile_of_counts(latencies, 0.50) / 1000,
+                        "p99_ms": percentile_of_counts(latencies, 0.99) / 1000,
+                        "p999_ms": percentile_of_counts(latencies, 0.999) / 1000,
+                        "max_ms": latencies[-1][0] / 1000})
     if scenario in ("fan-out", "many-rooms"):
         # lost = expected - delivered once the queues drained; seq gaps: texts a
         # checking subscriber got out of its sender's order (or repeated, or after a gap)
         expected = sum(r["expected"] for r in results)
         delivered = sum(r["delivered"] for r in results)
-        figures.update({"says_per_s": round(sum(r["says"] for r in results) / elapsed),
+        figures.update({"says": sum(r["says"] for r in results),
+                        "says_per_s": round(sum(r["says"] for r in results) / elapsed),
                         "failed": sum(r["failed"] for r in results),
                         "expected": expected, "delivered": delivered, "lost": expected - delivered,
                         "seq_gaps": sum(r["seq_gaps"] for r in results)})
@@ -387,7 +455,12 @@ def _figures(scenario: str, params: dict[str, Any], results: list[dict[str, Any]
         deliveries = sum(r["deliveries"] for r in results)
         figures["deliveries_per_s"] = round(deliveries / elapsed)
     elif scenario == "ping-pong":
-        figures["says_per_s"] = round(sum(r["says"] for r in results) / elapsed)
+        figures["says"] = sum(r["says"] for r in results)
+        figures["says_per_s"] = round(figures["says"] / elapsed)
+        if all("expected" in r for r in results):  # the C load's receivers count theirs
+            expected = sum(r["expected"] for r in results)
+            delivered = sum(r["delivered"] for r in results)
+            figures.update({"expected": expected, "delivered": delivered, "lost": expected - delivered})
     elif scenario == "idle":
         sessions = sum(r["sessions"] for r in results)
         figures.update({"sessions": sessions, "alive": sum(r["alive"] for r in results),

@@ -8,6 +8,7 @@ import json
 import os
 import sys
 
+import pytest
 from gevent import subprocess
 
 from tests.server.process import ROOT
@@ -16,10 +17,11 @@ from tests.server.process import ROOT
 CANNOT_KEEP_UP = {"GCHAT_BENCH_SETUP_TIMEOUT": "0.000001"}
 
 
-def bench(tmp_path, *args: str, env: dict[str, str] | None = None) -> tuple[int, str, str, dict]:
+def bench(tmp_path, *args: str, env: dict[str, str] | None = None,
+          load: str = "python") -> tuple[int, str, str, dict]:
     """Run `gchat-bench run` at the smoke scale: exit status, stdout, stderr, the JSON."""
     result = subprocess.run([sys.executable, "-m", "gchat.bench", "run", "--scale", "smoke",
-                             "--duration", "1", "--results", str(tmp_path), *args],
+                             "--duration", "1", "--load", load, "--results", str(tmp_path), *args],
                             cwd=ROOT, capture_output=True, timeout=300, env={**os.environ, **(env or {})})
     out, err = result.stdout.decode(), result.stderr.decode()
     assert "Traceback" not in out + err, out + err
@@ -27,12 +29,13 @@ def bench(tmp_path, *args: str, env: dict[str, str] | None = None) -> tuple[int,
     return result.returncode, out, err, json.loads(path.read_text())
 
 
-def test_a_baseline_that_cannot_keep_up_is_a_timed_out_row_and_the_run_exits_0(tmp_path):
+@pytest.mark.parametrize("load", ["python", "c"])
+def test_a_baseline_that_cannot_keep_up_is_a_timed_out_row_and_the_run_exits_0(tmp_path, load):
     status, out, err, report = bench(tmp_path, "--server", "threads", "--scenario", "fan-out",
-                                     env=CANNOT_KEEP_UP)
+                                     env=CANNOT_KEEP_UP, load=load)
     assert status == 0, out + err
     [run] = report["runs"]
-    assert (run["server"], run["status"]) == ("threads", "timed out")
+    assert (run["server"], run["status"], run["load"]) == ("threads", "timed out", load)
     assert run["figures"]["sessions"] == 22 and run["figures"]["sessions_set_up"] < 22
     assert run["detail"].startswith("setup: ") and "of 22 sessions set up" in run["detail"]
     assert "timed out: setup:" in out  # the table's row

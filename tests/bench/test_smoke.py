@@ -1,5 +1,6 @@
 """A one-second smoke of every benchmark scenario: the benchmark runs, end to end, with
-real server and load processes. No timing is asserted: figures belong to the benchmark."""
+real server and load processes (the Python load: test_cload.py has the C one). No timing
+is asserted: figures belong to the benchmark."""
 
 from __future__ import annotations
 
@@ -15,7 +16,7 @@ from tests.server.process import ROOT
 
 def bench(tmp_path, *args: str) -> dict:
     result = subprocess.run([sys.executable, "-m", "gchat.bench", "run", "--scale", "smoke",
-                             "--duration", "1", "--results", str(tmp_path), *args],
+                             "--duration", "1", "--load", "python", "--results", str(tmp_path), *args],
                             cwd=ROOT, capture_output=True, timeout=300)
     assert result.returncode == 0, result.stderr.decode()[-3000:]
     assert b"Traceback" not in result.stderr
@@ -61,7 +62,7 @@ def test_irc_and_websocket_subscribers_get_every_message_and_idle_sessions_stay(
             assert "rss_per_session_kib" in figures and figures["p50_ms"] > 0, run
 
 
-@pytest.mark.parametrize("server", ["threads", "asyncio"])
+@pytest.mark.parametrize("server", ["threads", "asyncio", "gevent"])
 def test_the_baselines_speak_the_benchmark_subset(tmp_path, server):
     report = bench(tmp_path, "--server", server, "--scenario", "many-rooms", "--scenario", "idle")
     figures = {run["scenario"]: run["figures"] for run in report["runs"]}
