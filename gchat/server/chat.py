@@ -30,11 +30,12 @@ from gevent.lock import Semaphore
 
 from .. import __version__
 from ..core import Listener, Room, RoomMaster, SessionLimits
-from ..errors import ConfigError, RequestError, StoreError
+from ..errors import BackplaneError, ConfigError, RequestError, StoreError
 from ..irc.codec import line as irc_line
 from ..protocol import bye, nick_key
 from .accounts import Accounts
 from .config import Settings
+from .eventlog import ROOM_STEP, EventLog, LogEntry, dm_key, dm_position, room_key
 from .events import ChatEvent, RoomView, Topic, msg_fields
 from .history import HistoryReader, HistoryStore, MemoryHistory
 from .irc import IrcSession
@@ -91,6 +92,8 @@ class ChatRoom(Room):
         self.moderated = False
         self.ops: set[int] = set()
         self.voiced: set[int] = set()
+
+    event_pos: int | None = None  # the position of its last logged event (eventlog.py)
 
     def nicks(self) -> list[str]:
         """Member nicks sorted by lower-cased nick (PROTOCOL.md 4)."""
@@ -399,10 +402,61 @@ class ChatServer:
             fields["notice"] = True
         frame = ChatEvent.of(fields)
         frame.tags = tags
+        position = dm_position(fields["ts"])
+        frame.msgid = f"~{position}"
+        recipient = self.find(to)
         if not self._send_whisper(to, frame):
             raise RequestError("no_such_nick", f"nobody is called {to[:80]}")
         self.metrics.whispers.inc()
+        named = recipient.nick if recipient is not None and recipient.nick else to
+        self.log_whisper(sender, named, frame, position, recipient)
         return frame
+
+    def log_whisper(self, sender: ChatMember, to: str, frame: ChatEvent, position: int,
+                    recipient: ChatMember | None) -> None:
+        """Keep a whisper in the private log of each participant with an account
+        (recipient: if this server holds it); a store failure is logged, the whisper
+        was delivered."""
+        fields = frame.fields
+        assert sender.nick is not None and frame.msgid is not None
+        logged = ChatEvent.of({**fields, "to": to}).json.rstrip(b"\n")
+        entry = LogEntry(position, fields["ts"], frame.msgid, logged)
+        entries = []
+        if sender.account is not None:
+            entries.append((dm_key(sender.account, to), entry))
+        if recipient is not None and recipient.account is not None \
+                and recipient is not sender:
+            entries.append((dm_key(recipient.account, sender.nick), entry))
+        self._log_events(entries)
+
+    def _log_events(self, entries: list[tuple[str, LogEntry]]) -> None:
+        if entries:
+            try:
+                self.event_log().log_append(entries)
+            except (StoreError, BackplaneError) as exc:
+                log.warning("could not keep %d events for chathistory: %s", len(entries), exc)
+
+    def event_log(self) -> EventLog:
+        """Where private messages and room events are kept (eventlog.py)."""
+        return self.store
+
+    def log_room_event(self, room: ChatRoom, event: ChatEvent) -> None:
+        """Give a room event other than a message (a topic, a persisted TAGMSG) its
+        msgid, and keep it in the room's log for event-playback."""
+        fields = event.fields
+        key = room_key(room.name)
+        if room.event_pos is None:
+            try:
+                room.event_pos = self.event_log().log_last(key) or 0
+            except (StoreError, BackplaneError):
+                return
+        position = max(room.seq * ROOM_STEP, room.event_pos) + 1
+        if position >= (room.seq + 1) * ROOM_STEP:
+            return  # a thousand events since the last message: the rest are not logged
+        room.event_pos = position
+        event.msgid = f"{room.name}:{room.seq}.{position % ROOM_STEP}"
+        self._log_events([(key, LogEntry(position, fields["ts"], event.msgid,
+                                         event.json.rstrip(b"\n")))])
 
     def _send_whisper(self, to: str, frame: ChatEvent) -> bool:
         target = self.find(to)
@@ -477,8 +531,10 @@ class ChatServer:
             current = self.rooms.get(room.name)  # the room may have been left and made again
             if current is not None:
                 current.topic = topic
-                self._tell_room(current, {"op": "topic", "room": room.name, "topic": text,
-                                          "from": session.nick, "ts": now})
+                event = ChatEvent.of({"op": "topic", "room": room.name, "topic": text,
+                                      "from": session.nick, "ts": now})
+                self.log_room_event(current, event)
+                current.broadcast(event)
         return topic
 
     def kick(self, session: ChatMember, room: ChatRoom, nick: str, reason: str | None) -> str:

@@ -60,7 +60,7 @@ class ChatEvent:
     """One event: its JSON line (`json`, with the LF) and its `fields`; `reason` is an
     IRC user's PART or QUIT reason, which IRC shows and PROTOCOL.md does not."""
 
-    __slots__ = ("_fields", "actor", "at", "json", "occasion", "reason", "tags", "user")
+    __slots__ = ("_fields", "actor", "at", "json", "msgid", "occasion", "reason", "tags", "user")
 
     def __init__(self, json_line: bytes, fields: dict[str, Any] | None = None,
                  reason: str | None = None) -> None:
@@ -72,6 +72,7 @@ class ChatEvent:
         self.actor = 0  # the acting session's id (presence)
         self.occasion: object = None  # shared by the per-room events of one quit or rename
         self.at: float | None = None  # when a presence happened (IRC's server-time)
+        self.msgid: str | None = None  # IRC's msgid of a logged event (eventlog.py)
 
     @classmethod
     def of(cls, fields: dict[str, Any]) -> ChatEvent:

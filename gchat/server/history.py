@@ -16,6 +16,7 @@ from itertools import islice
 from typing import Protocol
 
 from .accounts import AccountStore, MemoryAccounts
+from .eventlog import EventLog, MemoryEventLog, room_key
 from .events import Topic
 
 __all__ = ["HistoryReader", "HistoryStore", "MemoryHistory"]
@@ -34,9 +35,9 @@ class HistoryReader(Protocol):
         """The latest `limit` messages with a seq less than `seq`."""
 
 
-class HistoryStore(AccountStore, Protocol):
-    """What the chat server needs of a history store (accounts included: the durable
-    store keeps them too). Items are oldest first."""
+class HistoryStore(AccountStore, EventLog, Protocol):
+    """What the chat server needs of a history store (accounts and event logs included:
+    the durable store keeps them too). Items are oldest first."""
 
     def append_batch(self, messages: Sequence[tuple[str, int, bytes]]) -> None:
         """Store (room, seq, event) messages, each seq its room's last_seq + 1, all or
@@ -82,12 +83,13 @@ class HistoryStore(AccountStore, Protocol):
         """Release the store's resources."""
 
 
-class MemoryHistory(MemoryAccounts):
+class MemoryHistory(MemoryAccounts, MemoryEventLog):
     """History (and accounts) in memory, at most `history_max` messages per room; lost
     on exit."""
 
     def __init__(self, history_max: int = 10_000) -> None:
-        super().__init__()
+        MemoryAccounts.__init__(self)
+        MemoryEventLog.__init__(self)
         self.history_max = history_max
         self._rooms: dict[str, deque[bytes]] = {}
         self._last: dict[str, int] = {}
@@ -140,6 +142,7 @@ class MemoryHistory(MemoryAccounts):
             self._rooms.pop(room, None)
             self._last.pop(room, None)
             self._topics.pop(room, None)
+            self.log_forget(room_key(room))
 
     def topic(self, room: str) -> Topic | None:
         return self._topics.get(room)

@@ -48,6 +48,17 @@ from ..irc.codec import (
     text_budget,
 )
 from ..protocol import valid_nick, valid_room
+from .chathistory import (
+    MAX_LIMIT,
+    Item,
+    LogSource,
+    Query,
+    QueryError,
+    RoomSource,
+    parse_query,
+    select,
+)
+from .eventlog import dm_key, dm_position, room_key
 from .events import MAX_TOPIC, ChatEvent, RoomView
 from .member import ChatMember
 
@@ -67,7 +78,8 @@ WHO_MAX = 500  # the most users one WHO mask lists
 MAX_MODES = 4  # the most channel mode changes one MODE line makes (ISUPPORT MODES)
 # Offered capabilities (IRCv3): only those whose irctest cases pass.
 CAPS = frozenset({"batch", "echo-message", "labeled-response", "message-tags", "multi-prefix",
-                  "server-time", "userhost-in-names", "sasl", "draft/account-registration"})
+                  "server-time", "userhost-in-names", "sasl", "draft/account-registration",
+                  "draft/chathistory", "draft/event-playback"})
 CAP_VALUES = {"sasl": "PLAIN"}  # shown with CAP LS 302
 SASL_CHUNK = 400  # AUTHENTICATE's chunk size (IRCv3 sasl-3.1)
 SASL_MAX = 2000  # base64 characters of one PLAIN response at most: names and a password
@@ -139,6 +151,14 @@ def _labeled(label: str, data: bytes) -> bytes:
     """`data` (one line) with the label tag added (labeled-response)."""
     tag = render_tags({"label": label})  # b"@label=... "
     return tag[:-1] + b";" + data[1:] if data.startswith(b"@") else tag + data
+
+
+def _one_batch(lines: list[bytes]) -> bool:
+    """Whether `lines` are one batch, start to end (a CHATHISTORY reply)."""
+    first, last = parse(lines[0].rstrip(b"\r\n")), parse(lines[-1].rstrip(b"\r\n"))
+    return isinstance(first, Message) and isinstance(last, Message) \
+        and first.command == last.command == "BATCH" and first.params[0][:1] == "+" \
+        and last.params[0] == "-" + first.params[0][1:]
 
 
 def _server_time(seconds: float) -> str:
@@ -260,6 +280,8 @@ class IrcSession(ChatMember):
         if "+m" in self.door:
             if fields["op"] == "msg":
                 tags["msgid"] = f"{fields['room']}:{fields['seq']}"
+            elif event.msgid is not None:
+                tags["msgid"] = event.msgid
             elif "ts" in fields and "from" in fields:
                 tags["msgid"] = f"{fields['from']}:{fields['ts']}:{id(event) % 100000}"
             if event.tags:
@@ -331,8 +353,9 @@ class IrcSession(ChatMember):
         lines = [raw + b"\n" for data in held for raw in data.split(b"\n") if raw]
         if not lines:
             self.send_reply(_labeled(label, line("ACK", source=self.host)))
-        elif len(lines) == 1:
+        elif len(lines) == 1 or _one_batch(lines):  # a batch already: its start is labeled
             self.send_reply(_labeled(label, lines[0]))
+            self.send_reply(b"".join(lines[1:]))
         else:
             ref = f"L{next(_BATCHES)}"
             self.send_reply(_labeled(label, line("BATCH", "+" + ref, "labeled-response",
@@ -488,8 +511,8 @@ class IrcSession(ChatMember):
             wanted = params[1] if len(params) > 1 else ""
             # All or nothing (IRCv3 capability negotiation), "-cap" to remove one.
             asked = wanted.split()
-            offered = self._offered()
-            if asked and all(cap.removeprefix("-") in offered for cap in asked):
+            available = self._offered()
+            if asked and all(cap.removeprefix("-") in available for cap in asked):
                 caps = set(self.caps)
                 for cap in asked:
                     if cap.startswith("-"):
@@ -577,11 +600,11 @@ class IrcSession(ChatMember):
         name, password = params[0], params[2]
         if self.nick is None:
             self._fail("REGISTER", "COMPLETE_CONNECTION_REQUIRED", name,
-                       "Register once connected")
+                       text="Register once connected")
             return
         if name != "*" and casefold_ascii(name) != casefold_ascii(self.nick):
             self._fail("REGISTER", "ACCOUNT_NAME_MUST_BE_NICK", name,
-                       "The account is your nick: REGISTER * * PASSWORD")
+                       text="The account is your nick: REGISTER * * PASSWORD")
             return
         codes = {"account_exists": "ACCOUNT_EXISTS", "weak_password": "WEAK_PASSWORD",
                  "registration_closed": "DISALLOWED", "too_many_attempts": "TEMPORARILY_UNAVAILABLE"}
@@ -589,7 +612,7 @@ class IrcSession(ChatMember):
             account = self.server.accounts.register(self.nick, password)
         except RequestError as exc:
             self._fail("REGISTER", codes.get(exc.code, "BAD_ACCOUNT_NAME" if exc.code == "bad_args"
-                                                else "DISALLOWED"), self.nick, exc.message)
+                                                else "DISALLOWED"), self.nick, text=exc.message)
             return
         self.account = account.name
         self.send_reply(line("REGISTER", "SUCCESS", account.name, "Account created",
@@ -597,8 +620,9 @@ class IrcSession(ChatMember):
         self._numeric("900", self._mask(self.nick), account.name,
                       f"You are now logged in as {account.name}")
 
-    def _fail(self, command: str, code: str, context: str, text: str) -> None:
-        self.send_reply(line("FAIL", command, code, _word(context), text, source=self.host))
+    def _fail(self, command: str, code: str, *context: str, text: str) -> None:
+        self.send_reply(line("FAIL", command, code, *map(_word, context), text,
+                             source=self.host))
 
     def _offered(self) -> frozenset[str]:
         """CAPS, less what accounts would offer when the server has none (or lets
@@ -717,7 +741,8 @@ class IrcSession(ChatMember):
                   f"TOPICLEN={MAX_TOPIC}", f"KICKLEN={MAX_TOPIC}",
                   f"TARGMAX=JOIN:,PART:,NAMES:{MAX_TARGETS},WHOIS:1,KICK:{MAX_TARGETS},"
                   f"PRIVMSG:{MAX_TARGETS},"
-                  f"NOTICE:{MAX_TARGETS},TAGMSG:{MAX_TARGETS}", "ELIST=MNU"]
+                  f"NOTICE:{MAX_TARGETS},TAGMSG:{MAX_TARGETS}", "ELIST=MNU",
+                  f"CHATHISTORY={MAX_LIMIT}", "MSGREFTYPES=msgid,timestamp"]
         for start in range(0, len(tokens), 12):  # 15 parameters at most per line
             self._numeric("005", *tokens[start:start + 12], "are supported by this server")
         self._numeric("422", "MOTD File is missing")
@@ -841,14 +866,21 @@ class IrcSession(ChatMember):
         if not params:
             self._numeric("461", "TAGMSG", "Not enough parameters")
             return
+        # +draft/persist: kept for chathistory (replayed with draft/event-playback).
+        persist = bool(client_tags) and "+draft/persist" in client_tags  # type: ignore[operator]
         for target in self._each_target(params[0], MAX_TARGETS):
-            event = ChatEvent.of({"op": "tagmsg", "from": self.nick, "to": target,
-                                  "ts": int(time.time() * 1000)})
+            fields: dict[str, Any] = {"op": "tagmsg", "from": self.nick, "to": target,
+                                      "ts": int(time.time() * 1000)}
+            if persist:
+                fields["tags"] = client_tags
+            event = ChatEvent.of(fields)
             event.tags = client_tags or None
             if target[:1] in ("#", "&"):
                 joined = self._channel_joined(target, False)
                 if joined is None:
                     continue
+                if persist:
+                    self.server.log_room_event(self.rooms[joined], event)
                 rendered: dict[str, bytes] = {}
                 for member in list(self.rooms[joined].members.values()):
                     if member is not self and isinstance(member, IrcSession) \
@@ -864,6 +896,11 @@ class IrcSession(ChatMember):
                 if recipient is None:
                     self._numeric("401", target, "No such nick/channel")
                     continue
+                if persist:
+                    position = dm_position(fields["ts"])
+                    event.msgid = f"~{position}"
+                    self.server.log_whisper(self, recipient.nick or target, event, position,
+                                            recipient)
                 if isinstance(recipient, IrcSession) and "message-tags" in recipient.caps:
                     recipient.send(recipient.render(event, target))
                 echo_target = target
@@ -1105,6 +1142,82 @@ class IrcSession(ChatMember):
                 self._refused(channel, exc, nick or "*")
                 if exc.code != "no_such_nick":
                     return
+
+    # -- chathistory (IRCv3 draft/chathistory; chathistory.py selects) --------------------
+
+    def irc_chathistory(self, params: tuple[str, ...]) -> None:
+        try:
+            query = parse_query(params)
+            if query.sub == "TARGETS":
+                self._history_targets(query)
+                return
+            items = select(self._history_source(query), query)
+        except QueryError as exc:
+            self._fail("CHATHISTORY", exc.code, *exc.context, text=exc.message)
+            return
+        ref = f"H{next(_BATCHES)}"
+        self.send_reply(line("BATCH", "+" + ref, "chathistory", query.target, source=self.host))
+        self.send_reply(b"".join(self._history_lines(item, ref) for item in items))
+        self.send_reply(line("BATCH", "-" + ref, source=self.host))
+
+    def _history_source(self, query: Query) -> RoomSource | LogSource:
+        target, events = query.target, "draft/event-playback" in self.caps
+        if target[:1] in ("#", "&"):
+            name = room_of(target)
+            joined = self._joined_folded(name) if name is not None else None
+            if joined is None:
+                raise QueryError("INVALID_TARGET", (query.sub, target),
+                                 "You are not on that channel")
+            return RoomSource(self.server, self.server.event_log() if events else None, joined,
+                              room_key(joined))
+        if not valid_nick(target):
+            raise QueryError("INVALID_TARGET", (query.sub, target), "No such nick or channel")
+        # Private messages are kept for accounts only: a guest has none.
+        owner = self.account or ""
+        return LogSource(self.server.event_log(), dm_key(owner, target) if owner else "", events)
+
+    def _history_lines(self, item: Item, ref: str) -> bytes:
+        fields = item.fields
+        tags = {"batch": ref}
+        if "+t" in self.door:
+            tags["time"] = _server_time(item.ts / 1000)
+        if "+m" in self.door:
+            tags["msgid"] = item.msgid
+            tags.update(fields.get("tags") or {})
+        op = fields["op"]
+        if op == "msg":
+            command = "NOTICE" if fields.get("notice") else "PRIVMSG"
+            return self._text_lines(command, channel_of(fields["room"]), fields["from"],
+                                    fields["text"], tags)
+        if op == "whisper":
+            command = "NOTICE" if fields.get("notice") else "PRIVMSG"
+            return self._text_lines(command, fields["to"], fields["from"], fields["text"], tags)
+        if op == "topic":
+            channel, source = channel_of(fields["room"]), self._mask(fields["from"])
+            return render_tags(tags) + line("TOPIC", channel, _fit(
+                fields["topic"], text_budget("TOPIC", channel, source=source)), source=source)
+        return render_tags(tags) + line("TAGMSG", fields["to"], source=self._mask(fields["from"]))
+
+    def _history_targets(self, query: Query) -> None:
+        """CHATHISTORY TARGETS: the joined channels and private peers whose latest
+        message falls between the two timestamps, earliest first."""
+        (_, first), (_, second) = query.refs
+        low, high = min(first, second), max(first, second)
+        found: list[tuple[int, str]] = []
+        for room in list(self.rooms):
+            latest = self.server.history(room, None, None, 1)
+            if latest:
+                found.append((ChatEvent(latest[0]).fields["ts"], channel_of(room)))
+        if self.account is not None:
+            found += [(ts, peer) for peer, ts in self.server.event_log().log_peers(self.account)]
+        chosen = sorted(item for item in found if low < item[0] < high)[:query.limit]
+        ref = f"H{next(_BATCHES)}"
+        self.send_reply(line("BATCH", "+" + ref, "draft/chathistory-targets", source=self.host))
+        tag = render_tags({"batch": ref})
+        self.send_reply(b"".join(tag + line("CHATHISTORY", "TARGETS", target,
+                                            _server_time(ts / 1000), source=self.host)
+                                 for ts, target in chosen))
+        self.send_reply(line("BATCH", "-" + ref, source=self.host))
 
     def irc_away(self, params: tuple[str, ...]) -> None:
         if params and params[0]:

@@ -47,13 +47,14 @@ from gevent.threadpool import ThreadPool
 from ..errors import StoreError
 from ..logthrottle import LogThrottle
 from .accounts import Account
+from .eventlog import LOG_MAX, LogEntry, room_key
 from .events import Topic
 
 __all__ = ["SqliteHistory"]
 
 log = logging.getLogger(__name__)
 
-SCHEMA_VERSION = 3  # 2: topics, 3: accounts
+SCHEMA_VERSION = 3  # 2: topics, 3: accounts and event logs
 _SCHEMA = ("""
 CREATE TABLE IF NOT EXISTS messages (
     room  TEXT    NOT NULL,
@@ -75,9 +76,19 @@ CREATE TABLE IF NOT EXISTS accounts (
     hash    TEXT    NOT NULL,
     created INTEGER NOT NULL
 ) WITHOUT ROWID
+""", """
+CREATE TABLE IF NOT EXISTS logs (
+    key   TEXT    NOT NULL,
+    pos   INTEGER NOT NULL,
+    ts    INTEGER NOT NULL,
+    msgid TEXT    NOT NULL,
+    event BLOB    NOT NULL,
+    PRIMARY KEY (key, pos)
+) WITHOUT ROWID
 """)
 _COLUMNS = {"messages": ["room", "seq", "event"], "topics": ["room", "text", "set_by", "set_at"],
-            "accounts": ["key", "name", "hash", "created"]}
+            "accounts": ["key", "name", "hash", "created"],
+            "logs": ["key", "pos", "ts", "msgid", "event"]}
 _BUSY_TIMEOUT_MS = 2000
 CHECKPOINT_INTERVAL = 1.0  # seconds
 PAGE_SIZE = 1024
@@ -383,6 +394,7 @@ class SqliteHistory:
         try:
             conn.executemany("DELETE FROM messages WHERE room = ?", [(room,) for room in rooms])
             conn.executemany("DELETE FROM topics WHERE room = ?", [(room,) for room in rooms])
+            conn.executemany("DELETE FROM logs WHERE key = ?", [(room_key(room),) for room in rooms])
             conn.execute("COMMIT")
         except BaseException:
             if conn.in_transaction:
@@ -460,6 +472,64 @@ class SqliteHistory:
     def _execute_changing(self, sql: str, args: tuple[object, ...]) -> bool:
         self._check_files()
         return self._writer.execute(sql, args).rowcount > 0
+
+    # -- event logs (an EventLog: eventlog.py) -----------------------------------------------
+
+    def log_append(self, entries: Sequence[tuple[str, LogEntry]]) -> None:
+        self._write_one("a logged event", self._append_logs, entries)
+
+    def _append_logs(self, entries: Sequence[tuple[str, LogEntry]]) -> None:
+        self._check_files()
+        conn = self._writer
+        conn.execute("BEGIN IMMEDIATE")
+        try:
+            conn.executemany("INSERT OR IGNORE INTO logs (key, pos, ts, msgid, event) "
+                             "VALUES (?, ?, ?, ?, ?)", [(key, *entry) for key, entry in entries])
+            for key in {key for key, _ in entries}:
+                conn.execute("DELETE FROM logs WHERE key = ? AND pos <= (SELECT pos FROM logs "
+                             "WHERE key = ? ORDER BY pos DESC LIMIT 1 OFFSET ?)",
+                             (key, key, LOG_MAX))
+            conn.execute("COMMIT")
+        except BaseException:
+            if conn.in_transaction:
+                conn.execute("ROLLBACK")
+            raise
+
+    def log_range(self, key: str, low: int | None, high: int | None, limit: int,
+                  newest: bool) -> list[LogEntry]:
+        low = -(2**62) if low is None else low
+        high = 2**62 if high is None else high
+        order = "DESC" if newest else ""
+        rows = self._read(f"SELECT pos, ts, msgid, event FROM logs WHERE key = ? AND pos > ? "
+                          f"AND pos < ? ORDER BY pos {order} LIMIT ?", (key, low, high, limit))
+        entries = [LogEntry(*row) for row in rows]
+        return entries[::-1] if newest else entries
+
+    def log_seek(self, key: str, ts: int, strict: bool) -> int | None:
+        rows = self._read(f"SELECT pos FROM logs WHERE key = ? AND ts {'>' if strict else '>='} ? "
+                          "ORDER BY pos LIMIT 1", (key, ts))
+        return rows[0][0] if rows else None
+
+    def log_last(self, key: str) -> int | None:
+        rows = self._read("SELECT MAX(pos) FROM logs WHERE key = ?", (key,))
+        return rows[0][0]
+
+    def log_peers(self, owner: str) -> list[tuple[str, int]]:
+        prefix = f"dm:{owner.lower()}:"
+        rows = self._read("SELECT key, MAX(ts) FROM logs WHERE key > ? AND key < ? GROUP BY key",
+                          (prefix, prefix[:-1] + ";"))
+        return [(key[len(prefix):], ts) for key, ts in rows]
+
+    def log_forget(self, key: str) -> None:
+        self._write_one("a logged event", self._execute_changing,
+                        "DELETE FROM logs WHERE key = ?", (key,))
+
+    def _read(self, sql: str, args: tuple[object, ...]) -> list[Any]:
+        try:
+            return self._reader.execute(sql, args).fetchall()
+        except sqlite3.Error as exc:
+            self._log.error("read", "history: cannot read: %s", exc)
+            raise StoreError(self._describe(exc)) from exc
 
     def check(self) -> str | None:
         """Why the store cannot be used (its file was removed, a read fails), or None."""

@@ -98,6 +98,7 @@ def test_registration_welcomes_with_the_numerics_clients_need(irc):
     bob = open_irc()
     bob.send("CAP LS 302", "NICK bob", "USER bob 0 * :Bob")
     assert bob.recv() == Message("CAP", ("*", "LS", "batch draft/account-registration "
+                                         "draft/chathistory draft/event-playback "
                                          "echo-message labeled-response message-tags "
                                          "multi-prefix sasl=PLAIN server-time "
                                          "userhost-in-names"), source="irc.test")
@@ -106,7 +107,8 @@ def test_registration_welcomes_with_the_numerics_clients_need(irc):
     assert [m.command for m in got] == ["001", "002", "003", "004", "005", "005", "422"]
     assert got[0].params[0] == "bob" and got[3].params[1] == "irc.test"
     isupport = got[4].params + got[5].params
-    for token in ("CASEMAPPING=ascii", "CHANTYPES=#&", "UTF8ONLY", "LINELEN=512"):
+    for token in ("CASEMAPPING=ascii", "CHANTYPES=#&", "UTF8ONLY", "LINELEN=512",
+                  "CHATHISTORY=100", "MSGREFTYPES=msgid,timestamp"):
         assert token in isupport
     bob.send("PRIVMSG")
     assert bob.recv().command == "411"
