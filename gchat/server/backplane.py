@@ -28,6 +28,9 @@ Keys (prefix `gchat:`):
     room:R:moderated     STRING present while the room is +m (operators and voiced speak)
     room:R:topic         HASH   text, by, ts: the topic, kept while the room exists
     accounts             HASH   folded nick -> JSON [name, scrypt hash, created ms]
+    log:KEY              ZSET   an event log (eventlog.py: dm:OWNER:PEER, room:ROOM), scored
+                                by position, members JSON [pos, ts, msgid, event]
+    dm-peers:OWNER       HASH   peer -> ts of the last private message in dm:OWNER:PEER
 
 A node that stops heartbeating for `node_timeout` seconds is dead: the first node to
 notice (each node looks once per heartbeat) removes its sessions, publishing a
@@ -56,6 +59,7 @@ from redis.retry import Retry
 from ..errors import BackplaneError
 from .accounts import Account
 from .config import redact
+from .eventlog import LOG_MAX, LogEntry
 from .events import RoomView, Topic
 
 __all__ = ["SESSIONS_PER_NODE", "RedisBackplane"]
@@ -71,6 +75,34 @@ if redis.call('HEXISTS', KEYS[1], ARGV[1]) == 0 then return 0 end
 redis.call('HSET', KEYS[1], ARGV[1], ARGV[2])
 return 1
 """
+
+
+_LOG_APPEND = """
+redis.call('ZADD', KEYS[1], ARGV[1], ARGV[2])
+redis.call('ZREMRANGEBYRANK', KEYS[1], 0, -tonumber(ARGV[3]) - 1)
+if KEYS[2] then redis.call('HSET', KEYS[2], ARGV[4], ARGV[5]) end
+"""
+_LOG_SEEK = """
+local n = redis.call('ZCARD', KEYS[1])
+local low, high, ts, strict = 0, n, tonumber(ARGV[1]), ARGV[2] == '1'
+while low < high do  -- a log's times grow with its positions: binary search
+  local middle = math.floor((low + high) / 2)
+  local at = tonumber(string.match(redis.call('ZRANGE', KEYS[1], middle, middle)[1], '^%[%d+,(%d+),'))
+  if at > ts or (at == ts and not strict) then high = middle else low = middle + 1 end
+end
+if low == n then return false end
+return redis.call('ZRANGE', KEYS[1], low, low, 'WITHSCORES')[2]
+"""
+
+
+def _log_member(entry: LogEntry) -> str:
+    return json.dumps([entry.pos, entry.ts, entry.msgid, entry.event.decode()],
+                      separators=(",", ":"), ensure_ascii=False)
+
+
+def _log_entry(member: bytes) -> LogEntry:
+    pos, ts, msgid, event = json.loads(member)
+    return LogEntry(pos, ts, msgid, event.encode())
 
 
 def _account_value(account: Account) -> str:
@@ -112,7 +144,8 @@ local function forget_if_unused(room)
   if redis.call('HLEN', P .. 'room:' .. room .. ':members') == 0
       and redis.call('EXISTS', P .. 'room:' .. room .. ':log') == 0 then
     remove_room(room)
-    redis.call('DEL', P .. 'room:' .. room .. ':topic')  -- a topic goes with its room
+    -- a topic and the room's event log (eventlog.py) go with it
+    redis.call('DEL', P .. 'room:' .. room .. ':topic', P .. 'log:room:' .. room)
   end
 end
 local function find_member(room, nick)  -- the session id and nick of `nick` in the room
@@ -455,7 +488,7 @@ if excess > 0 then
     if excess <= 0 then break end
     if redis.call('HLEN', P .. 'room:' .. room .. ':members') == 0 then
       redis.call('UNLINK', P .. 'room:' .. room .. ':log', P .. 'room:' .. room .. ':seq',
-                 P .. 'room:' .. room .. ':topic')
+                 P .. 'room:' .. room .. ':topic', P .. 'log:room:' .. room)
       redis.call('ZREM', P .. 'history-rooms', room)
       remove_room(room)
       excess = excess - 1
@@ -465,13 +498,15 @@ end
 publish(records)
 return seqs
 """,
-    # ARGV: nick, frame -> 1, or 0 if nobody alive holds the nick
+    # ARGV: nick, frame, position, tags ('' for none) -> 1, or 0 if nobody alive holds the nick
     "whisper": r"""
 local holder = redis.call('GET', P .. 'nick:' .. string.lower(ARGV[1]))
 if not holder then return 0 end
 local node, sid = string.match(holder, '^(%S+) (%S+)$')
 if not alive(node, now_ms()) then return 0 end
-publish({'W ' .. sid .. '\n' .. ARGV[2] .. '\n'})
+local tags = ''
+if ARGV[4] ~= '' then tags = ' ' .. ARGV[4] end
+publish({'W ' .. sid .. ' ' .. ARGV[3] .. tags .. '\n' .. ARGV[2] .. '\n'})
 return 1
 """,
     # ARGV: after ('' for the first page), limit -> more (0 or 1), room, member count, ...
@@ -767,6 +802,45 @@ class RedisBackplane:
         values = self._command("HGETALL", ACCOUNTS)
         return sorted((_account(value) for value in values[1::2]), key=lambda a: a.key)
 
+    # -- event logs (an EventLog: eventlog.py) -------------------------------------------------
+
+    def log_append(self, entries: Sequence[tuple[str, LogEntry]]) -> None:
+        for key, entry in entries:
+            extra: tuple[Any, ...] = ()
+            if key.startswith("dm:"):  # TARGETS: the latest time of each conversation
+                _, owner, peer = key.split(":", 2)
+                extra = (f"gchat:dm-peers:{owner}", peer, entry.ts)
+            keys = (f"gchat:log:{key}", *extra[:1])
+            self._command("EVAL", _LOG_APPEND, len(keys), *keys, entry.pos, _log_member(entry),
+                          LOG_MAX, *extra[1:])
+
+    def log_range(self, key: str, low: int | None, high: int | None, limit: int,
+                  newest: bool) -> list[LogEntry]:
+        low_bound = "-inf" if low is None else f"({low}"
+        high_bound = "+inf" if high is None else f"({high}"
+        if newest:
+            members = self._command("ZREVRANGEBYSCORE", f"gchat:log:{key}", high_bound,
+                                    low_bound, "LIMIT", 0, limit)[::-1]
+        else:
+            members = self._command("ZRANGEBYSCORE", f"gchat:log:{key}", low_bound, high_bound,
+                                    "LIMIT", 0, limit)
+        return [_log_entry(member) for member in members]
+
+    def log_seek(self, key: str, ts: int, strict: bool) -> int | None:
+        found = self._command("EVAL", _LOG_SEEK, 1, f"gchat:log:{key}", ts, int(strict))
+        return int(float(found)) if found is not None else None
+
+    def log_last(self, key: str) -> int | None:
+        found = self._command("ZRANGE", f"gchat:log:{key}", -1, -1, "WITHSCORES")
+        return int(float(found[1])) if found else None
+
+    def log_peers(self, owner: str) -> list[tuple[str, int]]:
+        flat = self._command("HGETALL", f"gchat:dm-peers:{owner.lower()}")
+        return [(flat[i].decode(), int(flat[i + 1])) for i in range(0, len(flat), 2)]
+
+    def log_forget(self, key: str) -> None:
+        self._command("DEL", f"gchat:log:{key}")
+
     def claim(self, session: int, nick: str) -> bool:
         """Take `nick` for `session` cluster-wide; False if a live session holds it."""
         return bool(self._call("claim", self.node, session, nick))
@@ -839,9 +913,10 @@ class RedisBackplane:
             args.extend(message)
         return [int(seq) for seq in self._call("say", *args)]
 
-    def whisper(self, nick: str, frame: bytes) -> bool:
-        """Send `frame` to whoever holds `nick`, on whichever node; False if nobody does."""
-        return bool(self._call("whisper", nick, frame))
+    def whisper(self, nick: str, frame: bytes, position: int, tags: str = "") -> bool:
+        """Send `frame` to whoever holds `nick`, on whichever node, with its log position
+        and an IRC sender's client-only tags; False if nobody does."""
+        return bool(self._call("whisper", nick, frame, position, tags))
 
     def rooms(self, after: str | None, limit: int) -> tuple[list[tuple[str, int]], bool]:
         """A page of the rooms in the cluster, in code point order, with their member

@@ -409,24 +409,25 @@ class ChatServer:
             raise RequestError("no_such_nick", f"nobody is called {to[:80]}")
         self.metrics.whispers.inc()
         named = recipient.nick if recipient is not None and recipient.nick else to
-        self.log_whisper(sender, named, frame, position, recipient)
+        self.log_whisper(frame, position, named, sender, recipient)
         return frame
 
-    def log_whisper(self, sender: ChatMember, to: str, frame: ChatEvent, position: int,
+    def log_whisper(self, frame: ChatEvent, position: int, to: str, sender: ChatMember | None,
                     recipient: ChatMember | None) -> None:
-        """Keep a whisper in the private log of each participant with an account
-        (recipient: if this server holds it); a store failure is logged, the whisper
-        was delivered."""
+        """Keep a whisper (or a persisted TAGMSG) to `to` in the private log of each
+        participant with an account that this server holds (a cluster node the other
+        one's: each logs for its own); a store failure is logged, the whisper was
+        delivered."""
         fields = frame.fields
-        assert sender.nick is not None and frame.msgid is not None
+        assert frame.msgid is not None
         logged = ChatEvent.of({**fields, "to": to}).json.rstrip(b"\n")
         entry = LogEntry(position, fields["ts"], frame.msgid, logged)
         entries = []
-        if sender.account is not None:
+        if sender is not None and sender.account is not None:
             entries.append((dm_key(sender.account, to), entry))
         if recipient is not None and recipient.account is not None \
                 and recipient is not sender:
-            entries.append((dm_key(recipient.account, sender.nick), entry))
+            entries.append((dm_key(recipient.account, fields["from"]), entry))
         self._log_events(entries)
 
     def _log_events(self, entries: list[tuple[str, LogEntry]]) -> None:

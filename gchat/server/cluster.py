@@ -42,6 +42,7 @@ from ..protocol import bye, encode, nick_key
 from .backplane import SESSIONS_PER_NODE, RedisBackplane
 from .chat import ChatRoom, ChatServer
 from .config import Settings
+from .eventlog import EventLog
 from .events import ChatEvent, RoomView, Topic, msg_fields
 from .publish import Batch
 from .records import BadRecord, Msg, Presence, Refusal, RoomChange, Whisper, parse_records
@@ -182,6 +183,9 @@ class ClusterServer(ChatServer):
         if self._committer is not None:
             self._committer.kill()
 
+    def event_log(self) -> EventLog:
+        return self.backplane
+
     def _close_state(self) -> None:
         self.accounts.close()
         self.backplane.stop()
@@ -264,7 +268,9 @@ class ClusterServer(ChatServer):
         if super()._send_whisper(to, frame):  # on this node
             return True
         key = nick_key(to)
-        return key is not None and self.backplane.whisper(key, frame.json[:-1])
+        position = int((frame.msgid or "~0")[1:])
+        tags = render_tags(frame.tags)[1:-1].decode() if frame.tags else ""
+        return key is not None and self.backplane.whisper(key, frame.json[:-1], position, tags)
 
     # -- rooms ------------------------------------------------------------------------------
 
@@ -468,7 +474,14 @@ class ClusterServer(ChatServer):
             elif type(record) is Whisper:
                 target = self._local(record.session)
                 if target is not None and target.nick is not None:
-                    target.send(target.render(ChatEvent(record.frame)))
+                    event = ChatEvent(record.frame)
+                    event.msgid = f"~{record.position}"
+                    if record.tags:
+                        event.tags = parse_tags(record.tags)
+                    target.send(target.render(event))
+                    # Not in the channel reader's way: the log is written beside it.
+                    gevent.spawn(self.log_whisper, event, record.position, target.nick, None,
+                                 target)
 
     def _apply_msg(self, name: str, seq: int, tag: str, frame: bytes, tags: str = "") -> None:
         room = self.rooms.get(name)

@@ -899,7 +899,7 @@ class IrcSession(ChatMember):
                 if persist:
                     position = dm_position(fields["ts"])
                     event.msgid = f"~{position}"
-                    self.server.log_whisper(self, recipient.nick or target, event, position,
+                    self.server.log_whisper(event, position, recipient.nick or target, self,
                                             recipient)
                 if isinstance(recipient, IrcSession) and "message-tags" in recipient.caps:
                     recipient.send(recipient.render(event, target))

@@ -13,7 +13,9 @@ LF). Headers are words separated by single spaces; nicks and room names hold no 
                                          <tag> completes the actor's join ("-": none);
                                          <why>, the rest of the line: an IRC user's
                                          PART or QUIT reason (IRC shows it, JSON not)
-    W <session>                          a whisper to one session
+    W <session> <position>[ <tags>]      a whisper to one session; <position> makes its
+                                         msgid and orders it in the private logs
+                                         (eventlog.py); <tags> as in M
     E <room> <tag>                       a room event every member receives (topic,
                                          mode); <tag> finds the node that caused it
     X <room> <tag> <code>                a say refused (its sender is not in <room>, or
@@ -62,6 +64,8 @@ class Presence:
 class Whisper:
     session: int
     frame: bytes
+    position: int = 0
+    tags: str = ""
 
 
 @dataclass(frozen=True, slots=True)
@@ -107,8 +111,9 @@ def parse_records(payload: bytes) -> list[Record]:
                 records.append(Presence(words[1].decode(), _int(words[2]), _int(words[3]),
                                         words[4].decode(), frame,
                                         words[5].decode() if count == 6 else None))
-            elif kind == b"W " and count == 2:
-                records.append(Whisper(_int(words[1]), frame))
+            elif kind == b"W " and count in (3, 4):
+                records.append(Whisper(_int(words[1]), frame, _int(words[2]),
+                                       words[3].decode() if count == 4 else ""))
             elif kind == b"E " and count == 3:
                 records.append(RoomChange(words[1].decode(), words[2].decode(), frame))
             elif kind == b"X " and count == 4:

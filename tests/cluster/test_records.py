@@ -26,12 +26,13 @@ JOIN = b'{"op":"presence","room":"r","nick":"a","event":"join"}'
 
 
 def test_a_payload_holds_records_in_order():
-    payload = (b"M r 7 1:5\n%s\nP r 7 1000000002 1:6\n%s\nW 2000000001\n{}\nE r 1:7\n{}\n"
-               b"X r 1:8 moderated\n{}\n" % (MSG, JOIN))
+    payload = (b"M r 7 1:5\n%s\nP r 7 1000000002 1:6\n%s\nW 2000000001 17647000001230\n{}\n"
+               b"W 2000000002 9 +x=y\n{}\nE r 1:7\n{}\nX r 1:8 moderated\n{}\n" % (MSG, JOIN))
     assert parse_records(payload) == [
         Msg("r", 7, "1:5", MSG + b"\n"),
         Presence("r", 7, 1000000002, "1:6", JOIN + b"\n"),
-        Whisper(2000000001, b"{}\n"),
+        Whisper(2000000001, b"{}\n", 17647000001230),
+        Whisper(2000000002, b"{}\n", 9, "+x=y"),
         RoomChange("r", "1:7", b"{}\n"),
         Refusal("r", "1:8", "moderated", b"{}\n"),
     ]
@@ -39,7 +40,7 @@ def test_a_payload_holds_records_in_order():
 
 @pytest.mark.parametrize("payload", [
     b"", b"M r 7 1:5\n", b"M r 7 1:5\n{}", b"M r x 1:5\n{}\n", b"M r 7\n{}\n", b"Z r 7 t\n{}\n",
-    b"X r t\n{}\n", b"P r 7 -1 -\n{}\n", b"W\n{}\n", b"E r\n{}\n", b"M \xff 7 t\n{}\n",
+    b"X r t\n{}\n", b"P r 7 -1 -\n{}\n", b"W\n{}\n", b"W 2\n{}\n", b"E r\n{}\n", b"M \xff 7 t\n{}\n",
     b"M r 7 t\n{}\nM r 8 t\n",
 ])
 def test_a_malformed_payload_is_rejected_whole(payload):
