@@ -9,9 +9,14 @@ messages are then shown in seq order: no duplicate, no gap, and the user is told
 many messages were caught up.
 
 When the connection drops (anything but /quit), the client says so, reconnects with
-exponential backoff (0.5 s doubling to 10 s, with jitter), registers the same nick and
-rejoins its rooms. Output goes to a View (view.py), so the same logic serves the
-interactive terminal, plain text and JSON lines.
+exponential backoff (0.5 s doubling to 10 s, with jitter), registers the same nick
+(logged in again with the password it holds, if any) and rejoins its rooms. A refused
+password is not retried: the client says so and stops. Output goes to a View
+(view.py), so the same logic serves the interactive terminal, plain text and JSON lines.
+
+Accounts (docs/protocol.md, proto 2): `--password` logs in as the account of the nick;
+/register, /password and /drop are the ops of the same names. The password is kept in
+memory only, for reconnecting, and is never shown or logged.
 """
 
 from __future__ import annotations
@@ -27,6 +32,7 @@ from gevent.event import Event
 
 from ..core import Connector
 from ..errors import ConnectError
+from ..protocol import nick_key
 from .commands import HELP, Command, explain, parse
 from .connection import ClientSession, RequestFailed
 
@@ -36,6 +42,9 @@ log = logging.getLogger(__name__)
 
 MAX_BACKOFF = 10.0
 PAGE = 100  # the largest `history` page (PROTOCOL.md 4)
+PROTO = 2  # hello's proto: accounts (docs/protocol.md)
+# A hello refused with these will be refused again: stop reconnecting.
+REFUSED_FOR_GOOD = ("account_required", "bad_password")
 
 
 class View(Protocol):
@@ -64,12 +73,14 @@ class ChatClient:
     """One user's connection to a gchat server, kept alive across server restarts."""
 
     def __init__(self, host: str, port: int, nick: str, view: View, *, token: str | None = None,
-                 ssl_context: ssl.SSLContext | None = None, reconnect: bool = True,
-                 fallbacks: Sequence[tuple[str, int]] = ()) -> None:
+                 password: str | None = None, ssl_context: ssl.SSLContext | None = None,
+                 reconnect: bool = True, fallbacks: Sequence[tuple[str, int]] = ()) -> None:
         self.host, self.port = host, port
         self.nick = nick
         self.view = view
         self.token = token
+        self._password = password  # the account's, for every (re)connection; never shown
+        self.account: str | None = None  # the account this session is logged in as
         self.reconnect = reconnect
         # Other nodes of the same cluster, tried in turn when this one cannot be reached.
         self.connectors = [Connector(h, p, lambda: ClientSession(self._on_event), timeout=10,
@@ -95,27 +106,40 @@ class ChatClient:
             self.run(f"/join {room}")
 
     def wait_online(self, timeout: float) -> bool:
-        """Wait until the client is connected (it may be reconnecting)."""
-        return self.online.wait(timeout)
+        """Wait until the client is connected (it may be reconnecting); False at once
+        if it stopped for good."""
+        gevent.wait([self.online, self.closed], timeout=timeout, count=1)
+        return self.online.is_set()
 
     def connect(self) -> None:
         """Connect, register and (re)join every room; ConnectError or RequestFailed."""
         self._bye = None
         session = self._connect_any()
         try:
-            fields: dict[str, Any] = {"nick": self.nick}
+            fields: dict[str, Any] = {"nick": self.nick, "proto": PROTO}
             if self.token is not None:
                 fields["token"] = self.token
+            if self._password is not None and self._logs_in(self.nick):
+                fields["password"] = self._password
             hello = session.request("hello", **fields)
         except RequestFailed:
             session.disconnect("refused")
             raise
         self._history_on_join = hello.get("limits", {}).get("history_on_join", 20)
+        first = self.session is None
+        self.account = hello.get("account")
         self.session = session
+        if first and self.account:
+            self.view.notice(f"logged in as {self.account}")
         for room in list(self.rooms):
             self._join(room)
         self.online.set()
         gevent.spawn(self._watch, session)
+
+    def _logs_in(self, nick: str) -> bool:
+        """Whether hello as `nick` sends the password: the account's own nick (after a
+        /nick to another, the session reconnects as a guest of that nick)."""
+        return self.account is None or nick_key(nick) == nick_key(self.account)
 
     def _connect_any(self) -> ClientSession:
         """A connection to the current server, or else to the next that answers."""
@@ -155,6 +179,11 @@ class ChatClient:
             try:
                 self.connect()
             except (ConnectError, RequestFailed) as exc:
+                if isinstance(exc, RequestFailed) and exc.code in REFUSED_FOR_GOOD:
+                    why = explain(exc, Command("hello", (self.nick,)), self)
+                    self.view.error(f"cannot reconnect: {why}")
+                    self.closed.set()
+                    return
                 delay = min(delay * 2, MAX_BACKOFF)
                 self.view.notice(f"reconnect failed ({exc}); next try in {delay:g} s")
                 continue
@@ -296,6 +325,19 @@ class ChatClient:
         elif name == "nick":
             self.nick = session.request("nick", nick=args[0])["nick"]
             self.view.notice(f"you are now {self.nick}")
+        elif name == "register":
+            self.account = session.request("register", password=args[0])["account"]
+            self._password = args[0]  # a reconnection logs in with it
+            self.view.notice(f"registered {self.account}: from now on only its password "
+                             "logs in as it (next time, connect with --password or GCHAT_PASSWORD)")
+        elif name == "password":
+            account = session.request("password", password=args[0], new_password=args[1])["account"]
+            self._password = args[1]
+            self.view.notice(f"changed the password of {account}")
+        elif name == "drop":
+            account = session.request("drop", password=args[0])["account"]
+            self.account = self._password = None
+            self.view.notice(f"deleted the account {account}: the nick is anyone's again")
         elif name == "rooms":
             # The server pages rooms (docs/protocol.md): AFTER shows the next page.
             fields: dict[str, Any] = {"after": args[0]} if args else {}

@@ -11,6 +11,7 @@ from gevent import ssl as gssl
 
 from ..errors import ConnectError
 from .chat import ChatClient, View
+from .commands import Command, explain
 from .connection import RequestFailed
 from .view import JsonView, PlainView, TerminalView
 
@@ -38,20 +39,24 @@ def _addresses(ctx: click.Context, param: click.Parameter, values: tuple[str, ..
               help="Another node of the same cluster, tried in turn when the server cannot be "
                    "reached (repeatable).")
 @click.option("--token", default=None, help="The server's token, if it needs one (prefer GCHAT_TOKEN).")
+@click.option("--password", default=None, show_envvar=True,
+              help="Log in to the account of --nick with this password. Prefer the variable "
+                   "GCHAT_PASSWORD: a flag shows in ps and in the shell's history.")
 @click.option("--tls", is_flag=True, help="Connect with TLS (to the server's --tls-port).")
 @click.option("--ca-file", type=click.Path(exists=True, dir_okay=False), default=None,
               help="Trust this PEM certificate (a self-signed server) instead of the system's.")
 @click.option("--room", default="lobby", show_default=True, help="Room to join at start ('' for none).")
 @click.option("--json", "as_json", is_flag=True, help="Print each server event as one JSON line (scripts).")
 def main(nick: str, host: str, port: int, fallbacks: list[tuple[str, int]], token: str | None,
-         tls: bool, ca_file: str | None, room: str, as_json: bool) -> None:
+         password: str | None, tls: bool, ca_file: str | None, room: str, as_json: bool) -> None:
     """Chat on a gchat server.
 
     On a terminal: type to talk, /help for commands. On a pipe: reads commands line by
     line, exits at end of input once each is answered (status 1 if any failed).
     """
     context = gssl.create_default_context(cafile=ca_file) if (tls or ca_file) else None
-    options: dict[str, Any] = {"token": token, "ssl_context": context, "fallbacks": fallbacks}
+    options: dict[str, Any] = {"token": token, "password": password, "ssl_context": context,
+                               "fallbacks": fallbacks}
     if sys.stdin.isatty() and sys.stdout.isatty() and not as_json:
         sys.exit(_interactive(host, port, nick, room, options))
     view = JsonView() if as_json else PlainView()
@@ -65,7 +70,8 @@ def _start(client: ChatClient, view: View, room: str) -> bool:
         view.error(f"cannot connect to {exc}")
         return False
     except RequestFailed as exc:
-        view.error(f"the server refused {client.nick!r}: {exc.message or exc.code}")
+        view.error(f"the server refused {client.nick!r}: "
+                   f"{explain(exc, Command('hello', (client.nick,)), client)}")
         return False
     return True
 
@@ -81,7 +87,8 @@ def _script(client: ChatClient, view: PlainView, room: str) -> int:
         if client.closed.is_set():
             break
         if not client.wait_online(SCRIPT_RECONNECT_WAIT):
-            view.error("the connection is lost and did not come back: giving up")
+            if not client.closed.is_set():  # else the client said why it stopped
+                view.error("the connection is lost and did not come back: giving up")
             return 1
         failed |= not client.run(raw.decode("utf-8", errors="replace"))
     client.close()
@@ -93,6 +100,8 @@ def _interactive(host: str, port: int, nick: str, room: str, options: dict[str, 
     from prompt_toolkit.formatted_text import FormattedText
     from prompt_toolkit.patch_stdout import patch_stdout
 
+    from .editor import MaskPasswords, SecretlessHistory
+
     async def chat() -> int:
         view = TerminalView(asyncio.get_running_loop())
         view.me = nick
@@ -102,7 +111,8 @@ def _interactive(host: str, port: int, nick: str, room: str, options: dict[str, 
                 await asyncio.sleep(0)  # let the error be printed
                 return 1
             view.notice("connected: type to talk, /help for commands, /quit or Ctrl-D to leave")
-            prompt: PromptSession[str] = PromptSession()
+            prompt: PromptSession[str] = PromptSession(history=SecretlessHistory(),
+                                                       input_processors=[MaskPasswords()])
             while not client.closed.is_set():
                 try:
                     line = await prompt.prompt_async(lambda: FormattedText(view.prompt()))
@@ -115,3 +125,4 @@ def _interactive(host: str, port: int, nick: str, room: str, options: dict[str, 
         return 0
 
     return asyncio.run(chat())
+

@@ -4,14 +4,15 @@ rest. Pure: `parse` takes a line and returns a Command (or an error to show), an
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import re
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
     from .chat import ChatClient
     from .connection import RequestFailed
 
-__all__ = ["HELP", "Command", "explain", "parse"]
+__all__ = ["HELP", "Command", "explain", "parse", "secret_start"]
 
 HELP = """\
 Type a line to say it in the current room (start it with // to say a line that starts with /).
@@ -21,6 +22,8 @@ Type a line to say it in the current room (start it with // to say a line that s
   /who [ROOM]       who is in ROOM (@: operators)      /history [N]    the last N messages (default 20)
   /topic [TEXT]     show or set the room's topic       /kick NICK [WHY] put NICK out (operators)
   /mode +o|-o NICK  make NICK an operator or not       /mode +t|-t     only operators set the topic, or all
+  /register PASSWORD  make your nick an account: from then on only PASSWORD logs in as it
+  /password OLD NEW   change your account's password   /drop PASSWORD  delete your account
   /help             this help                          /quit           leave (Ctrl-D too)"""
 
 # name: (the least and the most arguments, usage); the TEXT of /msg takes the rest of the line
@@ -30,7 +33,11 @@ _COMMANDS: dict[str, tuple[int, int, str]] = {
     "who": (0, 1, "/who [ROOM]"), "history": (0, 1, "/history [N]"), "quit": (0, 0, "/quit"),
     "help": (0, 0, "/help"), "topic": (0, 1, "/topic [TEXT]"), "kick": (1, 2, "/kick NICK [WHY]"),
     "mode": (1, 2, "/mode +o|-o NICK or /mode +t|-t"),
+    "register": (1, 1, "/register PASSWORD"), "password": (2, 2, "/password OLD NEW"),
+    "drop": (1, 1, "/drop PASSWORD"),
 }
+# Commands whose arguments are passwords: never shown, kept in history or logged.
+_SECRET = re.compile(r"/(?:register|password|drop)\s+", re.IGNORECASE)
 
 
 @dataclass(frozen=True)
@@ -38,7 +45,7 @@ class Command:
     """A parsed line: `name` (say for plain text) and its `args`, or an `error`."""
 
     name: str
-    args: tuple[str, ...] = ()
+    args: tuple[str, ...] = field(default=(), repr=False)  # a password, for some commands
     error: str = ""
     help: str = HELP
 
@@ -57,7 +64,12 @@ def parse(line: str) -> Command | None:
     least, most, usage = _COMMANDS[name]
     if name == "topic":  # the whole rest is the topic
         return Command(name, (rest.strip(),) if rest.strip() else ())
-    words = rest.split(None, 1) if name in ("msg", "kick") else rest.split()
+    if name in ("register", "drop"):  # the whole rest is the password
+        words = [rest.strip()] if rest.strip() else []
+    elif name in ("msg", "kick", "password"):  # the last argument takes the rest
+        words = rest.split(None, 1)
+    else:
+        words = rest.split()
     if not least <= len(words) <= most:
         return Command(name, error=f"usage: {usage}")
     if name == "history" and words and not (words[0].isdigit() and 1 <= int(words[0]) <= 100):
@@ -66,6 +78,13 @@ def parse(line: str) -> Command | None:
                            or (len(words) == 2) != (words[0][1] == "o")):
         return Command(name, error=f"usage: {usage}")
     return Command(name, tuple(words))
+
+
+def secret_start(line: str) -> int | None:
+    """Where the passwords of a /register, /password or /drop line start (the line
+    editor masks them from there), or None for any other line."""
+    match = _SECRET.match(line)
+    return match.end() if match else None
 
 
 _HINTS = {
@@ -83,6 +102,14 @@ _HINTS = {
     "timeout": "the server did not answer in time: try again",
     "unavailable": "the server cannot store messages right now: try again later",
     "not_operator": "only operators of {room} may do that",
+    "account_required": "{nick} is a registered nick: log in with its password (--password, or "
+                        "better GCHAT_PASSWORD), or pick another nick",
+    "bad_password": "wrong password for {nick} (or {nick} is not an account)",
+    "weak_password": "that password is too short: {message}",
+    "account_exists": "{nick} is registered already",
+    "registration_closed": "this server does not let users register accounts",
+    "not_logged_in": "you are not logged in to an account: connect with --password (or "
+                     "GCHAT_PASSWORD) first",
 }
 
 
@@ -90,10 +117,12 @@ def explain(failure: RequestFailed, command: Command, client: ChatClient) -> str
     """A refused request in plain words, with a hint; the server's words otherwise."""
     args = command.args
     room = args[0] if args and command.name in ("join", "leave", "switch", "who") else client.current
-    nick = args[0] if args and command.name in ("nick", "msg", "kick") else client.nick
+    nick = args[0] if args and command.name in ("hello", "nick", "msg", "kick") else client.nick
     if command.name == "mode" and len(args) == 2:
         nick = args[1]
     hint = _HINTS.get(failure.code)
-    if hint is None:
+    if hint is None:  # too_many_attempts among them: the server says how long to wait
+        if command.name == "hello":
+            return failure.message or failure.code
         return f"/{command.name} failed: {failure.message or failure.code}"
-    return hint.format(room=room, nick=nick)
+    return hint.format(room=room, nick=nick, message=failure.message)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from gchat.client.commands import Command, parse
+from gchat.client.commands import Command, parse, secret_start
 from gchat.client.view import format_event, format_result, nick_style
 
 
@@ -24,6 +24,9 @@ from gchat.client.view import format_event, format_result, nick_style
     ("/kick bob too loud", Command("kick", ("bob", "too loud"))),
     ("/mode +o bob", Command("mode", ("+o", "bob"))),
     ("/mode -t", Command("mode", ("-t",))),
+    ("/register  a long pass phrase ", Command("register", ("a long pass phrase",))),
+    ("/password old new and long", Command("password", ("old", "new and long"))),
+    ("/DROP my pass", Command("drop", ("my pass",))),
 ])
 def test_lines_become_commands(line, expected):
     assert parse(line) == expected
@@ -45,9 +48,21 @@ def test_blank_lines_do_nothing(line):
     ("/mode +t bob", "usage: /mode +o|-o NICK or /mode +t|-t"),
     ("/mode +o", "usage: /mode +o|-o NICK or /mode +t|-t"),
     ("/kick", "usage: /kick NICK [WHY]"),
+    ("/register", "usage: /register PASSWORD"),
+    ("/password onlyone", "usage: /password OLD NEW"),
+    ("/drop   ", "usage: /drop PASSWORD"),
 ])
 def test_mistakes_are_explained(line, error):
     assert parse(line).error == error
+
+
+def test_passwords_are_found_to_be_masked_and_kept_out_of_reprs():
+    assert secret_start("/register sesame") == len("/register ")
+    assert secret_start("/Password  old new") == len("/Password  ")
+    assert secret_start("/drop x") == len("/drop ")
+    for line in ("/registered x", "/register", "hello /register x", "/join #dev", ""):
+        assert secret_start(line) is None
+    assert "sesame" not in repr(parse("/register sesame"))
 
 
 def test_a_nick_keeps_its_colour_whatever_its_case():

@@ -23,10 +23,11 @@ def private_store(tmp_path, monkeypatch):
 class ClientProcess:
     """`python -m gchat.client` with pipes."""
 
-    def __init__(self, port: int, *args: str) -> None:
+    def __init__(self, port: int, *args: str, env: dict[str, str] | None = None) -> None:
         self.proc = subprocess.Popen([sys.executable, "-m", "gchat.client", "--port", str(port), *args],
                                      cwd=ROOT, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
-                                     stderr=subprocess.PIPE, env={**os.environ, "GCHAT_TOKEN": ""})
+                                     stderr=subprocess.PIPE,
+                                     env={**os.environ, "GCHAT_TOKEN": "", **(env or {})})
         self.err = b""
         self._err_reader = gevent.spawn(self._read_err)
 
@@ -76,9 +77,11 @@ def processes():
         process.kill()
 
 
-def run_client(port: int, stdin: str, *args: str) -> subprocess.CompletedProcess:
+def run_client(port: int, stdin: str, *args: str, env: dict[str, str] | None = None
+               ) -> subprocess.CompletedProcess:
     return subprocess.run([sys.executable, "-m", "gchat.client", "--port", str(port), *args], cwd=ROOT,
-                          input=stdin.encode(), capture_output=True, timeout=30)
+                          input=stdin.encode(), capture_output=True, timeout=30,
+                          env={**os.environ, **(env or {})})
 
 
 def test_a_script_runs_every_command_and_exits_at_eof(processes):
