@@ -10,6 +10,11 @@
 // in seq order: no duplicate, no gap. A dropped connection is retried with backoff
 // (0.5 s doubling to 10 s, with jitter), with the same nick, rejoining every room.
 //
+// Accounts (docs/protocol.md, hello's proto 2): the login form's password logs in as the
+// nick's account; with "register" ticked the page says hello without it, then makes the
+// nick an account (the `register` op) and is logged in. The password is kept in memory
+// only (never in localStorage or the form) to log in again after a reconnect.
+//
 // Everything the server or a user wrote is put in the page as text (textContent),
 // never as HTML.
 
@@ -32,14 +37,17 @@
   const ui = {};
   for (const id of ["app", "rooms-toggle", "toggle-unread", "status", "room-list", "join-form",
     "join-room", "list-rooms", "member-count", "member-list", "room-name", "topic",
-    "messages", "say-form", "say", "login", "login-form", "nick", "token", "first-room",
-    "login-error", "connect"]) {
+    "messages", "say-form", "say", "login", "login-form", "nick", "password", "register-choice",
+    "register", "token", "first-room", "login-error", "connect"]) {
     ui[id.replace(/-(.)/g, (_, c) => c.toUpperCase())] = document.getElementById(id);
   }
 
   const state = {
     nick: null,
     token: null,
+    password: null, // the account's, to log in again after a reconnect (memory only)
+    account: null, // the account the session is logged in as
+    signingUp: false, // register the nick once hello is answered
     ws: null,
     online: false, // registered and every room rejoined
     registered: false, // ever registered since the user pressed Connect
@@ -95,6 +103,11 @@
     return span;
   }
 
+  // Nicks compare ASCII-case-insensitively (PROTOCOL.md 3).
+  function sameNick(a, b) {
+    return a.toLowerCase() === b.toLowerCase();
+  }
+
   function byNick(a, b) {
     const x = a.toLowerCase(), y = b.toLowerCase();
     return x < y ? -1 : x > y ? 1 : 0;
@@ -143,13 +156,23 @@
   }
 
   async function register(ws) {
-    const fields = { nick: state.nick };
+    const fields = { nick: state.nick, proto: 2 };
     if (state.token) fields.token = state.token;
+    // After a /nick away from the account's nick, the page comes back as a guest.
+    if (state.password !== null && !state.signingUp &&
+        (state.account === null || sameNick(state.account, state.nick))) {
+      fields.password = state.password;
+    }
     let hello;
     try {
       hello = await request("hello", fields);
+      if (hello.registration) ui.registerChoice.hidden = hello.registration !== "open";
+      state.account = hello.account ?? null;
+      if (state.signingUp) await signUp(hello);
     } catch (err) {
-      if (ws === state.ws) refused(ws, err);
+      if (ws !== state.ws) return;
+      // Registering a nick that is an account already: say so, not "log in".
+      refused(ws, state.signingUp && err.code === "account_required" ? new RequestError("account_exists") : err);
       return;
     }
     const rejoining = state.registered;
@@ -160,7 +183,9 @@
     state.historyOnJoin = (hello.limits || {}).history_on_join ?? 20;
     state.maxText = (hello.limits || {}).max_text ?? 4096;
     localStorage.setItem("gchat.nick", state.nick);
+    ui.password.value = ""; // kept in state.password only
     ui.login.hidden = true;
+    if (!rejoining && state.account) notice(`logged in as ${state.account}`);
     setStatus("connecting", `connected as ${state.nick}, joining rooms…`);
     if (rejoining) {
       await Promise.all([...state.rooms.keys()].map((room) => rejoin(room)));
@@ -174,12 +199,21 @@
     else ui.say.focus();
   }
 
+  // After hello, with "register" ticked: make the nick an account with the password.
+  async function signUp(hello) {
+    if (hello.registration !== "open") throw new RequestError("registration_closed");
+    state.account = (await request("register", { password: state.password })).account;
+    state.signingUp = false;
+    notice(`registered ${state.account}: from now on only its password logs in as ${state.account}`);
+  }
+
   // hello was refused. Before the first success, or when the answer will not change, the
   // user must act: back to the login form. Otherwise (a nick our lost connection still
   // holds, a full server) retry later.
   function refused(ws, err) {
     const hint = explain(err, { name: "hello", args: [state.nick] });
-    if (!state.registered || ["unauthorized", "invalid_nick", "bad_args"].includes(err.code)) {
+    const forGood = ["unauthorized", "invalid_nick", "bad_args", "account_required", "bad_password"];
+    if (!state.registered || forGood.includes(err.code)) {
       stop(hint);
     } else {
       state.refusal = hint;
@@ -234,6 +268,8 @@
   // No more reconnecting: show the login form with `why`.
   function stop(why) {
     state.stopped = true;
+    state.password = null;
+    state.signingUp = false;
     state.online = false;
     clearRetry();
     setStatus("offline", why ? `not connected: ${why}` : "not connected");
@@ -703,6 +739,12 @@
     rate_limited: "slow down: the server allows only so many messages a second",
     disconnected: "not connected: reconnecting, try again in a moment",
     unavailable: "the server cannot store messages right now: try again later",
+    account_required: "{nick} is a registered nick: enter its password, or pick another nick",
+    bad_password: "wrong password for {nick}",
+    too_many_attempts: "{message}",
+    weak_password: "too weak a password: {message}",
+    account_exists: "{nick} is registered already: log in with its password, or pick another nick",
+    registration_closed: "this server does not let users register nicks: connect without registering",
     not_operator: "only operators of {room} may do that",
     moderated: "{room} is moderated: only operators and voiced members may talk",
   };
@@ -714,7 +756,7 @@
     if (command.name === "mode" && args.length === 2) nick = args[1];
     const hint = HINTS[err.code];
     if (!hint) return `/${command.name} failed: ${err.message || err.code}`;
-    return hint.replaceAll("{room}", room).replaceAll("{nick}", nick);
+    return hint.replaceAll("{room}", room).replaceAll("{nick}", nick).replaceAll("{message}", err.message);
   }
 
   // Carry out a line the user typed; false if it failed (an error line says why).
@@ -822,9 +864,18 @@
     event.preventDefault();
     const nick = ui.nick.value.trim();
     if (!nick) return;
+    const password = ui.password.value;
+    if (ui.register.checked && !ui.registerChoice.hidden && !password) {
+      ui.loginError.textContent = "choose a password to register the nick with";
+      ui.password.focus();
+      return;
+    }
     for (const name of [...state.rooms.keys()]) removeRoom(name);
     state.nick = nick;
     state.token = ui.token.value || null;
+    state.password = password || null;
+    state.account = null;
+    state.signingUp = ui.register.checked && !ui.registerChoice.hidden;
     state.registered = false;
     state.stopped = false;
     state.backoff = FIRST_BACKOFF;
@@ -847,6 +898,10 @@
     ui.messages.append(state.system);
     ui.nick.value = localStorage.getItem("gchat.nick") || "";
     ui.loginForm.addEventListener("submit", startSession);
+    ui.register.addEventListener("change", () => {
+      // A password manager offers to save a new password, or fills in the known one.
+      ui.password.autocomplete = ui.register.checked ? "new-password" : "current-password";
+    });
     ui.sayForm.addEventListener("submit", submitLine);
     ui.joinForm.addEventListener("submit", (event) => {
       event.preventDefault();

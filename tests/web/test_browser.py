@@ -77,13 +77,24 @@ class Page:
             raise AssertionError(f"the page never showed {what}; status: {self.status()!r}") from None
 
     def open(self, nick: str, *, room: str = "lobby", token: str | None = None,
-             connected: bool = True) -> None:
-        """Load the page and fill in the login form; wait until in `room` unless told not to."""
-        self.driver.get(self.url)
-        for field, value in (("nick", nick), ("token", token or ""), ("first-room", room)):
+             password: str | None = None, register: bool = False, connected: bool = True,
+             load: bool = True) -> None:
+        """Load the page (unless `load` is false: its login form is showing) and fill in
+        the login form; wait until in `room` unless told not to."""
+        if load:
+            self.driver.get(self.url)
+        fields = [("nick", nick), ("token", token or ""), ("first-room", room)]
+        accounts = password is not None or register or not load  # a fresh page has neither
+        if accounts:
+            fields.append(("password", password or ""))
+        for field, value in fields:
             element = self.driver.find_element(By.ID, field)
             element.clear()
             element.send_keys(value)
+        if accounts:
+            box = self.driver.find_element(By.ID, "register")
+            if box.is_displayed() and box.is_selected() != register:
+                box.click()
         self.driver.find_element(By.ID, "connect").click()
         if connected:
             self.wait_for(lambda: self.state() == "connected" and self.current_room() == room,
