@@ -79,11 +79,14 @@ MAX_MODES = 4  # the most channel mode changes one MODE line makes (ISUPPORT MOD
 # Offered capabilities (IRCv3): only those whose irctest cases pass.
 CAPS = frozenset({"batch", "echo-message", "labeled-response", "message-tags", "multi-prefix",
                   "server-time", "userhost-in-names", "sasl", "draft/account-registration",
-                  "draft/chathistory", "draft/event-playback"})
+                  "draft/chathistory", "draft/event-playback", "account-tag", "account-notify",
+                  "extended-join"})
 CAP_VALUES = {"sasl": "PLAIN"}  # shown with CAP LS 302
 SASL_CHUNK = 400  # AUTHENTICATE's chunk size (IRCv3 sasl-3.1)
 SASL_MAX = 2000  # base64 characters of one PLAIN response at most: names and a password
-_RENDERING_CAPS = (("message-tags", "m"), ("server-time", "t"))  # what changes the bytes
+# What changes a broadcast's bytes, and so makes a door of its own.
+_RENDERING_CAPS = (("message-tags", "m"), ("server-time", "t"), ("account-tag", "a"),
+                   ("extended-join", "j"))
 PING_SETTLE = 0.05  # at most this long a PONG waits for the loop to read what has arrived
 _BATCHES = itertools.count(1)  # batch references
 _BEFORE_REGISTRATION = frozenset({"CAP", "PASS", "NICK", "USER", "PING", "PONG", "QUIT",
@@ -247,7 +250,7 @@ class IrcSession(ChatMember):
             kind = fields["event"]
             head = render_tags(tags)
             if kind == "join":
-                return head + line("JOIN", channel_of(fields["room"]), source=who)
+                return head + self._join_line(channel_of(fields["room"]), fields["nick"], who)
             if "by" in fields:
                 return self._kick_line(tags, fields, fields["nick"])
             if kind == "leave":
@@ -272,8 +275,22 @@ class IrcSession(ChatMember):
                       text_budget("KICK", f"{channel} {nick}", source=source))
         return render_tags(tags) + line("KICK", channel, nick, reason, source=source)
 
+    def _join_line(self, channel: str, nick: str, source: str) -> bytes:
+        """JOIN, with the account and real name if the client asked (extended-join);
+        a user on another cluster node shows as not logged in, named by its nick."""
+        if "+j" not in self.door:
+            return line("JOIN", channel, source=source)
+        member = self.server.find(nick)
+        account = (member.account if member is not None else None) or "*"
+        realname = (member.realname if member is not None else None) or nick
+        return line("JOIN", channel, account, realname, source=source)
+
     def _tags_for(self, event: ChatEvent, fields: dict[str, Any]) -> dict[str, str]:
         tags: dict[str, str] = {}
+        if "+a" in self.door and "from" in fields:  # account-tag: the sender's account
+            sender = self.server.find(fields["from"])
+            if sender is not None and sender.account is not None:
+                tags["account"] = sender.account
         if "+t" in self.door:
             when = fields["ts"] / 1000 if "ts" in fields else event.at or time.time()
             tags["time"] = _server_time(when)
@@ -304,7 +321,7 @@ class IrcSession(ChatMember):
     def joined(self, request_id: int | str | None, room: str, view: RoomView,
                history: list[bytes], recovered: bool | None) -> None:
         channel = channel_of(room)
-        self.send_reply(line("JOIN", channel, source=self._mask(self.nick)))
+        self.send_reply(self._join_line(channel, self.nick or "*", self._mask(self.nick)))
         if view.topic is not None:  # no 331 on a join (modern.ircdocs.horse)
             self._topic(channel, view)
         self._names(channel, view)
@@ -586,6 +603,20 @@ class IrcSession(ChatMember):
         self._numeric("900", f"{nick}!{self.username or nick}@{self.host}", self.account or "*",
                       f"You are now logged in as {self.account}")
         self._numeric("903", "SASL authentication successful")
+        self._account_changed()
+
+    def _account_changed(self) -> None:
+        """account-notify: tell the IRC users who share a channel with it, once each."""
+        if self.nick is None:
+            return
+        told: set[int] = set()
+        message = line("ACCOUNT", self.account or "*", source=self._mask(self.nick))
+        for room in self.rooms.values():
+            for member in list(room.members.values()):
+                if member is not self and member.session_id not in told \
+                        and isinstance(member, IrcSession) and "account-notify" in member.caps:
+                    told.add(member.session_id)
+                    member.send(message)
 
     def _sasl_abort(self) -> None:
         self._sasl = None
@@ -619,6 +650,7 @@ class IrcSession(ChatMember):
                              source=self.host))
         self._numeric("900", self._mask(self.nick), account.name,
                       f"You are now logged in as {account.name}")
+        self._account_changed()
 
     def _fail(self, command: str, code: str, *context: str, text: str) -> None:
         self.send_reply(line("FAIL", command, code, *map(_word, context), text,

@@ -145,3 +145,27 @@ def test_no_accounts_means_no_sasl(make_server):
     client.send("CAP LS 302")
     offered = client.recv().params[2].split()
     assert "sasl=PLAIN" not in offered and "draft/account-registration" not in offered
+
+
+def test_account_tag_extended_join_and_account_notify(irc_server):
+    server, port = irc_server
+    register_account(server, "alice")
+    watcher = IrcClient(port)
+    watcher.send("CAP REQ :account-tag extended-join account-notify", "CAP END")
+    watcher.register("watcher")
+    watcher.join("#acc")
+    alice = IrcClient(port)
+    alice.send("CAP REQ :sasl", "NICK alice2", "USER a 0 * :Alice Liddell", "CAP END")
+    alice.until("001")
+    alice.join("#acc")
+    assert watcher.until("JOIN")[-1].params == ("#acc", "*", "Alice Liddell")
+    alice.send("AUTHENTICATE PLAIN", f"AUTHENTICATE {plain('alice', PASSWORD)}")
+    notice = watcher.until("ACCOUNT")[-1]
+    assert (notice.source, notice.params) == ("alice2!a@irc.test", ("alice",))
+    alice.send("PRIVMSG #acc :tagged")
+    said = watcher.until("PRIVMSG")[-1]
+    assert said.tags == {"account": "alice"}
+    other = IrcClient(port)
+    other.register("other")
+    other.join("#acc")
+    assert watcher.until("JOIN")[-1].params == ("#acc", "*", "other")

@@ -97,11 +97,12 @@ def test_registration_welcomes_with_the_numerics_clients_need(irc):
     open_irc, _ = irc
     bob = open_irc()
     bob.send("CAP LS 302", "NICK bob", "USER bob 0 * :Bob")
-    assert bob.recv() == Message("CAP", ("*", "LS", "batch draft/account-registration "
-                                         "draft/chathistory draft/event-playback "
-                                         "echo-message labeled-response message-tags "
-                                         "multi-prefix sasl=PLAIN server-time "
-                                         "userhost-in-names"), source="irc.test")
+    assert bob.recv() == Message("CAP", ("*", "LS", "account-notify account-tag batch "
+                                         "draft/account-registration draft/chathistory "
+                                         "draft/event-playback echo-message extended-join "
+                                         "labeled-response message-tags multi-prefix "
+                                         "sasl=PLAIN server-time userhost-in-names"),
+                                 source="irc.test")
     bob.send("CAP END")
     got = bob.until("422")
     assert [m.command for m in got] == ["001", "002", "003", "004", "005", "005", "422"]
