@@ -79,7 +79,8 @@ class ChatClient:
         self.nick = nick
         self.view = view
         self.token = token
-        self._password = password  # the account's, for every (re)connection; never shown
+        # (account, its password) for every (re)connection as that nick; never shown
+        self._login = (nick, password) if password is not None else None
         self.account: str | None = None  # the account this session is logged in as
         self.reconnect = reconnect
         # Other nodes of the same cluster, tried in turn when this one cannot be reached.
@@ -119,8 +120,9 @@ class ChatClient:
             fields: dict[str, Any] = {"nick": self.nick, "proto": PROTO}
             if self.token is not None:
                 fields["token"] = self.token
-            if self._password is not None and self._logs_in(self.nick):
-                fields["password"] = self._password
+            # After a /nick away from the account's nick, a reconnection is a guest's.
+            if self._login is not None and nick_key(self.nick) == nick_key(self._login[0]):
+                fields["password"] = self._login[1]
             hello = session.request("hello", **fields)
         except RequestFailed:
             session.disconnect("refused")
@@ -135,11 +137,6 @@ class ChatClient:
             self._join(room)
         self.online.set()
         gevent.spawn(self._watch, session)
-
-    def _logs_in(self, nick: str) -> bool:
-        """Whether hello as `nick` sends the password: the account's own nick (after a
-        /nick to another, the session reconnects as a guest of that nick)."""
-        return self.account is None or nick_key(nick) == nick_key(self.account)
 
     def _connect_any(self) -> ClientSession:
         """A connection to the current server, or else to the next that answers."""
@@ -327,16 +324,16 @@ class ChatClient:
             self.view.notice(f"you are now {self.nick}")
         elif name == "register":
             self.account = session.request("register", password=args[0])["account"]
-            self._password = args[0]  # a reconnection logs in with it
+            self._login = (self.account, args[0])  # a reconnection logs in with it
             self.view.notice(f"registered {self.account}: from now on only its password "
                              "logs in as it (next time, connect with --password or GCHAT_PASSWORD)")
         elif name == "password":
             account = session.request("password", password=args[0], new_password=args[1])["account"]
-            self._password = args[1]
+            self._login = (account, args[1])
             self.view.notice(f"changed the password of {account}")
         elif name == "drop":
             account = session.request("drop", password=args[0])["account"]
-            self.account = self._password = None
+            self.account = self._login = None
             self.view.notice(f"deleted the account {account}: the nick is anyone's again")
         elif name == "rooms":
             # The server pages rooms (docs/protocol.md): AFTER shows the next page.

@@ -45,7 +45,7 @@
   const state = {
     nick: null,
     token: null,
-    password: null, // the account's, to log in again after a reconnect (memory only)
+    login: null, // {account, password}: to log in again after a reconnect (memory only)
     account: null, // the account the session is logged in as
     signingUp: false, // register the nick once hello is answered
     ws: null,
@@ -159,9 +159,8 @@
     const fields = { nick: state.nick, proto: 2 };
     if (state.token) fields.token = state.token;
     // After a /nick away from the account's nick, the page comes back as a guest.
-    if (state.password !== null && !state.signingUp &&
-        (state.account === null || sameNick(state.account, state.nick))) {
-      fields.password = state.password;
+    if (state.login && !state.signingUp && sameNick(state.login.account, state.nick)) {
+      fields.password = state.login.password;
     }
     let hello;
     try {
@@ -183,7 +182,7 @@
     state.historyOnJoin = (hello.limits || {}).history_on_join ?? 20;
     state.maxText = (hello.limits || {}).max_text ?? 4096;
     localStorage.setItem("gchat.nick", state.nick);
-    ui.password.value = ""; // kept in state.password only
+    ui.password.value = ""; // kept in state.login only
     ui.login.hidden = true;
     if (!rejoining && state.account) notice(`logged in as ${state.account}`);
     setStatus("connecting", `connected as ${state.nick}, joining rooms…`);
@@ -202,7 +201,8 @@
   // After hello, with "register" ticked: make the nick an account with the password.
   async function signUp(hello) {
     if (hello.registration !== "open") throw new RequestError("registration_closed");
-    state.account = (await request("register", { password: state.password })).account;
+    state.account = (await request("register", { password: state.login.password })).account;
+    state.login.account = state.account;
     state.signingUp = false;
     notice(`registered ${state.account}: from now on only its password logs in as ${state.account}`);
   }
@@ -268,7 +268,7 @@
   // No more reconnecting: show the login form with `why`.
   function stop(why) {
     state.stopped = true;
-    state.password = null;
+    state.login = null;
     state.signingUp = false;
     state.online = false;
     clearRetry();
@@ -873,7 +873,7 @@
     for (const name of [...state.rooms.keys()]) removeRoom(name);
     state.nick = nick;
     state.token = ui.token.value || null;
-    state.password = password || null;
+    state.login = password ? { account: nick, password } : null;
     state.account = null;
     state.signingUp = ui.register.checked && !ui.registerChoice.hidden;
     state.registered = false;

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import signal
 
+import gevent
 import pexpect
 import pytest
 
@@ -152,3 +153,27 @@ def test_the_terminal_masks_passwords_and_keeps_them_out_of_the_history(server):
     finally:
         terminal.close()
     assert PASSWORD.encode() not in server.log
+
+
+def test_after_a_nick_change_the_client_reconnects_as_a_guest_of_the_new_nick(processes):
+    first = ServerProcess()
+    processes.append(first)
+    register(first, "hank")
+    client = ClientProcess(first.port, "--nick", "hank", "--json", env={"GCHAT_PASSWORD": PASSWORD})
+    processes.append(client)
+    client.wait_err(b"logged in as hank")
+    client.type("/nick away")
+    client.wait_err(b"you are now away")
+    server = first
+    for times in (1, 2):  # the second reconnection too: the password stays hank's
+        server.proc.send_signal(signal.SIGTERM)
+        assert server.finish() == 0
+        server = ServerProcess("--port", str(first.port))
+        processes.append(server)
+        with gevent.Timeout(20, AssertionError(f"no reconnection {times}: {client.err!r}")):
+            while client.err.count(b"reconnected to 127.0.0.1:") < times:
+                gevent.sleep(0.02)
+    client.type("still away")
+    assert client.events(lambda f: f.get("op") == "msg")[-1]["from"] == "away"
+    code, _ = client.finish()
+    assert code == 0 and b"error" not in client.err
