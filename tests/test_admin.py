@@ -119,7 +119,8 @@ def test_a_running_servers_file(store, servers):
                                cwd=ROOT, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
                                stderr=subprocess.PIPE, env=clean_env())
     with open(f"/proc/{process.pid}/cmdline", "rb") as cmdline:
-        assert b"carol" in cmdline.read()
+        shown = cmdline.read()
+    assert b"carol" in shown and PASSWORD.encode() not in shown
     out, err = process.communicate(f"{PASSWORD}\n".encode(), timeout=30)
     assert (process.returncode, out, err) == (0, b"created account carol\n", b"")
     # The running server sees it at the next login.
