@@ -730,9 +730,14 @@ static void tick(int64_t now)
             idle_tick(now);
         if (g_phase == PH_MEASURE && now >= g_next_check) {
             g_next_check = now + CHECK_EVERY_NS;
-            for (int k = 0; k < g_npubs; k++) {
-                struct sess *s = &g_pub_sessions[k];
-                if (s->pcount && now - s->pq[s->phead].sent_ns > REPLY_TIMEOUT_S * NS) {
+            for (int k = -1; k < g_npubs; k++) {
+                /* as the Python load waits: from the send, or from the window's end for
+                 * what was sent before it; k = -1 is the idle probe */
+                struct sess *s = k < 0 ? &g_probe : &g_pub_sessions[k];
+                int64_t since = s->pcount ? s->pq[s->phead].sent_ns : 0;
+                if (since && since < g_deadline)
+                    since = g_deadline;
+                if (since && now - since > REPLY_TIMEOUT_S * NS) {
                     char why[64];
                     snprintf(why, sizeof why, "no reply within %d s", REPLY_TIMEOUT_S);
                     event_measure_timed_out(why);
@@ -960,6 +965,8 @@ int main(int argc, char **argv)
     if (J.nports == 0 || (J.transport != T_JSON && J.ndoor_ports == 0) || J.procs < 1 ||
         (J.scenario != SC_FANOUT && J.rooms < 1) || (J.scenario == SC_MANYROOMS && J.rate < 1))
         event_failed("the job lacks ports or sizes");
+    if (g_padding > 200)
+        event_failed("this load pads texts to 200 characters at most");
     consumed(job);
 
     g_epoll = epoll_create1(EPOLL_CLOEXEC);
