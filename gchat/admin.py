@@ -161,22 +161,13 @@ def _redis_accounts(url: str) -> AccountStore:
     """A cluster's accounts, through the backplane's own account methods. It is not
     started: the admin does not join the cluster as a node, it only sends those
     commands (its connection goes with the process)."""
-    from .server.backplane import ACCOUNTS, RedisBackplane, _account
+    from .server.backplane import RedisBackplane
 
-    class Backplane(RedisBackplane):
-        def accounts(self) -> list[Account]:
-            # RedisBackplane.accounts reads HGETALL's reply as a flat list; redis-py
-            # answers a dict (TypeError). Until the server's is mended, the same here:
-            values = self._command("HGETALL", ACCOUNTS)
-            if isinstance(values, dict):
-                return sorted((_account(value) for value in values.values()), key=lambda a: a.key)
-            return super().accounts()
-
-    return Backplane(url, node_timeout=_DEFAULTS["node_timeout"],
-                     history_max=_DEFAULTS["history_max"],
-                     max_history_rooms=_DEFAULTS["max_history_rooms"],
-                     on_payload=lambda payload: None, state=lambda: ([], []),
-                     on_resync=lambda conflicts, reconnected: None)
+    return RedisBackplane(url, node_timeout=_DEFAULTS["node_timeout"],
+                          history_max=_DEFAULTS["history_max"],
+                          max_history_rooms=_DEFAULTS["max_history_rooms"],
+                          on_payload=lambda payload: None, state=lambda: ([], []),
+                          on_resync=lambda conflicts, reconnected: None)
 
 
 @contextmanager

@@ -799,8 +799,8 @@ class RedisBackplane:
         return bool(self._command("HDEL", ACCOUNTS, key))
 
     def accounts(self) -> list[Account]:
-        values = self._command("HGETALL", ACCOUNTS)
-        return sorted((_account(value) for value in values[1::2]), key=lambda a: a.key)
+        values = self._command("HGETALL", ACCOUNTS)  # redis-py gives a dict
+        return sorted((_account(value) for value in values.values()), key=lambda a: a.key)
 
     # -- event logs (an EventLog: eventlog.py) -------------------------------------------------
 
@@ -835,8 +835,8 @@ class RedisBackplane:
         return int(float(found[1])) if found else None
 
     def log_peers(self, owner: str) -> list[tuple[str, int]]:
-        flat = self._command("HGETALL", f"gchat:dm-peers:{owner.lower()}")
-        return [(flat[i].decode(), int(flat[i + 1])) for i in range(0, len(flat), 2)]
+        peers = self._command("HGETALL", f"gchat:dm-peers:{owner.lower()}")  # a dict
+        return [(peer.decode(), int(ts)) for peer, ts in peers.items()]
 
     def log_forget(self, key: str) -> None:
         self._command("DEL", f"gchat:log:{key}")

@@ -187,6 +187,13 @@ class SqliteHistory:
                 raise StoreError(f"history database {self.path} was written by a newer gchat "
                                  f"(schema {version}, this one reads {SCHEMA_VERSION})")
             if version == 0:
+                # A first start may have stopped midway: only gchat's own tables may be
+                # there. Checked before anything changes the file (WAL mode, page size).
+                tables = [row[0] for row in conn.execute("SELECT name FROM sqlite_master")]
+                if any([row[0] for row in conn.execute("SELECT name FROM pragma_table_info(?)",
+                                                       (table,))] != _COLUMNS.get(table)
+                       for table in tables):
+                    raise StoreError(f"{self.path} is a SQLite database, but not gchat's")
                 # Small pages: a commit writes one page per room it touches to the WAL.
                 conn.execute(f"PRAGMA page_size = {PAGE_SIZE}")  # only a new file takes it
             mode = conn.execute("PRAGMA journal_mode = WAL").fetchone()[0]
@@ -195,13 +202,6 @@ class SqliteHistory:
             conn.execute(f"PRAGMA synchronous = {synchronous}")
             # Commits never checkpoint: the checkpoint thread does (see _checkpoint_loop).
             conn.execute("PRAGMA wal_autocheckpoint = 0")
-            if version == 0:
-                tables = [row[0] for row in conn.execute("SELECT name FROM sqlite_master")]
-                # A first start may have stopped midway: only gchat's own tables may be there.
-                if any([row[0] for row in conn.execute("SELECT name FROM pragma_table_info(?)",
-                                                       (table,))] != _COLUMNS.get(table)
-                       for table in tables):
-                    raise StoreError(f"{self.path} is a SQLite database, but not gchat's")
             for table in _SCHEMA:  # an older file gains the tables it lacks
                 conn.execute(table)
             if version < SCHEMA_VERSION:

@@ -192,6 +192,8 @@ def test_someone_elses_sqlite_database_is_refused(tmp_path):
     other.close()
     with pytest.raises(StoreError, match="not gchat's"):
         SqliteHistory(path)
+    with sqlite3.connect(path) as unchanged:  # refused before anything was changed
+        assert unchanged.execute("PRAGMA journal_mode").fetchone()[0] == "delete"
 
 
 def test_a_database_from_a_newer_gchat_is_refused(tmp_path):
