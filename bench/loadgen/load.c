@@ -888,7 +888,7 @@ static size_t g_stdin_len, g_stdin_cap;
 static char *stdin_line(bool block)
 {
     for (;;) {
-        char *nl = memchr(g_stdin, '\n', g_stdin_len);
+        char *nl = g_stdin_len ? memchr(g_stdin, '\n', g_stdin_len) : NULL;
         if (nl) {
             *nl = '\0';
             return g_stdin;

@@ -661,7 +661,8 @@ static size_t handshake(struct sess *s, const char *buf, size_t len, int64_t now
 static void read_some(struct sess *s)
 {
     g_in = grow(g_in, &g_in_cap, s->rlen + READ_SIZE, 1);
-    memcpy(g_in, s->rem, s->rlen);
+    if (s->rlen)
+        memcpy(g_in, s->rem, s->rlen);
     ssize_t got = recv(s->fd, g_in + s->rlen, g_in_cap - s->rlen, 0);
     if (got == 0) {
         lost(s, "closed by the server");
