@@ -74,10 +74,10 @@ def print_table(runs: list[BenchRun], console: Console | None = None) -> None:
         if notes:
             cells.append(_result(run))
         table.add_row(run.scenario, run.server, run.transport, run.load, *cells)
+    console.print(table)
     if any(run.load_busy is not None for run in runs):
         console.print(f"(*: the load passed {LOAD_CPU_LIMIT:g}% of its core; for idle, the figure in "
                       "brackets is while registering)")
-    console.print(table)
 
 
 def _load_cell(run: BenchRun, key: str) -> str | Text:

@@ -1,6 +1,7 @@
 """The load's counting and checking, without sockets: counting clients of either door
 count exactly the messages of the stream however it is cut into reads, an IRC one
-answers the server's PINGs meanwhile, and a subscriber's check sees a gap."""
+answers the server's PINGs meanwhile, a subscriber's check sees a gap, and the runner
+merges latency lists and histograms into the same percentiles."""
 
 from __future__ import annotations
 
@@ -18,6 +19,7 @@ from gchat.bench.load import (
     next_tail,
     stamp,
 )
+from gchat.bench.runner import latency_counts, percentile, percentile_of_counts
 from gchat.irc.codec import IrcFramer, parse
 
 IRC_LINES = [
@@ -99,3 +101,15 @@ def test_a_checker_counts_a_gap_a_repeat_and_a_reordering_per_sender():
     for tag in ["p0:5", "p0:5", "p1:2"]:  # p0:4 lost, p0:5 repeated, p1:2 after p1:2
         checker.check(stamp(64, tag).encode())
     assert checker.gaps == 3
+
+
+@given(st.lists(st.integers(0, 200_000), min_size=1, max_size=300), st.integers(0, 4),
+       st.sampled_from([0.0, 0.5, 0.99, 0.999, 1.0]))
+def test_latencies_from_lists_and_histograms_give_the_percentiles_of_them_all(values, split, fraction):
+    # The Python load sends every latency, the C load (value, count) pairs: merged, the
+    # percentiles are those of every value together, whichever process sent which.
+    cut = len(values) * split // 4
+    as_list, as_histogram = values[:cut], values[cut:]
+    pairs = [[value, as_histogram.count(value)] for value in sorted(set(as_histogram))]
+    merged = latency_counts([{"latencies_us": as_list}, {"latency_hist_us": pairs}, {}])
+    assert percentile_of_counts(merged, fraction) == percentile(sorted(values), fraction)
