@@ -294,7 +294,7 @@ def create(where: _Where, nick: str, password_stdin: bool) -> None:
         if accounts.registered(nick) is not None:  # before asking for a password in vain
             raise RequestError("account_exists", f"{nick} is registered already")
         password = _read_password(password_stdin)
-        account = accounts.register(nick, password, by_operator=True)
+        account = accounts.register(nick, password)
     click.echo(f"created account {account.name}")
 
 
@@ -322,7 +322,7 @@ def reset(where: _Where, nick: str, password_stdin: bool) -> None:
         if accounts.registered(nick) is None:  # before asking for a password in vain
             raise RequestError("no_such_account", f"there is no account {nick}")
         password = _read_password(password_stdin)
-        account = accounts.change_password(nick, password, by_operator=True)
+        account = accounts.change_password(nick, password)
     click.echo(f"reset the password of {account.name}")
 
 

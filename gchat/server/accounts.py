@@ -23,6 +23,7 @@ from __future__ import annotations
 import base64
 import hashlib
 import hmac
+import itertools
 import os
 import time
 from dataclasses import dataclass
@@ -53,6 +54,9 @@ SCRYPT_MAXMEM = 64 * 1024 * 1024
 MAX_PASSWORD = 1024  # bytes of UTF-8
 HASH_THREADS = 2
 HASHES_QUEUED = 32  # checks waiting for the pool at most; more are refused
+HASHES_PER_ADDRESS = 2  # in flight at once from one address
+HASH_BURST, HASH_REFILL = 20, 1.0  # hashes per address: a burst, then one a second
+REGISTER_BURST, REGISTER_REFILL = 5, 60.0  # accounts registered per address
 # Failed logins: a burst, then one more try per interval, per account and per address.
 ACCOUNT_FAILURES, ACCOUNT_REFILL = 5, 10.0  # seconds per try
 ADDRESS_FAILURES, ADDRESS_REFILL = 20, 3.0
@@ -70,6 +74,12 @@ class Account:
     @property
     def key(self) -> str:
         return account_key(self.name)
+
+    @property
+    def id(self) -> str:
+        """What names this account and no later one of the same nick (a dropped nick
+        registered again is another account): its key and creation time."""
+        return f"{self.key}~{self.created}"
 
 
 def account_key(name: str) -> str:
@@ -127,13 +137,13 @@ class MemoryAccounts:
 # -- hashing (pure) ----------------------------------------------------------------------
 
 def check_password(password: str, min_length: int = 1) -> None:
-    """Raise `bad_password` unless `password` may be an account's password."""
-    if len(password) < min_length:
-        raise RequestError("weak_password",
-                           f"a password needs at least {min_length} characters")
+    """Raise `bad_args` or `weak_password` unless `password` may be an account's."""
     if "\0" in password or len(password.encode()) > MAX_PASSWORD:
         raise RequestError("bad_args", f"a password is at most {MAX_PASSWORD} bytes of "
                            "UTF-8, with no NUL")
+    if len(password) < min_length:
+        raise RequestError("weak_password",
+                           f"a password needs at least {min_length} characters")
 
 
 def hash_password(password: str, salt: bytes | None = None) -> str:
@@ -183,6 +193,11 @@ class LoginGuard:
         self._accounts.failed(key, now)
         self._addresses.failed(address, now)
 
+    def refund(self, key: str, address: str, now: float) -> None:
+        """The login recorded as failed (before its check) succeeded: give it back."""
+        self._accounts.refund(key, now)
+        self._addresses.refund(address, now)
+
 
 class _FailureBuckets:
     """A bucket of failures per name, at most GUARD_SIZE of them (full ones go first)."""
@@ -201,10 +216,16 @@ class _FailureBuckets:
             if len(self._buckets) >= GUARD_SIZE:
                 for full in [key for key, old in self._buckets.items() if old.full(now)]:
                     del self._buckets[full]
-                while len(self._buckets) >= GUARD_SIZE:  # none full: the oldest goes
-                    del self._buckets[next(iter(self._buckets))]
+                if len(self._buckets) >= GUARD_SIZE:  # none full: the oldest tenth goes
+                    for oldest in list(itertools.islice(self._buckets, GUARD_SIZE // 10)):
+                        del self._buckets[oldest]
             bucket = self._buckets[name] = _Failures(self.burst, self.refill, now)
         bucket.take(now)
+
+    def refund(self, name: str, now: float) -> None:
+        bucket = self._buckets.get(name)
+        if bucket is not None:
+            bucket.give(now)
 
 
 class _Failures(TokenBucket):
@@ -225,11 +246,21 @@ class _Failures(TokenBucket):
     def full(self, now: float) -> bool:
         return self._level(now) >= self.burst
 
+    def give(self, now: float) -> None:
+        """Put a token back (a try that took one turned out fine)."""
+        self._tokens = min(float(self.burst), self._level(now) + 1.0)
+        self._stamp = now
+
 
 # -- the service ------------------------------------------------------------------------------
 
 class Accounts:
-    """Registration and login for every door, over an AccountStore."""
+    """Registration and login for every door, over an AccountStore.
+
+    Besides the failed-login guard, each address may have at most HASHES_PER_ADDRESS
+    hashes in flight and spends a token of its hash bucket on each (logins that
+    succeed included), so one client cannot keep the pool busy for everyone; and it
+    may register REGISTER_BURST accounts, then one every REGISTER_REFILL seconds."""
 
     def __init__(self, store: AccountStore, registration: str = "open",
                  min_password: int = 8) -> None:
@@ -237,8 +268,11 @@ class Accounts:
         self.registration = registration
         self.min_password = min_password
         self.guard = LoginGuard()
+        self._hashes = _FailureBuckets(HASH_BURST, HASH_REFILL)
+        self._registrations = _FailureBuckets(REGISTER_BURST, REGISTER_REFILL)
         self._pool: ThreadPool | None = None
         self._queued = 0
+        self._in_flight: dict[str, int] = {}
 
     @property
     def enabled(self) -> bool:
@@ -250,17 +284,30 @@ class Accounts:
             self._pool.kill()
             self._pool = None
 
-    def _hashing(self, func: object, *args: str) -> object:
-        """Run a hash in the pool: this greenlet waits, the loop does not."""
+    def _hashing(self, address: str | None, func: object, *args: str) -> object:
+        """Run a hash in the pool for a client at `address` (None: an operator): this
+        greenlet waits, the loop does not."""
+        if address is not None:
+            wait = self._hashes.wait(address, monotonic())
+            if self._in_flight.get(address, 0) >= HASHES_PER_ADDRESS or wait > 0:
+                raise RequestError("too_many_attempts", "too many password checks from your "
+                                   f"address; try again in {max(1, round(wait))} s")
+            self._hashes.failed(address, monotonic())
         if self._queued >= HASHES_QUEUED:
             raise RequestError("too_many_attempts", "too many logins at once; try again shortly")
         if self._pool is None:
             self._pool = ThreadPool(HASH_THREADS)
         self._queued += 1
+        if address is not None:
+            self._in_flight[address] = self._in_flight.get(address, 0) + 1
         try:
             return self._pool.apply(func, args)  # type: ignore[arg-type]
         finally:
             self._queued -= 1
+            if address is not None:
+                left = self._in_flight.pop(address) - 1
+                if left:
+                    self._in_flight[address] = left
 
     def registered(self, nick: str) -> Account | None:
         """The account of `nick`, or None (always None with --registration off)."""
@@ -271,7 +318,9 @@ class Accounts:
     def login(self, name: str, password: str, address: str) -> Account:
         """Check `password` for account `name` tried from `address`; the account, or
         RequestError: `bad_password` (unknown account or wrong password: one answer,
-        so a login reveals nothing a hello would not), `too_many_attempts`."""
+        so a login reveals nothing a hello would not), `too_many_attempts`. A try
+        takes its failure token before the password is checked and gets it back if
+        the password was right, so tries at once count as much as tries in a row."""
         if not self.enabled:
             raise RequestError("bad_password", "this server has no accounts")
         key = account_key(name)
@@ -279,42 +328,57 @@ class Accounts:
         if wait > 0:
             raise RequestError("too_many_attempts",
                                f"too many failed logins; try again in {max(1, round(wait))} s")
-        account = self.store.account(key)
-        good = account is not None and bool(self._hashing(verify_password, password,
-                                                          account.hash))
+        self.guard.failed(key, address, monotonic())
+        try:
+            account = self.store.account(key)
+            good = account is not None and bool(self._hashing(address, verify_password,
+                                                              password, account.hash))
+        except BaseException:  # not checked at all (busy, the store failed): no try
+            self.guard.refund(key, address, monotonic())
+            raise
         if not good or account is None:
-            self.guard.failed(key, address, monotonic())
             raise RequestError("bad_password", "wrong account name or password")
+        self.guard.refund(key, address, monotonic())
         return account
 
-    def register(self, name: str, password: str, by_operator: bool = False) -> Account:
-        """Create account `name`; `registration_closed`, `account_exists`,
-        `weak_password`, `bad_args`."""
-        if not self.enabled or (self.registration == "closed" and not by_operator):
+    def register(self, name: str, password: str, address: str | None = None) -> Account:
+        """Create account `name` for a client at `address` (None: an operator, who may
+        register whatever the mode, any length of password); `bad_args`,
+        `weak_password`, `registration_closed`, `account_exists`, `too_many_attempts`."""
+        check_password(password, self.min_password if address is not None else 1)
+        if not self.enabled or (self.registration == "closed" and address is not None):
             raise RequestError("registration_closed",
                                "this server does not let users register accounts")
-        check_password(password, self.min_password if not by_operator else 1)
         if self.store.account(account_key(name)) is not None:
             raise RequestError("account_exists", f"{name} is registered already")
-        account = Account(name, str(self._hashing(hash_password, password)),
+        if address is not None:
+            wait = self._registrations.wait(address, monotonic())
+            if wait > 0:
+                raise RequestError("too_many_attempts", "too many accounts registered from "
+                                   f"your address; try again in {max(1, round(wait))} s")
+            self._registrations.failed(address, monotonic())
+        account = Account(name, str(self._hashing(address, hash_password, password)),
                           int(time.time() * 1000))
         if not self.store.create_account(account):
             raise RequestError("account_exists", f"{name} is registered already")
         return account
 
-    def change_password(self, name: str, password: str, by_operator: bool = False) -> Account:
-        """Give account `name` a new password; `no_such_account`, `weak_password`."""
-        check_password(password, self.min_password if not by_operator else 1)
+    def change_password(self, name: str, password: str, address: str | None = None) -> Account:
+        """Give account `name` a new password (for a client at `address`, None: an
+        operator); `no_such_account`, `weak_password`."""
+        check_password(password, self.min_password if address is not None else 1)
         account = self.store.account(account_key(name))
         if account is None:
             raise RequestError("no_such_account", f"there is no account {name}")
-        updated = Account(account.name, str(self._hashing(hash_password, password)),
+        updated = Account(account.name, str(self._hashing(address, hash_password, password)),
                           account.created)
         if not self.store.update_account(updated):
             raise RequestError("no_such_account", f"there is no account {name}")
         return updated
 
-    def drop(self, name: str) -> None:
-        """Delete account `name`; `no_such_account`."""
-        if not self.store.delete_account(account_key(name)):
+    def drop(self, name: str) -> Account:
+        """Delete account `name` and its private logs; `no_such_account`."""
+        account = self.store.account(account_key(name))
+        if account is None or not self.store.delete_account(account.key):
             raise RequestError("no_such_account", f"there is no account {name}")
+        return account

@@ -30,7 +30,8 @@ Keys (prefix `gchat:`):
     accounts             HASH   folded nick -> JSON [name, scrypt hash, created ms]
     log:KEY              ZSET   an event log (eventlog.py: dm:OWNER:PEER, room:ROOM), scored
                                 by position, members JSON [pos, ts, msgid, event]
-    dm-peers:OWNER       HASH   peer -> ts of the last private message in dm:OWNER:PEER
+    dm-peers:OWNER       ZSET   peer -> ts of the last private message in dm:OWNER:PEER (at
+                                most MAX_PEERS: the least recent log goes)
 
 A node that stops heartbeating for `node_timeout` seconds is dead: the first node to
 notice (each node looks once per heartbeat) removes its sessions, publishing a
@@ -59,7 +60,7 @@ from redis.retry import Retry
 from ..errors import BackplaneError
 from .accounts import Account
 from .config import redact
-from .eventlog import LOG_MAX, LogEntry
+from .eventlog import LOG_MAX, MAX_PEERS, LogEntry
 from .events import RoomView, Topic
 
 __all__ = ["SESSIONS_PER_NODE", "RedisBackplane"]
@@ -77,10 +78,32 @@ return 1
 """
 
 
+# KEYS: the log[, its owner's dm-peers]; ARGV: position, member, LOG_MAX[, peer, ts,
+# MAX_PEERS, the owner's private log prefix]
 _LOG_APPEND = """
 redis.call('ZADD', KEYS[1], ARGV[1], ARGV[2])
 redis.call('ZREMRANGEBYRANK', KEYS[1], 0, -tonumber(ARGV[3]) - 1)
-if KEYS[2] then redis.call('HSET', KEYS[2], ARGV[4], ARGV[5]) end
+if KEYS[2] then
+  redis.call('ZADD', KEYS[2], ARGV[5], ARGV[4])
+  if redis.call('ZCARD', KEYS[2]) > tonumber(ARGV[6]) then
+    local oldest = redis.call('ZRANGE', KEYS[2], 0, 0)[1]
+    redis.call('ZREM', KEYS[2], oldest)
+    redis.call('UNLINK', ARGV[7] .. oldest)
+  end
+end
+"""
+# KEYS: accounts; ARGV: the nick key. Deletes the account and its private logs.
+_DELETE_ACCOUNT = """
+local value = redis.call('HGET', KEYS[1], ARGV[1])
+if not value then return 0 end
+redis.call('HDEL', KEYS[1], ARGV[1])
+local owner = ARGV[1] .. '~' .. string.match(value, '(%d+)%]$')
+local peers = 'gchat:dm-peers:' .. owner
+for _, peer in ipairs(redis.call('ZRANGE', peers, 0, -1)) do
+  redis.call('UNLINK', 'gchat:log:dm:' .. owner .. ':' .. peer)
+end
+redis.call('UNLINK', peers)
+return 1
 """
 _LOG_SEEK = """
 local n = redis.call('ZCARD', KEYS[1])
@@ -796,7 +819,7 @@ class RedisBackplane:
                                   _account_value(account)))
 
     def delete_account(self, key: str) -> bool:
-        return bool(self._command("HDEL", ACCOUNTS, key))
+        return bool(self._command("EVAL", _DELETE_ACCOUNT, 1, ACCOUNTS, key))
 
     def accounts(self) -> list[Account]:
         values = self._command("HGETALL", ACCOUNTS)  # redis-py gives a dict
@@ -809,7 +832,8 @@ class RedisBackplane:
             extra: tuple[Any, ...] = ()
             if key.startswith("dm:"):  # TARGETS: the latest time of each conversation
                 _, owner, peer = key.split(":", 2)
-                extra = (f"gchat:dm-peers:{owner}", peer, entry.ts)
+                extra = (f"gchat:dm-peers:{owner}", peer, entry.ts, MAX_PEERS,
+                         f"gchat:log:dm:{owner}:")
             keys = (f"gchat:log:{key}", *extra[:1])
             self._command("EVAL", _LOG_APPEND, len(keys), *keys, entry.pos, _log_member(entry),
                           LOG_MAX, *extra[1:])
@@ -832,11 +856,11 @@ class RedisBackplane:
 
     def log_last(self, key: str) -> int | None:
         found = self._command("ZRANGE", f"gchat:log:{key}", -1, -1, "WITHSCORES")
-        return int(float(found[1])) if found else None
+        return int(found[0][1]) if found else None  # [(member, score)]
 
     def log_peers(self, owner: str) -> list[tuple[str, int]]:
-        peers = self._command("HGETALL", f"gchat:dm-peers:{owner.lower()}")  # a dict
-        return [(peer.decode(), int(ts)) for peer, ts in peers.items()]
+        flat = self._command("ZRANGE", f"gchat:dm-peers:{owner.lower()}", 0, -1, "WITHSCORES")
+        return [(peer.decode(), int(ts)) for peer, ts in flat]
 
     def log_forget(self, key: str) -> None:
         self._command("DEL", f"gchat:log:{key}")

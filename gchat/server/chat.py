@@ -33,7 +33,7 @@ from ..core import Listener, Room, RoomMaster, SessionLimits
 from ..errors import BackplaneError, ConfigError, RequestError, StoreError
 from ..irc.codec import line as irc_line
 from ..protocol import bye, nick_key
-from .accounts import Accounts
+from .accounts import Account, Accounts
 from .config import Settings
 from .eventlog import ROOM_STEP, EventLog, LogEntry, dm_key, dm_position, room_key
 from .events import ChatEvent, RoomView, Topic, msg_fields
@@ -306,18 +306,21 @@ class ChatServer:
     def _room_forgotten(self, room: ChatRoom) -> None:
         if self.store.last_seq(room.name) == 0:  # no members and no history: it is gone
             self.room_names.discard(room.name)
-            # And so is its topic, or the one being written now (after that write).
-            if self.store.topic(room.name) is not None or self._topic_writes.locked():
-                gevent.spawn(self._forget_topic, room.name)  # this may run in the hub
+            # And so are its topic (or the one being written now, after that write) and
+            # its logged events (eventlog.py): a room made again later starts afresh.
+            if self.store.topic(room.name) is not None or self._topic_writes.locked() \
+                    or room.event_pos:
+                gevent.spawn(self._forget_room_state, room.name)  # this may run in the hub
 
-    def _forget_topic(self, name: str) -> None:
+    def _forget_room_state(self, name: str) -> None:
         with self._topic_writes:
-            if self.rooms.get(name) is None and self.store.last_seq(name) == 0 \
-                    and self.store.topic(name) is not None:
+            if self.rooms.get(name) is None and self.store.last_seq(name) == 0:
                 try:
-                    self.store.set_topic(name, None)
+                    if self.store.topic(name) is not None:
+                        self.store.set_topic(name, None)
+                    self.store.log_forget(room_key(name))
                 except StoreError as exc:
-                    log.warning("could not forget the topic of %s: %s", name, exc)
+                    log.warning("could not forget the topic or events of %s: %s", name, exc)
 
     def sessions(self) -> Iterator[ChatMember]:
         """Every open connection, registered or not."""
@@ -357,8 +360,7 @@ class ChatServer:
     def check_owner(self, session: ChatMember, nick: str) -> None:
         """Raise `account_required` if `nick` is an account `session` is not logged in as."""
         account = self.accounts.registered(nick)
-        if account is not None and (session.account is None
-                                    or account.key != session.account.lower()):
+        if account is not None and account.id != session.account_id:
             raise RequestError("account_required", f"{nick} is a registered nick: log in "
                                "with its password, or choose another nick")
 
@@ -423,11 +425,11 @@ class ChatServer:
         logged = ChatEvent.of({**fields, "to": to}).json.rstrip(b"\n")
         entry = LogEntry(position, fields["ts"], frame.msgid, logged)
         entries = []
-        if sender is not None and sender.account is not None:
-            entries.append((dm_key(sender.account, to), entry))
-        if recipient is not None and recipient.account is not None \
+        if sender is not None and sender.account_id is not None:
+            entries.append((dm_key(sender.account_id, to), entry))
+        if recipient is not None and recipient.account_id is not None \
                 and recipient is not sender:
-            entries.append((dm_key(recipient.account, fields["from"]), entry))
+            entries.append((dm_key(recipient.account_id, fields["from"]), entry))
         self._log_events(entries)
 
     def _log_events(self, entries: list[tuple[str, LogEntry]]) -> None:
@@ -436,6 +438,25 @@ class ChatServer:
                 self.event_log().log_append(entries)
             except (StoreError, BackplaneError) as exc:
                 log.warning("could not keep %d events for chathistory: %s", len(entries), exc)
+
+    def account_changed(self, session: ChatMember) -> None:
+        """`session` logged in or out: tell each member of its rooms once (IRC users
+        that asked for account-notify)."""
+        if session.nick is None:
+            return
+        told: set[int] = {session.session_id}
+        for room in list(session.rooms.values()):
+            for member in list(room.members.values()):
+                if member.session_id not in told:
+                    told.add(member.session_id)
+                    member.account_notify(session)  # type: ignore[attr-defined]
+
+    def account_dropped(self, account: Account) -> None:
+        """`account` was deleted: every session of this server logged in as it is
+        logged out (a nick registered again later is another account)."""
+        for session in list(self.nicks.values()):
+            if session.account_id == account.id:
+                session.set_account(None)
 
     def event_log(self) -> EventLog:
         """Where private messages and room events are kept (eventlog.py)."""

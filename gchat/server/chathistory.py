@@ -32,7 +32,7 @@ __all__ = ["MAX_LIMIT", "SUBCOMMANDS", "Item", "LogSource", "Query", "QueryError
 MAX_LIMIT = 100  # ISUPPORT CHATHISTORY: the most items one query returns
 SUBCOMMANDS = ("LATEST", "BEFORE", "AFTER", "BETWEEN", "AROUND", "TARGETS")
 _TIMESTAMP = re.compile(r"(\d{4})-(\d\d)-(\d\d)T(\d\d):(\d\d):(\d\d)(?:\.(\d{1,6}))?Z")
-_BIG = 2**62
+_BIG = 2**62  # past any position: a reference beyond it names nothing
 
 Ref = tuple[str, Any]  # ("*", None), ("msgid", str), ("timestamp", ms)
 
@@ -191,16 +191,30 @@ class LogSource:
         self.log, self.key, self.with_events = log, key, with_events
 
     def range(self, low: int | None, high: int | None, limit: int, newest: bool) -> list[Item]:
-        items = [_item(entry) for entry in self.log.log_range(self.key, low, high, limit, newest)]
-        return items if self.with_events else [i for i in items if i.fields["op"] != "tagmsg"]
+        """Without event-playback, TAGMSGs are skipped and more is read in their place."""
+        items: list[Item] = []
+        for _ in range(10):  # at most 10 reads, so a wall of TAGMSGs costs a bounded time
+            entries = self.log.log_range(self.key, low, high, limit, newest)
+            got = [_item(entry) for entry in entries]
+            kept = got if self.with_events else [i for i in got if i.fields["op"] != "tagmsg"]
+            items = kept + items if newest else items + kept
+            if len(entries) < limit or len(items) >= limit:
+                break
+            if newest:
+                high = entries[0].pos
+            else:
+                low = entries[-1].pos
+        return items[-limit:] if newest else items[:limit]
 
     def seek(self, ts: int, strict: bool) -> int | None:
         return (ts + 1) * 1000 if strict else ts * 1000
 
     def position(self, msgid: str) -> int | None:
         digits = msgid[1:]
-        return int(digits) if msgid[:1] == "~" and digits.isascii() and digits.isdecimal() \
-            else None
+        if msgid[:1] != "~" or not (digits.isascii() and digits.isdecimal()) \
+                or len(digits) > 18:
+            return None
+        return int(digits)
 
 
 class RoomReader(Protocol):
@@ -275,7 +289,8 @@ class RoomSource:
     def position(self, msgid: str) -> int | None:
         room, _, where = msgid.rpartition(":")
         seq, _, event = where.partition(".")
-        if room != self.room or not (seq.isascii() and seq.isdecimal()) \
-                or not (event == "" or (event.isascii() and event.isdecimal())):
+        if room != self.room or not (seq.isascii() and seq.isdecimal()) or len(seq) > 15 \
+                or not (event == "" or (event.isascii() and event.isdecimal()
+                                        and len(event) <= 4)):
             return None
         return int(seq) * ROOM_STEP + int(event or 0)

@@ -29,6 +29,7 @@ __all__ = ["LOG_MAX", "ROOM_STEP", "EventLog", "LogEntry", "MemoryEventLog", "dm
            "dm_position", "room_key"]
 
 LOG_MAX = 10_000  # entries kept per log
+MAX_PEERS = 1000  # private logs kept per account: past it, the least recent one goes
 ROOM_STEP = 1024  # positions per room message: room events after it take the ones between
 _WITHIN_MS = itertools.count()
 
@@ -78,7 +79,8 @@ class EventLog(Protocol):
         """The position of the log's last entry, or None if it has none."""
 
     def log_peers(self, owner: str) -> list[tuple[str, int]]:
-        """(peer, ts of the last message) of every private log of account `owner`."""
+        """(peer, ts of the last message) of every private log of account `owner`
+        (an Account.id), at most MAX_PEERS."""
 
     def log_forget(self, key: str) -> None:
         """Delete a log (its room is gone)."""
@@ -89,6 +91,7 @@ class MemoryEventLog:
 
     def __init__(self) -> None:
         self._logs: dict[str, list[LogEntry]] = {}
+        self._peers: dict[str, dict[str, int]] = {}  # owner: peer: ts of the last message
 
     def log_append(self, entries: Sequence[tuple[str, LogEntry]]) -> None:
         for key, entry in entries:
@@ -96,6 +99,20 @@ class MemoryEventLog:
             log.append(entry)
             if len(log) > LOG_MAX:
                 del log[:len(log) - LOG_MAX]
+            if key.startswith("dm:"):
+                _, owner, peer = key.split(":", 2)
+                peers = self._peers.setdefault(owner, {})
+                peers[peer] = entry.ts
+                if len(peers) > MAX_PEERS:
+                    oldest = min(peers, key=peers.__getitem__)
+                    del peers[oldest]
+                    self._logs.pop(dm_key(owner, oldest), None)
+
+    def log_forget_owner(self, key: str) -> None:
+        """Delete the private logs of every account of nick key `key`."""
+        for owner in [owner for owner in self._peers if owner.startswith(f"{key}~")]:
+            for peer in self._peers.pop(owner):
+                self._logs.pop(dm_key(owner, peer), None)
 
     def log_range(self, key: str, low: int | None, high: int | None, limit: int,
                   newest: bool) -> list[LogEntry]:
@@ -115,9 +132,7 @@ class MemoryEventLog:
         return log[-1].pos if log else None
 
     def log_peers(self, owner: str) -> list[tuple[str, int]]:
-        prefix = f"dm:{owner.lower()}:"
-        return [(key[len(prefix):], log[-1].ts) for key, log in self._logs.items()
-                if key.startswith(prefix) and log]
+        return list(self._peers.get(owner.lower(), {}).items())
 
     def log_forget(self, key: str) -> None:
         self._logs.pop(key, None)

@@ -137,6 +137,11 @@ class MemoryHistory(MemoryAccounts, MemoryEventLog):
     def room_count(self) -> int:
         return len(self._last)
 
+    def delete_account(self, key: str) -> bool:
+        """Delete the account and its private logs."""
+        self.log_forget_owner(key)
+        return super().delete_account(key)
+
     def forget(self, rooms: Sequence[str]) -> None:
         for room in rooms:
             self._rooms.pop(room, None)

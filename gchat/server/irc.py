@@ -409,8 +409,10 @@ class IrcSession(ChatMember):
                 handler(self, message.params)
         except RequestError as exc:
             log.debug("session %d: %s: %s", self.session_id, command, exc)
-        except (StoreError, BackplaneError) as exc:
-            self.send_reply(line("FAIL", command, "TEMPORARILY_UNAVAILABLE", str(exc),
+        except (StoreError, BackplaneError) as exc:  # why goes to the log, not the client
+            log.debug("session %d: %s: %s", self.session_id, command, exc)
+            self.send_reply(line("FAIL", command, "TEMPORARILY_UNAVAILABLE",
+                                 "The server cannot reach its store; try again later",
                                  source=self.host))
         except Exception:
             log.exception("session %d: %s failed", self.session_id, command)
@@ -560,6 +562,13 @@ class IrcSession(ChatMember):
             self._sasl_abort()
             return
         if self._sasl is None:  # a new exchange: `data` is the mechanism
+            if self.server.settings.token is not None and self.nick is None:
+                try:  # a server with a token checks it before any password
+                    self.server.check_token(self._password)
+                except RequestError:
+                    self._numeric("904", "SASL authentication failed: send PASS with the "
+                                  "server's token first")
+                    return
             if data.upper() != "PLAIN" or "sasl" not in self.caps:
                 self._numeric("908", "PLAIN", "are available SASL mechanisms")
                 self._numeric("904", "SASL authentication failed")
@@ -599,24 +608,18 @@ class IrcSession(ChatMember):
         except RequestError as exc:
             self._numeric("904", f"SASL authentication failed: {exc.message}")
             return
+        except (StoreError, BackplaneError):
+            self._numeric("904", "SASL authentication failed: accounts are unavailable; "
+                          "try again later")
+            return
         nick = self.nick or "*"
         self._numeric("900", f"{nick}!{self.username or nick}@{self.host}", self.account or "*",
                       f"You are now logged in as {self.account}")
         self._numeric("903", "SASL authentication successful")
-        self._account_changed()
 
-    def _account_changed(self) -> None:
-        """account-notify: tell the IRC users who share a channel with it, once each."""
-        if self.nick is None:
-            return
-        told: set[int] = set()
-        message = line("ACCOUNT", self.account or "*", source=self._mask(self.nick))
-        for room in self.rooms.values():
-            for member in list(room.members.values()):
-                if member is not self and member.session_id not in told \
-                        and isinstance(member, IrcSession) and "account-notify" in member.caps:
-                    told.add(member.session_id)
-                    member.send(message)
+    def account_notify(self, member: ChatMember) -> None:
+        if "account-notify" in self.caps and member.nick is not None:
+            self.send(line("ACCOUNT", member.account or "*", source=self._mask(member.nick)))
 
     def _sasl_abort(self) -> None:
         self._sasl = None
@@ -640,17 +643,18 @@ class IrcSession(ChatMember):
         codes = {"account_exists": "ACCOUNT_EXISTS", "weak_password": "WEAK_PASSWORD",
                  "registration_closed": "DISALLOWED", "too_many_attempts": "TEMPORARILY_UNAVAILABLE"}
         try:
-            account = self.server.accounts.register(self.nick, password)
+            account = self.server.accounts.register(self.nick, password, self.address)
         except RequestError as exc:
             self._fail("REGISTER", codes.get(exc.code, "BAD_ACCOUNT_NAME" if exc.code == "bad_args"
                                                 else "DISALLOWED"), self.nick, text=exc.message)
             return
-        self.account = account.name
+        if not self.is_open:
+            return
+        self.set_account(account)
         self.send_reply(line("REGISTER", "SUCCESS", account.name, "Account created",
                              source=self.host))
         self._numeric("900", self._mask(self.nick), account.name,
                       f"You are now logged in as {account.name}")
-        self._account_changed()
 
     def _fail(self, command: str, code: str, *context: str, text: str) -> None:
         self.send_reply(line("FAIL", command, code, *map(_word, context), text,
@@ -1205,7 +1209,7 @@ class IrcSession(ChatMember):
         if not valid_nick(target):
             raise QueryError("INVALID_TARGET", (query.sub, target), "No such nick or channel")
         # Private messages are kept for accounts only: a guest has none.
-        owner = self.account or ""
+        owner = self.account_id or ""
         return LogSource(self.server.event_log(), dm_key(owner, target) if owner else "", events)
 
     def _history_lines(self, item: Item, ref: str) -> bytes:
@@ -1240,8 +1244,9 @@ class IrcSession(ChatMember):
             latest = self.server.history(room, None, None, 1)
             if latest:
                 found.append((ChatEvent(latest[0]).fields["ts"], channel_of(room)))
-        if self.account is not None:
-            found += [(ts, peer) for peer, ts in self.server.event_log().log_peers(self.account)]
+        if self.account_id is not None:
+            found += [(ts, peer) for peer, ts in
+                      self.server.event_log().log_peers(self.account_id)]
         chosen = sorted(item for item in found if low < item[0] < high)[:query.limit]
         ref = f"H{next(_BATCHES)}"
         self.send_reply(line("BATCH", "+" + ref, "draft/chathistory-targets", source=self.host))

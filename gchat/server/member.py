@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING, Any
 
 from ..core import Session
 from ..errors import RequestError
+from .accounts import Account
 from .events import ChatEvent, RoomView
 from .ratelimit import TokenBucket
 
@@ -33,7 +34,8 @@ class ChatMember(Session):
     realname: str | None = None
     away: str | None = None
     quit_reason: str | None = None  # shown on IRC only
-    account: str | None = None  # the account it is logged in as (accounts.py)
+    account: str | None = None  # the name of the account it is logged in as (accounts.py)
+    account_id: str | None = None  # that account's Account.id
 
     def __init__(self, server: ChatServer) -> None:
         super().__init__(limits=server.session_limits)
@@ -55,8 +57,18 @@ class ChatMember(Session):
         account = self.server.accounts.login(name, password, self.address)
         if not self.is_open:
             return False
-        self.account = account.name
+        self.set_account(account)
         return True
+
+    def set_account(self, account: Account | None) -> None:
+        """Log in as `account` (None: log out), and tell whoever wants to know."""
+        self.account = account.name if account is not None else None
+        self.account_id = account.id if account is not None else None
+        self.server.account_changed(self)
+
+    def account_notify(self, member: ChatMember) -> None:
+        """`member`, who shares a room with this one, logged in or out (IRC's
+        account-notify); nothing by default."""
 
     def on_disconnected(self, reason: str) -> None:
         if reason == "slow_consumer":

@@ -27,6 +27,7 @@ from ..protocol import (
     valid_nick,
     valid_room,
 )
+from .accounts import check_password
 from .events import MAX_TOPIC, ChatEvent, RoomView
 from .member import ChatMember
 
@@ -255,8 +256,9 @@ class ChatSession(ChatMember):
         password = _optional_string(body, "password")
         self.server.check_token(token)
         _check_nick(nick)
-        if password is not None and not self.login(nick, password):
-            return  # it ended while the password was checked
+        if password is not None and self.server.accounts.enabled \
+                and not self.login(nick, password):
+            return  # it ended while the password was checked (no accounts: ignored)
         self.server.register(self, nick)
         settings = self.server.settings
         extra: dict[str, Any] = {}
@@ -271,26 +273,29 @@ class ChatSession(ChatMember):
         password = _string(request.body, "password")
         nick = self.nick
         assert nick is not None
-        account = self.server.accounts.register(nick, password)
-        self.account = account.name
-        self._ok(request.id, account=account.name)
+        account = self.server.accounts.register(nick, password, self.address)
+        if self.is_open:
+            self.set_account(account)
+            self._ok(request.id, account=account.name)
 
     def op_password(self, request: Request) -> None:
         """Extension (proto 2): change the password of the account it is logged in as."""
         body = request.body
         old, new = _string(body, "password"), _string(body, "new_password")
+        accounts = self.server.accounts
+        check_password(new, accounts.min_password)  # bad_args, weak_password: first
         name = self._account()
         if self.login(name, old):
-            self.server.accounts.change_password(name, new)
+            accounts.change_password(name, new, self.address)
             self._ok(request.id, account=name)
 
     def op_drop(self, request: Request) -> None:
         """Extension (proto 2): delete the account it is logged in as (its password
         again, to be sure); the session stays, as a guest with the same nick."""
+        password = _string(request.body, "password")
         name = self._account()
-        if self.login(name, _string(request.body, "password")):
-            self.server.accounts.drop(name)
-            self.account = None
+        if self.login(name, password):
+            self.server.account_dropped(self.server.accounts.drop(name))
             self._ok(request.id, account=name)
 
     def _account(self) -> str:

@@ -47,7 +47,7 @@ from gevent.threadpool import ThreadPool
 from ..errors import StoreError
 from ..logthrottle import LogThrottle
 from .accounts import Account
-from .eventlog import LOG_MAX, LogEntry, room_key
+from .eventlog import LOG_MAX, MAX_PEERS, LogEntry, dm_key, room_key
 from .events import Topic
 
 __all__ = ["SqliteHistory"]
@@ -85,10 +85,17 @@ CREATE TABLE IF NOT EXISTS logs (
     event BLOB    NOT NULL,
     PRIMARY KEY (key, pos)
 ) WITHOUT ROWID
+""", """
+CREATE TABLE IF NOT EXISTS peers (
+    owner TEXT    NOT NULL,
+    peer  TEXT    NOT NULL,
+    ts    INTEGER NOT NULL,
+    PRIMARY KEY (owner, peer)
+) WITHOUT ROWID
 """)
 _COLUMNS = {"messages": ["room", "seq", "event"], "topics": ["room", "text", "set_by", "set_at"],
             "accounts": ["key", "name", "hash", "created"],
-            "logs": ["key", "pos", "ts", "msgid", "event"]}
+            "logs": ["key", "pos", "ts", "msgid", "event"], "peers": ["owner", "peer", "ts"]}
 _BUSY_TIMEOUT_MS = 2000
 CHECKPOINT_INTERVAL = 1.0  # seconds
 PAGE_SIZE = 1024
@@ -186,14 +193,15 @@ class SqliteHistory:
             if version > SCHEMA_VERSION:
                 raise StoreError(f"history database {self.path} was written by a newer gchat "
                                  f"(schema {version}, this one reads {SCHEMA_VERSION})")
+            # Only gchat's own tables, as gchat makes them, may be there (a first start
+            # may have stopped midway): checked before anything changes the file.
+            tables = [row[0] for row in conn.execute(
+                "SELECT name FROM sqlite_master WHERE type = 'table'")]
+            if any([row[0] for row in conn.execute("SELECT name FROM pragma_table_info(?)",
+                                                   (table,))] != _COLUMNS.get(table)
+                   for table in tables):
+                raise StoreError(f"{self.path} is a SQLite database, but not gchat's")
             if version == 0:
-                # A first start may have stopped midway: only gchat's own tables may be
-                # there. Checked before anything changes the file (WAL mode, page size).
-                tables = [row[0] for row in conn.execute("SELECT name FROM sqlite_master")]
-                if any([row[0] for row in conn.execute("SELECT name FROM pragma_table_info(?)",
-                                                       (table,))] != _COLUMNS.get(table)
-                       for table in tables):
-                    raise StoreError(f"{self.path} is a SQLite database, but not gchat's")
                 # Small pages: a commit writes one page per room it touches to the WAL.
                 conn.execute(f"PRAGMA page_size = {PAGE_SIZE}")  # only a new file takes it
             mode = conn.execute("PRAGMA journal_mode = WAL").fetchone()[0]
@@ -202,13 +210,18 @@ class SqliteHistory:
             conn.execute(f"PRAGMA synchronous = {synchronous}")
             # Commits never checkpoint: the checkpoint thread does (see _checkpoint_loop).
             conn.execute("PRAGMA wal_autocheckpoint = 0")
-            for table in _SCHEMA:  # an older file gains the tables it lacks
+            conn.execute("BEGIN IMMEDIATE")  # an older file gains what it lacks, at once
+            for table in _SCHEMA:
                 conn.execute(table)
             if version < SCHEMA_VERSION:
                 conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
+            conn.execute("COMMIT")
             self._load_bounds(conn)
-            # A room with no history did not outlive the server (a crash left its topic).
+            # A room with no history did not outlive the server (a crash left its topic
+            # or its logged events).
             conn.execute("DELETE FROM topics WHERE room NOT IN (SELECT room FROM messages)")
+            conn.execute("DELETE FROM logs WHERE key > 'room:' AND key < 'room;' AND NOT EXISTS "
+                         "(SELECT 1 FROM messages WHERE room = substr(logs.key, 6))")
             self._topics = {room: Topic(text, by, at) for room, text, by, at in conn.execute(
                 "SELECT room, text, set_by, set_at FROM topics")}
         except BaseException:
@@ -441,7 +454,26 @@ class SqliteHistory:
                                    (account.hash, account.key))
 
     def delete_account(self, key: str) -> bool:
-        return self._write_account("DELETE FROM accounts WHERE key = ?", (key,))
+        """Delete the account and, in the same transaction, its private logs."""
+        return self._write_one("an account", self._delete_account, key)
+
+    def _delete_account(self, key: str) -> bool:
+        self._check_files()
+        conn = self._writer
+        conn.execute("BEGIN IMMEDIATE")
+        try:
+            deleted = conn.execute("DELETE FROM accounts WHERE key = ?", (key,)).rowcount > 0
+            # Every account this nick had: owners "KEY~CREATED" ('~' is 0x7e).
+            conn.execute("DELETE FROM logs WHERE key > ? AND key < ?",
+                         (f"dm:{key}~", f"dm:{key}\x7f"))
+            conn.execute("DELETE FROM peers WHERE owner > ? AND owner < ?",
+                         (f"{key}~", f"{key}\x7f"))
+            conn.execute("COMMIT")
+        except BaseException:
+            if conn.in_transaction:
+                conn.execute("ROLLBACK")
+            raise
+        return deleted
 
     def accounts(self) -> list[Account]:
         try:
@@ -489,6 +521,9 @@ class SqliteHistory:
                 conn.execute("DELETE FROM logs WHERE key = ? AND pos <= (SELECT pos FROM logs "
                              "WHERE key = ? ORDER BY pos DESC LIMIT 1 OFFSET ?)",
                              (key, key, LOG_MAX))
+            for key, entry in entries:
+                if key.startswith("dm:"):
+                    self._note_peer(conn, key, entry.ts)
             conn.execute("COMMIT")
         except BaseException:
             if conn.in_transaction:
@@ -514,11 +549,23 @@ class SqliteHistory:
         rows = self._read("SELECT MAX(pos) FROM logs WHERE key = ?", (key,))
         return rows[0][0]
 
+    @staticmethod
+    def _note_peer(conn: sqlite3.Connection, key: str, ts: int) -> None:
+        """A private log grew: its peer's last time; past MAX_PEERS, the least recent
+        conversation goes."""
+        _, owner, peer = key.split(":", 2)
+        conn.execute("INSERT INTO peers (owner, peer, ts) VALUES (?, ?, ?) ON CONFLICT "
+                     "(owner, peer) DO UPDATE SET ts = excluded.ts", (owner, peer, ts))
+        count = conn.execute("SELECT COUNT(*) FROM peers WHERE owner = ?", (owner,)).fetchone()[0]
+        if count > MAX_PEERS:
+            oldest = conn.execute("SELECT peer FROM peers WHERE owner = ? ORDER BY ts LIMIT 1",
+                                  (owner,)).fetchone()[0]
+            conn.execute("DELETE FROM peers WHERE owner = ? AND peer = ?", (owner, oldest))
+            conn.execute("DELETE FROM logs WHERE key = ?", (dm_key(owner, oldest),))
+
     def log_peers(self, owner: str) -> list[tuple[str, int]]:
-        prefix = f"dm:{owner.lower()}:"
-        rows = self._read("SELECT key, MAX(ts) FROM logs WHERE key > ? AND key < ? GROUP BY key",
-                          (prefix, prefix[:-1] + ";"))
-        return [(key[len(prefix):], ts) for key, ts in rows]
+        return [tuple(row) for row in self._read("SELECT peer, ts FROM peers WHERE owner = ?",
+                                                 (owner.lower(),))]
 
     def log_forget(self, key: str) -> None:
         self._write_one("a logged event", self._execute_changing,

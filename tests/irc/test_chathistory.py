@@ -199,3 +199,55 @@ def irc_pair(make_server):
     guest.send(f"CAP REQ :{CAPS}", "CAP END")
     guest.register("guest")
     return guest
+
+
+def test_what_the_review_found_stays_fixed(make_server, tmp_path):
+    """A dropped account's private log goes with it; a room made again does not inherit
+    its forerunner's events; TAGMSGs do not crowd out messages without event-playback;
+    a huge msgid is refused quietly."""
+    port = free_port()
+    server = make_server(irc_port=port, irc_name="irc.test")
+    register(server, "alice")
+    register(server, "bob")
+    alice = sasl_client(port, "alice", "sesame seed", CAPS + " draft/event-playback")
+    bob = sasl_client(port, "bob", "sesame seed")
+    bob.send("PRIVMSG alice :the vault code is 1234")
+    for _ in range(3):
+        bob.send("@+draft/persist TAGMSG alice")
+    alice.until("PRIVMSG")
+    bob.sync()
+    assert [m.command for m in batch(bob, "CHATHISTORY LATEST alice * 1")] == ["PRIVMSG"]
+    assert batch(bob, "CHATHISTORY BEFORE alice msgid=~99999999999999999999999 10") == []
+    alice.join("#secret")
+    alice.send("TOPIC #secret :meeting at 5", "PART #secret")
+    alice.until("PART")
+    json_alice = Client(server.addresses[0])
+    json_alice.hello("alice2", proto=2)
+    alice.send("QUIT")
+    dropper = Client(server.addresses[0])
+    dropper.hello("alice", password="sesame seed")
+    assert dropper.request("drop", password="sesame seed")["op"] == "ok"
+    dropper.request("quit")
+    mallory = IrcClient(port)
+    mallory.send(f"CAP REQ :{CAPS} draft/event-playback", "CAP END")
+    mallory.register("alice")
+    mallory.send("REGISTER * * mallorypw")
+    mallory.until("900")
+    assert batch(mallory, "CHATHISTORY LATEST bob * 10") == []
+    mallory.join("#secret")
+    assert batch(mallory, "CHATHISTORY LATEST #secret * 10") == []
+
+
+def test_sasl_waits_for_the_token(make_server):
+    port = free_port()
+    server = make_server(irc_port=port, irc_name="irc.test", token="letmein")
+    client = Client(server.addresses[0])
+    client.hello("alice", proto=2, token="letmein")
+    assert client.request("register", password="sesame seed")["op"] == "ok"
+    plain = base64.b64encode(b"\0alice\0sesame seed").decode()
+    stranger = IrcClient(port)
+    stranger.send("CAP REQ sasl", "AUTHENTICATE PLAIN")
+    assert "token" in stranger.until("904")[-1].params[1]
+    insider = IrcClient(port)
+    insider.send("PASS letmein", "CAP REQ sasl", "AUTHENTICATE PLAIN", f"AUTHENTICATE {plain}")
+    insider.until("903")

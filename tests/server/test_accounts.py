@@ -73,6 +73,7 @@ def test_register_refuses_weak_passwords_taken_accounts_and_bad_args(connect):
     assert code(bob.request("register", password=7)) == "bad_args"
     assert code(bob.request("register", password="x" * 1025)) == "bad_args"
     assert code(bob.request("register", password="nul\0inside")) == "bad_args"
+    assert code(bob.request("register", password="a\0b")) == "bad_args"  # before weak_password
     assert code(bob.request("password", password="a", new_password="b" * 8)) == "not_logged_in"
     assert bob.request("register", password=PASSWORD)["account"] == "bob"
     assert code(bob.request("register", password=PASSWORD)) == "account_exists"
@@ -134,9 +135,9 @@ def test_registration_closed_and_off(make_server):
     client.hello("bob", proto=2)
     assert code(client.request("register", password=PASSWORD)) == "registration_closed"
     off = make_server(registration="off", store="memory")
-    client = Client(off.addresses[0])
-    assert code(client.request("hello", nick="bob", password=PASSWORD)) == "bad_password"
-    assert client.hello("bob", proto=2)["registration"] == "off"
+    client = Client(off.addresses[0])  # a password is ignored: a client keeps reconnecting
+    reply = client.hello("bob", password=PASSWORD, proto=2)
+    assert (reply["account"], reply["registration"]) == (None, "off")
     assert code(client.request("register", password=PASSWORD)) == "registration_closed"
 
 
@@ -174,17 +175,58 @@ def test_hashes_verify_only_their_password():
         assert not verify_password("sesame", broken)
 
 
-def test_the_service_is_the_same_for_operators(make_server):
+def test_the_service_is_the_same_for_operators():
     accounts = Accounts(MemoryAccounts(), registration="closed", min_password=8)
     with pytest.raises(RequestError, match="registration_closed"):
-        accounts.register("bob", PASSWORD)
-    account = accounts.register("bob", "pw", by_operator=True)  # an operator may
+        accounts.register("bob", PASSWORD, "10.0.0.1")  # a user may not
+    account = accounts.register("bob", "pw")  # an operator (no address) may, any length
     assert isinstance(account, Account) and accounts.registered("BOB") == account
     assert accounts.login("bob", "pw", "127.0.0.1") == account
-    accounts.change_password("bob", "other", by_operator=True)
+    accounts.change_password("bob", "other")
     with pytest.raises(RequestError, match="bad_password"):
         accounts.login("bob", "pw", "127.0.0.1")
-    accounts.drop("bob")
+    assert accounts.drop("bob").id == account.id
     with pytest.raises(RequestError, match="no_such_account"):
         accounts.drop("bob")
     accounts.close()
+
+
+def test_concurrent_guesses_count_as_much_as_guesses_in_a_row(connect):
+    """Each try takes its token before its hash: 30 at once are 5 tries, then refusals."""
+    registered(connect, "alice")
+    guessers = [connect() for _ in range(30)]
+    for index, guesser in enumerate(guessers):
+        guesser.send({"op": "hello", "nick": "alice", "password": f"guess{index}", "id": 1})
+    codes = [code(guesser.reply_to(1)) for guesser in guessers]
+    assert set(codes) <= {"bad_password", "too_many_attempts"}
+    assert 1 <= codes.count("bad_password") <= 5
+    later = connect()
+    codes += [code(later.request("hello", nick="alice", password=f"again{i}")) for i in range(6)]
+    assert codes.count("bad_password") == 5  # at once or in a row: five tries in all
+
+
+def test_one_address_cannot_keep_the_hash_pool_to_itself(connect):
+    registered(connect, "alice")
+    flood = [connect() for _ in range(4)]
+    for client in flood:  # right passwords, all at once, from one address
+        client.send({"op": "hello", "nick": "alice", "password": PASSWORD, "id": 1})
+    replies = [client.reply_to(1) for client in flood]
+    codes = [reply.get("code") for reply in replies]
+    assert codes.count("too_many_attempts") == 2  # at most two hashes in flight per address
+    assert [reply["op"] for reply in replies].count("ok") == 1  # the other: nick_taken
+
+
+def test_a_dropped_nick_registered_again_is_another_account(connect):
+    registered(connect, "alice")
+    first = connect()
+    first.hello("alice", password=PASSWORD)
+    elsewhere = connect()  # the same account, logged in from a second session
+    elsewhere.hello("zed", proto=2)
+    assert elsewhere.request("register", password="x" * 8)["op"] == "ok"  # zed's own
+    assert first.request("drop", password=PASSWORD)["op"] == "ok"
+    first.request("quit")
+    newcomer = connect()
+    newcomer.hello("alice", proto=2)
+    assert newcomer.request("register", password="another one")["op"] == "ok"
+    newcomer.request("quit")
+    assert code(connect().request("hello", nick="alice", password=PASSWORD)) == "bad_password"

@@ -262,3 +262,17 @@ def test_a_first_start_stopped_midway_through_the_schema_is_still_gchat_s(tmp_pa
     half.commit()
     half.close()
     SqliteHistory(path).close()
+
+
+@pytest.mark.parametrize("version", [1, 2])
+def test_a_foreign_database_of_any_version_is_refused_unchanged(tmp_path, version):
+    path = tmp_path / "other.db"
+    with sqlite3.connect(path) as other:
+        other.execute("CREATE TABLE users (id INTEGER)")
+        other.execute(f"PRAGMA user_version = {version}")
+    with pytest.raises(StoreError, match="not gchat's"):
+        SqliteHistory(path)
+    with sqlite3.connect(path) as unchanged:
+        assert unchanged.execute("PRAGMA user_version").fetchone()[0] == version
+        assert unchanged.execute("PRAGMA journal_mode").fetchone()[0] == "delete"
+        assert [row[0] for row in unchanged.execute("SELECT name FROM sqlite_master")] == ["users"]
