@@ -3,16 +3,17 @@ server's store, whether the server is stopped or running.
 
 Strategy: the store is picked as the server picks it (`--store sqlite:PATH`, default
 the server's own, or `--backplane redis://...`, from the same GCHAT_ variables), and
-every change goes through the server's own `Accounts` service as an operator's
-(`by_operator=True`: no closed-registration check, no minimum length), so the hashes
-are the server's. A running server reads an account from the store at every login, so
+every change goes through the server's own `Accounts` service as an operator's (no
+address: no closed-registration check, no minimum length, no rate limit), so the
+hashes are the server's. A running server reads an account from the store at every login, so
 a change takes effect at the next login; sessions already logged in stay.
 
 A running server holds an flock on `PATH.lock` and its own connections to PATH, so
 `SqliteHistory` (which takes that lock) cannot open the file then. `SqliteAccounts`
 opens it with plain sqlite3 instead, as a second process may: WAL mode lets its short
 transactions and the server's run side by side, and a busy timeout waits out the
-server's commits. It runs the same statements as SqliteHistory's account methods. A
+server's commits. It runs the same statements as SqliteHistory's account methods
+(deleting an account deletes its private logs too: `delete_account_rows`). A
 file that does not exist yet (or predates accounts) is made (or upgraded) by
 SqliteHistory itself, which creates the whole schema, and closed again.
 
@@ -41,6 +42,7 @@ from .errors import BackplaneError, ConfigError, RequestError, StoreError
 from .protocol import valid_nick
 from .server.accounts import Account, Accounts, AccountStore
 from .server.config import Settings
+from .server.sqlite_store import delete_account_rows, refuse_foreign
 
 __all__ = ["SqliteAccounts", "main", "open_store"]
 
@@ -92,14 +94,12 @@ class SqliteAccounts:
         conn = self._connect()
         try:
             version = int(conn.execute("PRAGMA user_version").fetchone()[0])
-            tables = {row[0] for row in conn.execute("SELECT name FROM sqlite_master")}
+            # Refused before SqliteHistory opens it (which would make it WAL first).
+            refuse_foreign(conn, self.path)
         except sqlite3.Error as exc:
             raise StoreError(self._describe(exc)) from exc
         finally:
             conn.close()
-        # Refused before SqliteHistory opens it (which would make it WAL first).
-        if version == 0 and not tables <= {"messages", "topics", "accounts"}:
-            raise StoreError(f"{self.path} is a SQLite database, but not gchat's")
         return version
 
     def _create(self) -> None:
@@ -107,7 +107,8 @@ class SqliteAccounts:
         (StoreError if a server holds it: that server upgrades the file itself)."""
         from .server.sqlite_store import SqliteHistory
 
-        SqliteHistory(self.path).close()
+        # No retention here: the server's --history-max prunes when the server opens it.
+        SqliteHistory(self.path, history_max=2**62).close()
 
     def _describe(self, exc: sqlite3.Error) -> str:
         text = str(exc)
@@ -141,7 +142,19 @@ class SqliteAccounts:
                              (account.hash, account.key)).rowcount > 0
 
     def delete_account(self, key: str) -> bool:
-        return self._execute("DELETE FROM accounts WHERE key = ?", (key,)).rowcount > 0
+        """The account and its private logs, in one transaction (as the server does)."""
+        try:
+            self._conn.execute("BEGIN IMMEDIATE")
+            try:
+                deleted = delete_account_rows(self._conn, key)
+                self._conn.execute("COMMIT")
+            except BaseException:
+                if self._conn.in_transaction:
+                    self._conn.execute("ROLLBACK")
+                raise
+        except sqlite3.Error as exc:
+            raise StoreError(self._describe(exc)) from exc
+        return deleted
 
     def accounts(self) -> list[Account]:
         rows = self._execute("SELECT name, hash, created FROM accounts ORDER BY key").fetchall()

@@ -259,3 +259,29 @@ def test_the_script_runs_in_the_checkout_and_takes_no_password_flag():
     listed = result.stdout.decode().partition("Options:")[2]
     options = set(re.findall(r"^  (-[-\w]+)", listed, re.MULTILINE))
     assert options == {"--password-stdin", "--store", "--backplane", "-h"}
+
+
+def test_delete_takes_the_private_logs_and_an_upgrade_keeps_all_history(store, tmp_path):
+    path = store.removeprefix("sqlite:")
+    ok(admin("create", "alice", "--password-stdin", "--store", store, password=PASSWORD))
+    with sqlite3.connect(path) as db:  # what the server would have logged for alice
+        created = db.execute("SELECT created FROM accounts WHERE key = 'alice'").fetchone()[0]
+        owner = f"alice~{created}"
+        db.execute("INSERT INTO logs VALUES (?, 1, 1, '~1', x'7b7d')", (f"dm:{owner}:bob",))
+        db.execute("INSERT INTO peers VALUES (?, 'bob', 1)", (owner,))
+        db.execute("ANALYZE")  # SQLite's own statistics table is no stranger
+    ok(admin("delete", "alice", "--yes", "--store", store))
+    with sqlite3.connect(path) as db:
+        assert db.execute("SELECT COUNT(*) FROM logs").fetchone()[0] == 0
+        assert db.execute("SELECT COUNT(*) FROM peers").fetchone()[0] == 0
+    # An older file gains the accounts table without losing history past the default limit.
+    old = tmp_path / "old.db"
+    with sqlite3.connect(old) as db:
+        db.execute("CREATE TABLE messages (room TEXT NOT NULL, seq INTEGER NOT NULL, "
+                   "event BLOB NOT NULL, PRIMARY KEY (room, seq)) WITHOUT ROWID")
+        db.executemany("INSERT INTO messages VALUES ('r', ?, x'7b7d')",
+                       [(seq,) for seq in range(1, 10_101)])
+        db.execute("PRAGMA user_version = 1")
+    ok(admin("create", "bob", "--password-stdin", "--store", f"sqlite:{old}", password=PASSWORD))
+    with sqlite3.connect(old) as db:
+        assert db.execute("SELECT COUNT(*) FROM messages").fetchone()[0] == 10_100

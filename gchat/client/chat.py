@@ -117,12 +117,14 @@ class ChatClient:
         self._bye = None
         session = self._connect_any()
         try:
-            fields: dict[str, Any] = {"nick": self.nick, "proto": PROTO}
+            fields: dict[str, Any] = {"nick": self.nick}
             if self.token is not None:
                 fields["token"] = self.token
             # After a /nick away from the account's nick, a reconnection is a guest's.
+            # A guest's hello stays v1's, so servers that speak only proto 1 take it.
             if self._login is not None and nick_key(self.nick) == nick_key(self._login[0]):
                 fields["password"] = self._login[1]
+                fields["proto"] = PROTO
             hello = session.request("hello", **fields)
         except RequestFailed:
             session.disconnect("refused")

@@ -57,16 +57,22 @@ def parse(line: str) -> Command | None:
         return None
     if not line.startswith("/") or line.startswith("//"):
         return Command("say", (line[1:] if line.startswith("//") else line,))
-    name, _, rest = line[1:].partition(" ")
+    # Split at the first whitespace of any kind, as _SECRET does: a tab after /register
+    # must not leave the password in a name that an error would show.
+    words = line[1:].split(None, 1)
+    name, rest = (words[0], words[1] if len(words) > 1 else "") if words else ("", "")
     name = name.lower()
     if name not in _COMMANDS:
-        return Command(name, error=f"there is no command /{name}: type /help for the list")
+        return Command(name, error=f"there is no command /{name[:32]}: type /help for the list")
     least, most, usage = _COMMANDS[name]
     if name == "topic":  # the whole rest is the topic
         return Command(name, (rest.strip(),) if rest.strip() else ())
     if name in ("register", "drop"):  # the whole rest is the password
         words = [rest.strip()] if rest.strip() else []
-    elif name in ("msg", "kick", "password"):  # the last argument takes the rest
+    elif name == "password":  # OLD (no spaces), then NEW: the rest, trimmed as /register's
+        words = rest.strip().split(None, 1)
+        words[1:] = [word.strip() for word in words[1:]]
+    elif name in ("msg", "kick"):  # the last argument takes the rest
         words = rest.split(None, 1)
     else:
         words = rest.split()

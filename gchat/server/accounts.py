@@ -189,13 +189,15 @@ class LoginGuard:
         return max(self._accounts.wait(key, now), self._addresses.wait(address, now))
 
     def failed(self, key: str, address: str, now: float) -> None:
-        """Record a failed login of `key` from `address`."""
-        self._accounts.failed(key, now)
+        """Record a failed login of `key` ("": of no account) from `address`."""
+        if key:
+            self._accounts.failed(key, now)
         self._addresses.failed(address, now)
 
     def refund(self, key: str, address: str, now: float) -> None:
         """The login recorded as failed (before its check) succeeded: give it back."""
-        self._accounts.refund(key, now)
+        if key:
+            self._accounts.refund(key, now)
         self._addresses.refund(address, now)
 
 
@@ -328,17 +330,20 @@ class Accounts:
         if wait > 0:
             raise RequestError("too_many_attempts",
                                f"too many failed logins; try again in {max(1, round(wait))} s")
-        self.guard.failed(key, address, monotonic())
+        account = self.store.account(key)
+        # A name with no account costs the address a try, not a bucket of its own: a
+        # flood of made-up names cannot push a real account's bucket out.
+        guarded = key if account is not None else ""
+        self.guard.failed(guarded, address, monotonic())
         try:
-            account = self.store.account(key)
             good = account is not None and bool(self._hashing(address, verify_password,
                                                               password, account.hash))
         except BaseException:  # not checked at all (busy, the store failed): no try
-            self.guard.refund(key, address, monotonic())
+            self.guard.refund(guarded, address, monotonic())
             raise
         if not good or account is None:
             raise RequestError("bad_password", "wrong account name or password")
-        self.guard.refund(key, address, monotonic())
+        self.guard.refund(guarded, address, monotonic())
         return account
 
     def register(self, name: str, password: str, address: str | None = None) -> Account:

@@ -9,6 +9,7 @@ one codec and one subclass; no state code changes.
 
 from __future__ import annotations
 
+import ipaddress
 from time import monotonic
 from typing import TYPE_CHECKING, Any
 
@@ -48,8 +49,19 @@ class ChatMember(Session):
 
     @property
     def address(self) -> str:
-        """The peer's IP address (what login attempts are limited by)."""
-        return str(self.peer[0]) if isinstance(self.peer, tuple) else "unknown"
+        """What login attempts are limited by: the peer's IPv4 address, or the /64 of
+        its IPv6 one (a host commonly has a whole /64)."""
+        if not isinstance(self.peer, tuple):
+            return "unknown"
+        try:
+            ip = ipaddress.ip_address(self.peer[0])
+        except ValueError:
+            return str(self.peer[0])
+        if isinstance(ip, ipaddress.IPv6Address):
+            if ip.ipv4_mapped is not None:
+                return str(ip.ipv4_mapped)
+            return str(ipaddress.IPv6Network((ip, 64), strict=False))
+        return str(ip)
 
     def login(self, name: str, password: str) -> bool:
         """Log in as account `name` (accounts.py; raises RequestError); False if the

@@ -259,7 +259,12 @@ class ChatSession(ChatMember):
         if password is not None and self.server.accounts.enabled \
                 and not self.login(nick, password):
             return  # it ended while the password was checked (no accounts: ignored)
-        self.server.register(self, nick)
+        try:
+            self.server.register(self, nick)
+        except RequestError:
+            if self.account is not None:  # hello logs in as the nick it registers, or not
+                self.set_account(None)
+            raise
         settings = self.server.settings
         extra: dict[str, Any] = {}
         if proto == ACCOUNTS_PROTO:

@@ -50,7 +50,7 @@ from .accounts import Account
 from .eventlog import LOG_MAX, MAX_PEERS, LogEntry, dm_key, room_key
 from .events import Topic
 
-__all__ = ["SqliteHistory"]
+__all__ = ["SCHEMA_VERSION", "SqliteHistory", "delete_account_rows", "refuse_foreign"]
 
 log = logging.getLogger(__name__)
 
@@ -109,6 +109,27 @@ def _ts(event: bytes) -> int:
     except (ValueError, AttributeError):
         return 0
     return ts if isinstance(ts, int) else 0
+
+
+def refuse_foreign(conn: sqlite3.Connection, path: Path) -> None:
+    """Raise StoreError unless the tables in `conn` are gchat's own, as gchat makes them
+    (SQLite's own, like ANALYZE's sqlite_stat1, aside). A first start may have stopped
+    midway, so fewer is fine. Checked before anything changes the file."""
+    tables = [row[0] for row in conn.execute(
+        "SELECT name FROM sqlite_master WHERE type = 'table' AND name NOT LIKE 'sqlite%'")]
+    if any([row[0] for row in conn.execute("SELECT name FROM pragma_table_info(?)", (table,))]
+           != _COLUMNS.get(table) for table in tables):
+        raise StoreError(f"{path} is a SQLite database, but not gchat's")
+
+
+def delete_account_rows(conn: sqlite3.Connection, key: str) -> bool:
+    """Delete the account of nick key `key` and the private logs of every account that
+    nick had (owners "KEY~CREATED": '~' is 0x7e); in the caller's transaction. Whether
+    an account was there."""
+    deleted = conn.execute("DELETE FROM accounts WHERE key = ?", (key,)).rowcount > 0
+    conn.execute("DELETE FROM logs WHERE key > ? AND key < ?", (f"dm:{key}~", f"dm:{key}\x7f"))
+    conn.execute("DELETE FROM peers WHERE owner > ? AND owner < ?", (f"{key}~", f"{key}\x7f"))
+    return deleted
 
 
 def _capture(func: Callable[..., T], args: tuple[Any, ...]) -> tuple[T | None, Exception | None]:
@@ -193,14 +214,7 @@ class SqliteHistory:
             if version > SCHEMA_VERSION:
                 raise StoreError(f"history database {self.path} was written by a newer gchat "
                                  f"(schema {version}, this one reads {SCHEMA_VERSION})")
-            # Only gchat's own tables, as gchat makes them, may be there (a first start
-            # may have stopped midway): checked before anything changes the file.
-            tables = [row[0] for row in conn.execute(
-                "SELECT name FROM sqlite_master WHERE type = 'table'")]
-            if any([row[0] for row in conn.execute("SELECT name FROM pragma_table_info(?)",
-                                                   (table,))] != _COLUMNS.get(table)
-                   for table in tables):
-                raise StoreError(f"{self.path} is a SQLite database, but not gchat's")
+            refuse_foreign(conn, self.path)
             if version == 0:
                 # Small pages: a commit writes one page per room it touches to the WAL.
                 conn.execute(f"PRAGMA page_size = {PAGE_SIZE}")  # only a new file takes it
@@ -462,12 +476,7 @@ class SqliteHistory:
         conn = self._writer
         conn.execute("BEGIN IMMEDIATE")
         try:
-            deleted = conn.execute("DELETE FROM accounts WHERE key = ?", (key,)).rowcount > 0
-            # Every account this nick had: owners "KEY~CREATED" ('~' is 0x7e).
-            conn.execute("DELETE FROM logs WHERE key > ? AND key < ?",
-                         (f"dm:{key}~", f"dm:{key}\x7f"))
-            conn.execute("DELETE FROM peers WHERE owner > ? AND owner < ?",
-                         (f"{key}~", f"{key}\x7f"))
+            deleted = delete_account_rows(conn, key)
             conn.execute("COMMIT")
         except BaseException:
             if conn.in_transaction:

@@ -230,3 +230,11 @@ def test_a_dropped_nick_registered_again_is_another_account(connect):
     assert newcomer.request("register", password="another one")["op"] == "ok"
     newcomer.request("quit")
     assert code(connect().request("hello", nick="alice", password=PASSWORD)) == "bad_password"
+
+
+def test_a_hello_refused_for_its_nick_leaves_no_login_behind(connect):
+    registered(connect, "alice")
+    connect().hello("alice", password=PASSWORD)  # alice is here
+    second = connect()
+    assert code(second.request("hello", nick="alice", password=PASSWORD)) == "nick_taken"
+    assert second.hello("bob", proto=2)["account"] is None
