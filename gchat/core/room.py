@@ -18,7 +18,7 @@ from __future__ import annotations
 from collections.abc import Callable, Iterator
 from typing import Generic, TypeVar
 
-from .session import Session
+from .session import Session, send_to_each
 
 __all__ = ["Once", "Room", "RoomMaster"]
 
@@ -72,20 +72,15 @@ class Room:
     def broadcast(self, event: object, exclude: Session | None = None) -> int:
         """Queue `event` to every member but `exclude`: bytes as they are, anything
         else as each member's door renders it, once per door. Returns how many took it."""
-        delivered = 0
         if type(event) is bytes:
-            for member in self.members.values():
-                if member is not exclude and member.send(event):
-                    delivered += 1
-            return delivered
+            return send_to_each(self.members.values(), event, exclude)
+        delivered = 0
         for group in self._groups.values():
             data = next(iter(group.values())).render(event)  # once for the whole door
             if type(data) is Once:
                 delivered += self._send_once(group, data, exclude)
                 continue
-            for member in group.values():
-                if member is not exclude and member.send(data):
-                    delivered += 1
+            delivered += send_to_each(group.values(), data, exclude)
         return delivered
 
     @staticmethod

@@ -50,7 +50,7 @@ import socket
 import ssl
 import weakref
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from time import monotonic
 from typing import Any
@@ -62,7 +62,7 @@ from gevent.lock import BoundedSemaphore
 
 from .framing import LineFramer
 
-__all__ = ["Flusher", "Session", "SessionLimits"]
+__all__ = ["Flusher", "Session", "SessionLimits", "send_to_each"]
 
 log = logging.getLogger(__name__)
 
@@ -593,6 +593,29 @@ class Session:
         reason = "reset" if isinstance(exc, ConnectionResetError) else "error"
         log.debug("session %s: %s: %s", self.session_id, reason, exc)
         self.disconnect(reason)
+
+
+def send_to_each(members: Iterable[Session], data: bytes, exclude: Session | None) -> int:
+    """`member.send(data)` for each member but `exclude`; how many took it. A broadcast
+    runs this once per member per message, so send's common case (open, below the
+    high-water marks) is inlined here: no call per member, the same effect."""
+    size = len(data)
+    delivered = 0
+    for member in members:
+        if member is exclude:
+            continue
+        if member._accepting and member.queued_bytes < member.high_water_bytes \
+                and member.queued_frames < member._high_frames:
+            member._queue.append(data)
+            member.queued_bytes += size
+            member.queued_frames += 1
+            if not member._dirty:
+                member._dirty = True
+                member._flusher.add(member)
+            delivered += 1
+        elif member.send(data):  # closing, or past a mark: send decides
+            delivered += 1
+    return delivered
 
 
 class Flusher:

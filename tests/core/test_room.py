@@ -9,14 +9,15 @@ from gchat.core import Room, RoomMaster, Session, SessionLimits
 
 
 class Member(Session):
+    """A session with no socket: what it was sent stays in its queue."""
+
     def __init__(self, session_id: int, **kwargs) -> None:
         super().__init__(**kwargs)
         self.session_id = session_id
-        self.sent: list[bytes] = []
 
-    def send(self, data: bytes) -> bool:
-        self.sent.append(data)
-        return super().send(data)
+    @property
+    def sent(self) -> list[bytes]:
+        return self._queue  # a broadcast queues as send does (send_to_each)
 
 
 def test_broadcast_queues_the_same_bytes_object_to_every_member_but_excluded():
