@@ -249,7 +249,13 @@ def test_a_version_1_database_gains_topics_and_keeps_its_messages(tmp_path):
         assert store.topic("#a") is None
     finally:
         store.close()
-    assert sqlite3.connect(path).execute("SELECT COUNT(*) FROM topics").fetchone() == (0,)
+    with sqlite3.connect(path) as upgraded:
+        assert upgraded.execute("SELECT COUNT(*) FROM topics").fetchone() == (0,)
+        # Its messages now sit in arrival order (a rowid table), found by an index.
+        sql = upgraded.execute("SELECT sql FROM sqlite_master WHERE name = 'messages'")
+        assert "WITHOUT ROWID" not in sql.fetchone()[0].upper()
+        assert upgraded.execute("SELECT name FROM sqlite_master WHERE type = 'index' "
+                                "AND tbl_name = 'messages'").fetchall() == [("messages_room_seq",)]
 
 
 def test_a_first_start_stopped_midway_through_the_schema_is_still_gchat_s(tmp_path):
