@@ -222,7 +222,7 @@ class SqliteHistory:
                                  f"(schema {version}, this one reads {SCHEMA_VERSION})")
             refuse_foreign(conn, self.path)
             if version == 0:
-                # Small pages: a commit writes one page per room it touches to the WAL.
+                # Small pages: a commit writes each index page it touches to the WAL.
                 conn.execute(f"PRAGMA page_size = {PAGE_SIZE}")  # only a new file takes it
             mode = conn.execute("PRAGMA journal_mode = WAL").fetchone()[0]
             if mode.lower() != "wal":
