@@ -17,6 +17,8 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
 
+import orjson
+
 __all__ = [
     "MAX_DEPTH",
     "BadFrame",
@@ -69,15 +71,30 @@ _decoder = json.JSONDecoder(parse_constant=_reject_constant)
 def decode_request(line: bytes) -> Request | BadFrame:
     """Decode one line (LF and CR already removed) into a Request or a BadFrame."""
     try:
+        value = orjson.loads(line)  # the fast path: orjson takes what the standard one does
+    except orjson.JSONDecodeError:
+        # Not valid, or beyond orjson (integers past 64 bits, nesting past 1024): the
+        # standard library decides, and says why as it always did.
+        value = _decode_slowly(line)
+        if isinstance(value, BadFrame):
+            return value
+    return _request(line, value)
+
+
+def _decode_slowly(line: bytes) -> Any:
+    try:
         text = line.decode("utf-8")
     except UnicodeDecodeError:
         return BadFrame("the frame is not valid UTF-8")
     try:
-        value = _decoder.decode(text)
+        return _decoder.decode(text)
     except RecursionError:
         return BadFrame(f"the frame is nested deeper than {MAX_DEPTH} levels")
     except ValueError as exc:  # JSONDecodeError, NaN/Infinity, a number too long
         return BadFrame(f"the frame is not valid JSON: {exc}")
+
+
+def _request(line: bytes, value: Any) -> Request | BadFrame:
     # Cheap tests first: most frames have few brackets and no \u escapes.
     if line.count(b"{") + line.count(b"[") > MAX_DEPTH and _depth(value) > MAX_DEPTH:
         return BadFrame(f"the frame is nested deeper than {MAX_DEPTH} levels")
@@ -164,8 +181,12 @@ _encoder = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"), check_cir
 
 
 def encode(frame: dict[str, Any]) -> bytes:
-    """One frame as a line: compact UTF-8 JSON and a LF."""
-    return (_encoder.encode(frame) + "\n").encode("utf-8")
+    """One frame as a line: compact UTF-8 JSON and a LF (orjson: the same bytes as
+    the standard library's compact, non-ASCII-escaping encoder, several times faster)."""
+    try:
+        return orjson.dumps(frame, option=orjson.OPT_APPEND_NEWLINE)
+    except TypeError:  # an integer past 64 bits: the standard library has no limit
+        return (_encoder.encode(frame) + "\n").encode("utf-8")
 
 
 def bye(reason: str) -> bytes:
@@ -176,5 +197,5 @@ def bye(reason: str) -> bytes:
 def encode_with_items(frame: dict[str, Any], key: str, items: list[bytes]) -> bytes:
     """Like `encode`, plus `key`: a JSON array of already encoded items (stored
     events are kept as the exact bytes once delivered, so they are never re-encoded)."""
-    head = _encoder.encode(frame)[:-1].encode("utf-8")
+    head = encode(frame)[:-2]
     return b"%s,\"%s\":[%s]}\n" % (head, key.encode("ascii"), b",".join(items))

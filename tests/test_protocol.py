@@ -105,3 +105,30 @@ def test_fuzz_any_json_object_with_a_string_op_is_a_request(body, op):
     line = json.dumps(body).encode()
     result = decode_request(line)
     assert isinstance(result, Request) and result.op == op
+
+
+_JSON_VALUES = st.recursive(
+    st.none() | st.booleans() | st.integers(-(2**63), 2**63 - 1) | st.text(),
+    lambda children: st.lists(children, max_size=4)
+    | st.dictionaries(st.text(max_size=8), children, max_size=4),
+    max_leaves=12)
+
+
+@given(st.dictionaries(st.text(max_size=8), _JSON_VALUES, max_size=6))
+def test_encode_gives_the_standard_librarys_bytes(frame):
+    """orjson writes what the compact, non-escaping standard encoder would."""
+    standard = json.dumps(frame, ensure_ascii=False, separators=(",", ":")) + "\n"
+    assert encode(frame) == standard.encode("utf-8")
+
+
+@given(st.binary(max_size=80) | st.builds(lambda v: json.dumps(v).encode(), _JSON_VALUES))
+def test_the_fast_decoder_agrees_with_the_standard_one(line):
+    """decode_request's orjson path takes exactly what the standard path takes."""
+    from gchat.protocol import _decode_slowly, _request
+
+    slow = _decode_slowly(line)
+    expected = slow if isinstance(slow, BadFrame) else _request(line, slow)
+    got = decode_request(line)
+    assert type(got) is type(expected)
+    if isinstance(got, Request):
+        assert got == expected

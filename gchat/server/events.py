@@ -10,9 +10,10 @@ present (core/room.py), never once per member.
 
 from __future__ import annotations
 
-import json
 import time
 from typing import Any, NamedTuple
+
+import orjson
 
 from ..protocol import encode
 
@@ -83,7 +84,7 @@ class ChatEvent:
     def fields(self) -> dict[str, Any]:
         """The event's JSON object (`op`, `room`, `from`, `text`...)."""
         if self._fields is None:
-            self._fields = json.loads(self.json)
+            self._fields = orjson.loads(self.json)
         return self._fields
 
     def __repr__(self) -> str:
