@@ -58,7 +58,6 @@ from typing import Any
 import gevent
 from gevent.event import Event
 from gevent.hub import Hub
-from gevent.lock import BoundedSemaphore
 
 from .framing import LineFramer
 
@@ -110,6 +109,7 @@ class Session:
         "_linger",
         "_max_bytes",
         "_max_frames",
+        "_on_closed",
         "_pace_since",
         "_pace_spent",
         "_queue",
@@ -145,10 +145,11 @@ class Session:
         self._sock: socket.socket | None = None
         self._direct = True
         self._queue: list[bytes] = []
-        self._writing = BoundedSemaphore(1)  # held by whoever writes the queue to the socket
+        self._writing = False  # True while someone (the Flusher, a writer) writes the queue
         self._dirty = False  # in the Flusher's list
         self._flusher = Flusher.for_current_hub()
-        self._closed = Event()
+        self._closed: Event | None = None  # made by the first wait_closed
+        self._on_closed: Callable[[], None] | None = None  # when_closed's callback(s)
         self._state = _OPEN
         # send() runs once per member per message: its checks read plain attributes.
         self._accepting = True  # open, and the queue never went past its bound
@@ -231,7 +232,7 @@ class Session:
         """Run the session in the calling greenlet until it has fully closed."""
         self._attach(sock)
         self._read_loop()
-        self._closed.wait()
+        self.wait_closed()
 
     def start(self, sock: socket.socket) -> None:
         """Run the session in greenlets of its own and return at once."""
@@ -251,8 +252,19 @@ class Session:
         self._watcher.start(self._readable)
 
     def when_closed(self, callback: Callable[[], None]) -> None:
-        """Call `callback` (in the hub: it must not block) once the socket is closed."""
-        self._closed.rawlink(lambda _event: callback())
+        """Call `callback` (in the hub: it must not block) once the socket is closed.
+        (A callable, not an Event per session: every session has one, the Listener's.)"""
+        if self._state is _CLOSED:
+            gevent.get_hub().loop.run_callback(callback)
+            return
+        earlier = self._on_closed
+        if earlier is None:
+            self._on_closed = callback
+        else:
+            def both() -> None:
+                earlier()
+                callback()
+            self._on_closed = both
 
     def _attach(self, sock: socket.socket) -> None:
         self._sock = sock
@@ -265,6 +277,10 @@ class Session:
 
     def wait_closed(self, timeout: float | None = None) -> bool:
         """Wait until the socket is closed; True if it is."""
+        if self._state is _CLOSED:
+            return True
+        if self._closed is None:
+            self._closed = Event()
         return self._closed.wait(timeout)
 
     def close(self, reason: str, farewell: bytes | None = None, *, discard: bool = False,
@@ -333,7 +349,11 @@ class Session:
                 self._sock.close()  # a reader or writer waiting on it gets OSError
             except OSError:
                 pass
-        self._closed.set()
+        if self._closed is not None:
+            self._closed.set()
+        if self._on_closed is not None:
+            gevent.get_hub().loop.run_callback(self._on_closed)
+            self._on_closed = None
 
     # -- sending ------------------------------------------------------------------
 
@@ -455,10 +475,11 @@ class Session:
         """Called by the Flusher in the hub: write the queue if no writer is at it,
         without blocking; leave the rest to a writer greenlet."""
         self._dirty = False
-        if self._sock is None or self._state is _CLOSED or not self._writing.acquire(blocking=False):
+        if self._sock is None or self._state is _CLOSED or self._writing:
             return  # closed, or the writer greenlet owns the socket and will see the queue
+        self._writing = True
         if not self._queue:
-            self._writing.release()
+            self._writing = False
             self._finish_if_closing()
             return
         data, frames = self._take_batch()
@@ -469,11 +490,11 @@ class Session:
             except BlockingIOError:
                 pass
             except OSError as exc:
-                self._writing.release()
+                self._writing = False
                 gevent.spawn(self._lost, exc)  # hooks run in a greenlet, not in the hub
                 return
         if sent == len(data):
-            self._writing.release()
+            self._writing = False
             self._written(sent, frames)
             self._finish_if_closing()
         else:
@@ -524,7 +545,7 @@ class Session:
                     break
                 pending, frames = self._take_batch()
         finally:
-            self._writing.release()
+            self._writing = False
         self._finish_if_closing()
 
     # -- receiving ----------------------------------------------------------------
