@@ -407,7 +407,7 @@ class ChatServer:
         position = dm_position(fields["ts"])
         frame.msgid = f"~{position}"
         recipient = self.find(to)
-        if not self._send_whisper(to, frame):
+        if not self._send_whisper(to, frame, recipient):
             raise RequestError("no_such_nick", f"nobody is called {to[:80]}")
         self.metrics.whispers.inc()
         named = recipient.nick if recipient is not None and recipient.nick else to
@@ -421,16 +421,18 @@ class ChatServer:
         one's: each logs for its own); a store failure is logged, the whisper was
         delivered."""
         fields = frame.fields
+        keys = []
+        if sender is not None and sender.account_id is not None:
+            keys.append(dm_key(sender.account_id, to))
+        if recipient is not None and recipient.account_id is not None \
+                and recipient is not sender:
+            keys.append(dm_key(recipient.account_id, fields["from"]))
+        if not keys:
+            return  # guests only: nothing to encode or keep
         assert frame.msgid is not None
         logged = ChatEvent.of({**fields, "to": to}).json.rstrip(b"\n")
         entry = LogEntry(position, fields["ts"], frame.msgid, logged)
-        entries = []
-        if sender is not None and sender.account_id is not None:
-            entries.append((dm_key(sender.account_id, to), entry))
-        if recipient is not None and recipient.account_id is not None \
-                and recipient is not sender:
-            entries.append((dm_key(recipient.account_id, fields["from"]), entry))
-        self._log_events(entries)
+        self._log_events([(key, entry) for key in keys])
 
     def _log_events(self, entries: list[tuple[str, LogEntry]]) -> None:
         if entries:
@@ -480,8 +482,9 @@ class ChatServer:
         self._log_events([(key, LogEntry(position, fields["ts"], event.msgid,
                                          event.json.rstrip(b"\n")))])
 
-    def _send_whisper(self, to: str, frame: ChatEvent) -> bool:
-        target = self.find(to)
+    def _send_whisper(self, to: str, frame: ChatEvent, target: ChatMember | None) -> bool:
+        """Deliver `frame` to `target`, the session called `to` on this server (None:
+        none is); whether someone got it."""
         if target is not None:
             target.send(target.render(frame))
         return target is not None

@@ -264,8 +264,8 @@ class ClusterServer(ChatServer):
         self.nicks[nick.lower()] = session
         session.nick = nick
 
-    def _send_whisper(self, to: str, frame: ChatEvent) -> bool:
-        if super()._send_whisper(to, frame):  # on this node
+    def _send_whisper(self, to: str, frame: ChatEvent, target: ChatMember | None) -> bool:
+        if super()._send_whisper(to, frame, target):  # on this node
             return True
         key = nick_key(to)
         position = int((frame.msgid or "~0")[1:])

@@ -227,18 +227,7 @@ class IrcSession(ChatMember):
         the door (`door`): server-time, message-tags (msgid, client-only tags)."""
         fields = event.fields
         op = fields["op"]
-        command = "NOTICE" if fields.get("notice") else "PRIVMSG"
         tags = self._tags_for(event, fields)
-        if op == "msg":
-            return self._text_lines(command, channel_of(fields["room"]), fields["from"],
-                                    fields["text"], tags)
-        if op == "tagmsg":
-            return render_tags(tags) + line("TAGMSG", target or fields["to"],
-                                            source=self._mask(fields["from"]))
-        if op == "topic":
-            channel, source = channel_of(fields["room"]), self._mask(fields["from"])
-            return render_tags(tags) + line("TOPIC", channel, _fit(
-                fields["topic"], text_budget("TOPIC", channel, source=source)), source=source)
         if op == "mode":
             whom = (fields["nick"],) if "nick" in fields else ()
             return render_tags(tags) + line("MODE", channel_of(fields["room"]), fields["change"],
@@ -265,9 +254,24 @@ class IrcSession(ChatMember):
             # Keyed by the occasion (one quit, one rename: the same in every room), so
             # an event that looks like an earlier one is still told.
             return Once.of(head + body, event.occasion or (event.actor, body))
-        # a whisper: to its one recipient (or, echoed, to whom it was sent)
-        return self._text_lines(command, target or self.nick or "*", fields["from"],
-                                fields["text"], tags)
+        # msg, topic, TAGMSG, or a whisper: to its one recipient (or, echoed, to whom
+        # it was sent)
+        return self._content_lines(fields, tags, target or (
+            fields["to"] if op == "tagmsg" else self.nick or "*"))
+
+    def _content_lines(self, fields: dict[str, Any], tags: dict[str, str], to: str) -> bytes:
+        """A msg, whisper, TAGMSG or topic change as IRC lines with `tags`, live or
+        replayed by CHATHISTORY; `to` is a whisper's or TAGMSG's target."""
+        op = fields["op"]
+        if op == "tagmsg":
+            return render_tags(tags) + line("TAGMSG", to, source=self._mask(fields["from"]))
+        if op == "topic":
+            channel, source = channel_of(fields["room"]), self._mask(fields["from"])
+            return render_tags(tags) + line("TOPIC", channel, _fit(
+                fields["topic"], text_budget("TOPIC", channel, source=source)), source=source)
+        command = "NOTICE" if fields.get("notice") else "PRIVMSG"
+        channel = channel_of(fields["room"]) if op == "msg" else to
+        return self._text_lines(command, channel, fields["from"], fields["text"], tags)
 
     def _kick_line(self, tags: dict[str, str], fields: dict[str, Any], nick: str) -> bytes:
         channel, source = channel_of(fields["room"]), self._mask(fields["by"])
@@ -726,14 +730,17 @@ class IrcSession(ChatMember):
             # PASS as the password of the nick's account (or PASS ACCOUNT:PASSWORD), for
             # clients without SASL; ignored when it names no account.
             password, self._password = self._password, None
+            name: str | None
             name, colon, rest = password.partition(":")
             accounts = self.server.accounts
             if colon and valid_nick(name) and accounts.registered(name):
                 password = rest
-            else:
+            elif accounts.registered(nick):
                 name = nick
+            else:
+                name = None  # no account named: a guest
             try:
-                if accounts.registered(name) and not self.login(name, password):
+                if name is not None and not self.login(name, password):
                     return
             except RequestError as exc:
                 self._numeric("464", f"Password incorrect: {exc.message}")
@@ -1220,19 +1227,7 @@ class IrcSession(ChatMember):
         if "+m" in self.door:
             tags["msgid"] = item.msgid
             tags.update(fields.get("tags") or {})
-        op = fields["op"]
-        if op == "msg":
-            command = "NOTICE" if fields.get("notice") else "PRIVMSG"
-            return self._text_lines(command, channel_of(fields["room"]), fields["from"],
-                                    fields["text"], tags)
-        if op == "whisper":
-            command = "NOTICE" if fields.get("notice") else "PRIVMSG"
-            return self._text_lines(command, fields["to"], fields["from"], fields["text"], tags)
-        if op == "topic":
-            channel, source = channel_of(fields["room"]), self._mask(fields["from"])
-            return render_tags(tags) + line("TOPIC", channel, _fit(
-                fields["topic"], text_budget("TOPIC", channel, source=source)), source=source)
-        return render_tags(tags) + line("TAGMSG", fields["to"], source=self._mask(fields["from"]))
+        return self._content_lines(fields, tags, fields.get("to", ""))
 
     def _history_targets(self, query: Query) -> None:
         """CHATHISTORY TARGETS: the joined channels and private peers whose latest
