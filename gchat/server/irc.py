@@ -616,7 +616,7 @@ class IrcSession(ChatMember):
             self._numeric("904", "SASL authentication failed: accounts are unavailable; "
                           "try again later")
             return
-        nick = self.nick or "*"
+        nick = self.nick or self._wanted_nick or "*"  # the NICK sent so far, if any
         self._numeric("900", f"{nick}!{self.username or nick}@{self.host}", self.account or "*",
                       f"You are now logged in as {self.account}")
         self._numeric("903", "SASL authentication successful")
