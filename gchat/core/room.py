@@ -11,11 +11,18 @@ door (`Session.door`); a broadcast event that is not bytes is rendered by
 `Session.render` once per door present, and that door's members get the same bytes
 object in the plain loop. A rendering marked `Once` (IRC's QUIT and NICK) reaches a
 session once however many of its rooms broadcast it.
+
+Runs: when several events of one room are delivered in one step (a batch of says),
+`broadcast_run` renders each once per door and joins them into one blob, which each
+member's queue takes as one item: the cost per member is one append per run, not one
+per event. A member whose queue would pass its high-water mark with the blob gets the
+events one by one through `send` instead, which bounds and paces it exactly as
+single broadcasts do.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from typing import Generic, TypeVar
 
 from .session import Session, send_to_each
@@ -81,6 +88,43 @@ class Room:
                 delivered += self._send_once(group, data, exclude)
                 continue
             delivered += send_to_each(group.values(), data, exclude)
+        return delivered
+
+    def broadcast_run(self, events: Sequence[object], exclude: Sequence[Session | None],
+                      excluded: Callable[[Session, int], None]) -> int:
+        """Queue `events`, in order, to every member, as one blob per door (see the
+        module docstring). `exclude[i]`, if a member, does not get `events[i]`:
+        `excluded(member, i)` runs instead, at that point of the member's stream.
+        Returns how many events members took (excluded ones not counted). No event
+        may render as Once: a run is for messages."""
+        count = len(events)
+        skipping = {member for member in exclude if member is not None}
+        delivered = 0
+        for group in self._groups.values():
+            first = next(iter(group.values()))
+            frames = [event if type(event) is bytes else first.render(event) for event in events]
+            blob = b"".join(frames)
+            size = len(blob)
+            for member in group.values():
+                if member in skipping:
+                    for index, frame in enumerate(frames):
+                        if exclude[index] is member:
+                            excluded(member, index)
+                        elif member.send(frame):
+                            delivered += 1
+                elif member._accepting and member.queued_bytes + size < member.high_water_bytes \
+                        and member.queued_frames + count < member._high_frames:
+                    member._queue.append(blob)  # Session.send's common case, for `count` frames
+                    member.queued_bytes += size
+                    member.queued_frames += count
+                    if not member._dirty:
+                        member._dirty = True
+                        member._flusher.add(member)
+                    delivered += count
+                else:  # closing, or near a mark: frame by frame, as single broadcasts
+                    for frame in frames:
+                        if member.send(frame):
+                            delivered += 1
         return delivered
 
     @staticmethod

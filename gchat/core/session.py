@@ -117,6 +117,7 @@ class Session:
         "_reply_bytes",
         "_sock",
         "_state",
+        "_taken_frames",
         "_watcher",
         "_writing",
         "_written_total",
@@ -141,6 +142,7 @@ class Session:
         self.disconnect_reason: str | None = None
         self.queued_bytes = 0  # accepted by send() and not yet written to the socket
         self.queued_frames = 0
+        self._taken_frames = 0  # of queued_frames, those taken from _queue to be written
         self._framer: LineFramer | None = None  # made by the first on_data that needs it
         self._sock: socket.socket | None = None
         self._direct = True
@@ -300,7 +302,7 @@ class Session:
             self._replies = None
             self._reply_bytes = 0
             self.queued_bytes -= sum(map(len, self._queue))
-            self.queued_frames -= len(self._queue)
+            self.queued_frames = self._taken_frames
             self._queue = []
         if farewell is not None:
             self._queue.append(farewell)
@@ -468,8 +470,12 @@ class Session:
         self.close("slow_consumer", self.slow_consumer_farewell(), discard=True)
 
     def _take_batch(self) -> tuple[bytes, int]:
+        """The queue as one bytes object, and how many frames it holds (an item of
+        the queue may hold several: a room's run, see room.py)."""
         batch, self._queue = self._queue, []
-        return (batch[0] if len(batch) == 1 else b"".join(batch)), len(batch)
+        frames = self.queued_frames - self._taken_frames
+        self._taken_frames = self.queued_frames
+        return (batch[0] if len(batch) == 1 else b"".join(batch)), frames
 
     def _flush(self) -> None:
         """Called by the Flusher in the hub: write the queue if no writer is at it,
@@ -513,6 +519,7 @@ class Session:
             if not replies:
                 self._replies = None  # idle sessions keep no deque
         self.queued_frames = max(0, self.queued_frames - frames)
+        self._taken_frames = max(0, self._taken_frames - frames)
         if self._drained is not None:
             self._drained.set()  # waiters check their own mark
         if self.reads_paused:

@@ -29,7 +29,7 @@ from gevent.event import Event
 from gevent.lock import Semaphore
 
 from .. import __version__
-from ..core import Listener, Room, RoomMaster, SessionLimits
+from ..core import Listener, Room, RoomMaster, Session, SessionLimits
 from ..errors import BackplaneError, ConfigError, RequestError, StoreError
 from ..irc.codec import line as irc_line
 from ..protocol import bye, nick_key
@@ -41,7 +41,7 @@ from .history import HistoryReader, HistoryStore, MemoryHistory
 from .irc import IrcSession
 from .member import ChatMember
 from .metrics import Metrics
-from .publish import Batch, GroupCommit
+from .publish import RUN_SHARE, Batch, GroupCommit, Pending
 from .roomindex import RoomIndex
 from .session import ChatSession
 from .sqlite_store import SqliteHistory
@@ -198,6 +198,8 @@ class ChatServer:
 
     def _start_publishing(self) -> None:
         self.commits = GroupCommit(self.store, self._deliver, pace_limit=self.settings.pace_limit,
+                                   deliver_run=self._deliver_run,
+                                   run_bytes=self.session_limits.max_queue_bytes // RUN_SHARE,
                                    failed=lambda room: self.rooms.forget_if_empty(room.name),
                                    committed=self.metrics.committed)
         self._trimmer = gevent.spawn(self._trim_history_rooms)
@@ -698,6 +700,32 @@ class ChatServer:
         if not room.members:  # its members left while the message was being stored
             self.rooms.forget_if_empty(room.name)
         if seq == 1 and self.store.room_count() > self.settings.max_history_rooms:
+            self._trim.set()
+
+    def _deliver_run(self, room: ChatRoom, run: list[Pending]) -> None:
+        """Deliver consecutive messages of `room` as one run (Room.broadcast_run): what
+        each member gets, in what order, is as if they were delivered one by one. A
+        sender in the room is told (`said`: its msg, then its ok) at its message's
+        place in its own stream; one that left meanwhile, after the run."""
+        room.seq = run[-1][1]
+        name, members = room.name, room.members
+        exclude = [sender if members.get(sender.session_id) is sender else None
+                   for _, _, _, sender, _ in run]
+
+        def told_in_place(member: Session, index: int) -> None:
+            _, seq, event, sender, request_id = run[index]
+            sender.said(name, seq, event, request_id)
+
+        delivered = room.broadcast_run([event for _, _, event, _, _ in run], exclude,
+                                       told_in_place)
+        for (_, seq, event, sender, request_id), here in zip(run, exclude, strict=True):
+            if here is None:
+                sender.said(name, seq, event, request_id)
+        # As _deliver counts: the members that took each message, and its sender.
+        self.metrics.deliveries.inc(delivered + len(run))
+        if not room.members:
+            self.rooms.forget_if_empty(name)
+        if run[0][1] == 1 and self.store.room_count() > self.settings.max_history_rooms:
             self._trim.set()
 
     def _trim_history_rooms(self) -> None:

@@ -8,6 +8,12 @@ that greenlet on its writer thread while new says fill the next batch, so one
 transaction serves every say that arrived meanwhile. Then, without yielding, the
 committer delivers each message of the batch in order to the room's other members,
 then tells its sender (`said`: a JSON session gets the `msg`, then the `ok`).
+Consecutive messages of one room in a batch are delivered as one run
+(`deliver_run`, Room.broadcast_run): each member's queue takes them as one blob,
+while a sender gets the others' messages one by one and its own msg and ok in place,
+so every session receives what message-by-message delivery gives. A run holds at
+most RUN_FRAMES messages and about 1/RUN_SHARE of a session's queue bound, so pacing
+between runs still keeps members that read promptly below their bound.
 Batches are stored and delivered one at a time, in the order they were opened, so
 each room's messages reach its members in seq order, and each sender's oks come in
 request order. (A session waits for its says to be delivered
@@ -53,6 +59,11 @@ log = logging.getLogger(__name__)
 Deliver = Callable[["ChatRoom", int, ChatEvent, "ChatMember"], None]
 # (room, seq, the msg event, sender, the request's id)
 Pending = tuple["ChatRoom", int, ChatEvent, "ChatMember", "int | str | None"]
+# Delivers consecutive messages of one room, the oks to their senders included.
+DeliverRun = Callable[["ChatRoom", "list[Pending]"], None]
+
+RUN_FRAMES = 256  # at most this many messages in one run
+RUN_SHARE = 8  # a run's bytes stay under 1/RUN_SHARE of a session's queue bound
 
 
 M = TypeVar("M")
@@ -74,6 +85,7 @@ class GroupCommit:
     event)` for each and sends its sender the ok, in the order they were submitted."""
 
     def __init__(self, store: HistoryStore, deliver: Deliver, *, pace_limit: float = 1.0,
+                 deliver_run: DeliverRun | None = None, run_bytes: int = 0,
                  failed: Callable[[ChatRoom], None] = lambda room: None,
                  committed: Callable[[int, float], None] = lambda count, seconds: None) -> None:
         self.store = store
@@ -82,6 +94,8 @@ class GroupCommit:
         self.pace_limit = pace_limit  # at most this long waiting for backlogged members
         self._flusher = Flusher.for_current_hub()
         self._deliver = deliver
+        self._deliver_run = deliver_run  # None: message by message
+        self._run_bytes = run_bytes  # a run's JSON bytes stay under this
         self._open: Batch[Pending] = Batch()
         self._wake = Event()
         self._idle = Event()
@@ -140,15 +154,37 @@ class GroupCommit:
         deliver, flusher = self._deliver, self._flusher
         flusher.delivering = True
         try:
-            for room, seq, event, sender, request_id in batch.messages:
-                deliver(room, seq, event, sender)
-                sender.said(room.name, seq, event, request_id)
+            for run in self._runs(batch.messages):
+                if len(run) == 1 or self._deliver_run is None:
+                    for room, seq, event, sender, request_id in run:
+                        deliver(room, seq, event, sender)
+                        sender.said(room.name, seq, event, request_id)
+                else:
+                    self._deliver_run(run[0][0], run)
                 if flusher.backlog:
                     flusher.delivering = False
                     flusher.pace(self.pace_limit)
                     flusher.delivering = True
         finally:
             flusher.delivering = False
+
+    def _runs(self, messages: list[Pending]) -> list[list[Pending]]:
+        """`messages` cut into runs: consecutive messages of one room, bounded."""
+        runs: list[list[Pending]] = []
+        run: list[Pending] = []
+        size = 0
+        limit = self._run_bytes
+        for pending in messages:
+            length = len(pending[2].json)
+            if run and (pending[0] is not run[0][0] or len(run) >= RUN_FRAMES
+                        or size + length > limit):
+                runs.append(run)
+                run, size = [], 0
+            run.append(pending)
+            size += length
+        if run:
+            runs.append(run)
+        return runs
 
     def _fail(self, batch: Batch[Pending], error: StoreError) -> None:
         queued, self._open = self._open, Batch[Pending]()

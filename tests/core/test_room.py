@@ -122,3 +122,60 @@ def test_two_room_masters_are_independent_and_empty_rooms_go():
     two.leave("#kept", member)
     assert one.get("a") is None and two.get("a") is None
     assert two.get("#kept") is not None and len(two) == 1
+
+
+def test_a_run_is_one_blob_per_door_and_excluded_members_are_told_in_place():
+    room = Room("r")
+    plain = [Plain(i) for i in range(1, 4)]
+    shouters = [Shouter(i) for i in range(4, 6)]
+    for member in plain + shouters:
+        room.enter(member)
+    Shouter.renders = 0
+    told: list[tuple[int, int]] = []
+
+    def excluded(member: Session, index: int) -> None:
+        told.append((member.session_id, index))
+        member.send(b"own %d\n" % index)
+
+    delivered = room.broadcast_run(["a", "b", "c"], [None, shouters[0], None], excluded)
+    assert Shouter.renders == 3  # each event once for the door, not once per member
+    assert plain[0].sent == [b"a\nb\nc\n"] and plain[0].sent[0] is plain[2].sent[0]
+    assert shouters[1].sent == [b"A\nB\nC\n"]
+    # The excluded member gets the others one by one, and its own at its place.
+    assert shouters[0].sent == [b"A\n", b"own 1\n", b"C\n"] and told == [(4, 1)]
+    assert delivered == 3 * 3 + 3 + 2
+    assert plain[0].queued_frames == 3  # the blob counts as its frames
+
+
+def test_a_member_near_its_mark_gets_a_run_frame_by_frame_and_is_bounded_as_by_send():
+    limits = SessionLimits(max_queue_bytes=100, max_queue_frames=1000)
+    room = Room("r")
+    roomy, near = Plain(1), Plain(2, limits=limits)
+    room.enter(roomy)
+    room.enter(near)
+    near.send(b"x" * 45)  # under the mark (50) before, past it with the run's 8 bytes
+    room.broadcast_run(["a", "b", "c", "d"], [None] * 4, lambda member, index: None)
+    assert roomy.sent == [b"a\nb\nc\nd\n"]
+    assert near.sent == [b"x" * 45, b"a\n", b"b\n", b"c\n", b"d\n"]
+    assert near.queued_frames == 5 and near.queued_bytes == 53
+
+
+def test_a_run_written_to_a_socket_counts_down_to_nothing_queued():
+    ours, theirs = gsocket.socketpair()
+    member = Plain(1)
+    member.start(ours)
+    room = Room("r")
+    room.enter(member)
+    room.broadcast_run(["a", "b", "c"], [None] * 3, lambda member, index: None)
+    member.send(b"d\n")
+    assert member.queued_frames == 4
+    received = b""
+    with gevent.Timeout(5):
+        while received.count(b"\n") < 4:
+            received += theirs.recv(100)
+    assert received == b"a\nb\nc\nd\n"
+    with gevent.Timeout(5):
+        while member.queued_frames or member.queued_bytes:
+            gevent.sleep(0.01)
+    member.disconnect()
+    theirs.close()

@@ -473,3 +473,39 @@ def test_long_topics_and_kick_reasons_still_fit_512_bytes(irc):
     assert owner.request("kick", room=channel, nick="carol", reason="r" * 390)["op"] == "ok"
     kick = carol.until("KICK")[-1]
     assert len(render(kick)) <= 512 and kick.params[:2] == (channel, "carol")
+
+
+def test_pipelined_says_reach_every_door_in_one_order_with_each_echo_in_place(irc):
+    # Says that arrive together are delivered as runs (publish.py): JSON members take
+    # a run as one piece, an IRC sender with echo-message gets its echo at its place.
+    open_irc, open_json = irc
+    alice = open_json("alice")
+    alice.join("#run")
+    bob, carol = open_irc(), open_irc("carol")
+    bob.send("CAP LS 302", "CAP REQ :echo-message message-tags",
+             "NICK bob", "USER bob 0 * :bob", "CAP END")
+    bob.until("422")
+    for client in (bob, carol):
+        client.join("#run")
+        client.sync()
+    alice.send_raw(b"".join(b'{"op":"say","room":"#run","text":"a%d","id":%d}\n' % (n, n)
+                            for n in range(5)))
+    bob.send(*(f"PRIVMSG #run :b{n}" for n in range(5)))
+    carol_order = [m.params[1] for m in carol.until("PRIVMSG") if m.command == "PRIVMSG"]
+    while len(carol_order) < 10:
+        carol_order += [m.params[1] for m in carol.until("PRIVMSG") if m.command == "PRIVMSG"]
+    frames = alice.recv_until(lambda f: f.get("op") == "msg" and f["seq"] == 10)
+    assert [f["text"] for f in frames if f["op"] == "msg"] == carol_order
+    assert [f["seq"] for f in frames if f["op"] == "msg"] == list(range(1, 11))
+    oks = [(i, f["id"]) for i, f in enumerate(frames) if f["op"] == "ok"]
+    frames += alice.recv_until(lambda f: f.get("id") == 4) if len(oks) < 5 else []
+    oks = [(i, f["id"]) for i, f in enumerate(frames) if f["op"] == "ok"]
+    assert [id_ for _, id_ in oks] == list(range(5))  # in request order
+    for index, id_ in oks:  # each after its own msg
+        assert index > next(i for i, f in enumerate(frames) if f.get("text") == f"a{id_}")
+    bob_view: list[str] = []
+    while len(bob_view) < 10:
+        bob_view += [m.params[1] for m in bob.until("PRIVMSG") if m.command == "PRIVMSG"]
+    # Its echoes in place. (Not so with labeled-response: a labeled echo is part of
+    # the labeled answer, sent once the say is delivered, so others may come first.)
+    assert bob_view == carol_order
