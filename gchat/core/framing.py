@@ -20,6 +20,8 @@ class LineFramer:
     returned too (the caller decides what they mean).
     """
 
+    __slots__ = ("_buffer", "max_frame", "overflowed")  # one per session: no __dict__
+
     def __init__(self, max_frame: int = 65536) -> None:
         if max_frame < 2:
             raise ValueError("max_frame must be at least 2 (one byte and the LF)")

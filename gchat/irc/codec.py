@@ -127,6 +127,8 @@ class IrcFramer:
     client, `TAGS_MAX` reading a server. `max_body` bounds the rest, counted with a CRLF.
     """
 
+    __slots__ = ("_buffer", "_hard", "_skipping", "max_body", "max_tags")  # one per session
+
     def __init__(self, *, max_tags: int = CLIENT_TAGS_MAX, max_body: int = MAX_LINE) -> None:
         if max_tags < 2 or max_body < 3:
             raise ValueError("max_tags must be at least 2 and max_body at least 3")

@@ -187,6 +187,8 @@ class IrcSession(ChatMember):
     _cap_302 = False  # CAP LS 302: capability values shown
     _sasl: str | None = None  # the PLAIN response so far while an exchange runs, else None
 
+    __slots__ = ("_irc_framer", "host")
+
     def __init__(self, server: ChatServer) -> None:
         super().__init__(server)
         self.host = server.irc_host

@@ -38,6 +38,10 @@ class ChatMember(Session):
     account: str | None = None  # the name of the account it is logged in as (accounts.py)
     account_id: str | None = None  # that account's Account.id
 
+    # Slots for what every session sets: an idle session then has no __dict__ at all
+    # (docs/benchmarks.md, idle); the class defaults above, once set, go in one.
+    __slots__ = ("_says", "bucket", "nick", "pinged_for", "rooms", "server")
+
     def __init__(self, server: ChatServer) -> None:
         super().__init__(limits=server.session_limits)
         self.server = server

@@ -113,6 +113,7 @@ class ChatSession(ChatMember):
     """The JSON door: a connection speaking PROTOCOL.md, every op."""
 
     door = "json"  # PROTOCOL.md's JSON lines
+    __slots__ = ()
 
     # -- engine hooks ---------------------------------------------------------------
 

@@ -127,6 +127,8 @@ class WebSession(ChatSession):
     _message: bytearray | None = None  # the text message being received
     _pieces = 0  # its frames, each counted as a byte at least
 
+    __slots__ = ("_head_timer", "_http", "_request")
+
     def __init__(self, server: ChatServer) -> None:
         super().__init__(server)
         self._http: h11.Connection | None = h11.Connection(h11.SERVER,
