@@ -35,7 +35,7 @@ from typing import TYPE_CHECKING, Any, TypeVar, cast
 import gevent
 from gevent.event import AsyncResult, Event
 
-from ..core import Flusher, RoomMaster
+from ..core import Flusher, RoomMaster, Session
 from ..errors import BackplaneError, ConfigError, RequestError
 from ..irc.codec import parse_tags, render_tags
 from ..protocol import bye, encode, nick_key
@@ -44,7 +44,7 @@ from .chat import ChatRoom, ChatServer
 from .config import Settings
 from .eventlog import EventLog
 from .events import ChatEvent, RoomView, Topic, msg_fields
-from .publish import Batch
+from .publish import RUN_FRAMES, RUN_SHARE, Batch
 from .records import BadRecord, Msg, Presence, Refusal, RoomChange, Whisper, parse_records
 
 if TYPE_CHECKING:
@@ -449,8 +449,17 @@ class ClusterServer(ChatServer):
             return
         self._payloads += 1
         flusher = self._flusher
-        for record in records:
-            if type(record) is Msg:
+        run_bytes = self.session_limits.max_queue_bytes // RUN_SHARE
+        for record in _with_runs(records, run_bytes):
+            if type(record) is list:  # consecutive msgs of one room: one run (publish.py)
+                flusher.delivering = True
+                try:
+                    self._apply_msg_run(record)
+                finally:
+                    flusher.delivering = False
+                if flusher.backlog:
+                    flusher.pace(self.settings.pace_limit)
+            elif type(record) is Msg:
                 flusher.delivering = True
                 try:
                     self._apply_msg(record.room, record.seq, record.tag, record.frame,
@@ -497,12 +506,65 @@ class ClusterServer(ChatServer):
             if room.joining:
                 room.hold(event)
         if pending is not None:
-            sender, request_id, batch = pending
-            self.metrics.says.inc()
-            sender.said(name, seq, event, request_id)
-            batch.waiting -= 1
-            if batch.waiting == 0:
-                batch.done.set()
+            self._tell_sender(name, seq, event, pending)
+
+    def _apply_msg_run(self, run: list[Msg]) -> None:
+        """Consecutive msgs of one room, as _apply_msg each, but queued to the room's
+        members as one run (Room.broadcast_run): a local sender in the room is told
+        (`said`) at its message's place, any other after the run."""
+        name = run[0].room
+        room = self.rooms.get(name)
+        told: list[tuple[Msg, Any, ChatEvent | None]] = []  # (record, pending, event)
+        events: list[ChatEvent] = []
+        seqs: list[int] = []  # each event's
+        exclude: list[ChatMember | None] = []
+        in_place: list[Any] = []  # the pending say of each event told in place, or None
+        last = room.seq if room is not None else 0
+        for record in run:
+            pending = self._says.pop(record.tag, None)
+            event = None
+            if room is not None and record.seq > last:
+                last = record.seq
+                event = ChatEvent(record.frame)
+                if record.tags:
+                    event.tags = parse_tags(record.tags)
+                events.append(event)
+                seqs.append(record.seq)
+                sender = pending[0] if pending is not None else None
+                member = sender if sender is not None and \
+                    room.members.get(sender.session_id) is sender else None
+                exclude.append(member)
+                in_place.append(pending if member is not None else None)
+                if member is not None:
+                    continue
+            if pending is not None:
+                told.append((record, pending, event))
+        if room is None or not events:
+            for record, pending, event in told:
+                self._tell_sender(name, record.seq, event, pending)
+            return
+        room.seq = last
+
+        def told_in_place(member: Session, index: int) -> None:
+            self._tell_sender(name, seqs[index], events[index], in_place[index])
+
+        delivered = room.broadcast_run(events, exclude, told_in_place)
+        self.metrics.deliveries.inc(delivered + sum(1 for p in in_place if p is not None)
+                                    + sum(1 for _, _, event in told if event is not None))
+        if room.joining:
+            for event in events:
+                room.hold(event)
+        for record, pending, event in told:
+            self._tell_sender(name, record.seq, event, pending)
+
+    def _tell_sender(self, name: str, seq: int, event: ChatEvent | None, pending: Any) -> None:
+        """One of this node's says is delivered: its sender's `said`, and its batch."""
+        sender, request_id, batch = pending
+        self.metrics.says.inc()
+        sender.said(name, seq, event, request_id)
+        batch.waiting -= 1
+        if batch.waiting == 0:
+            batch.done.set()
 
     def _apply_refusal(self, record: Refusal) -> None:
         """One of this node's says was refused by the say script (its sender was kicked
@@ -639,3 +701,27 @@ class ClusterServer(ChatServer):
 
     def stats(self) -> dict[str, int]:
         return {**super().stats(), "node": self.backplane.node}
+
+
+def _with_runs(records: list[Any], run_bytes: int) -> Iterator[Any]:
+    """`records` in order, consecutive Msgs of one room grouped in lists (runs of two
+    or more, at most RUN_FRAMES messages and about `run_bytes` bytes)."""
+    run: list[Msg] = []
+    size = 0
+    for record in records:
+        if type(record) is Msg:
+            if run and (record.room == run[0].room and len(run) < RUN_FRAMES
+                        and size + len(record.frame) <= run_bytes):
+                run.append(record)
+                size += len(record.frame)
+                continue
+            if run:
+                yield run if len(run) > 1 else run[0]
+            run, size = [record], len(record.frame)
+            continue
+        if run:
+            yield run if len(run) > 1 else run[0]
+            run, size = [], 0
+        yield record
+    if run:
+        yield run if len(run) > 1 else run[0]

@@ -411,3 +411,28 @@ def test_the_client_fails_over_to_another_node_and_misses_nothing(spawn_node):
         assert code == 0
     finally:
         client.kill()
+
+
+def test_pipelined_says_arrive_as_before_on_both_nodes(spawn_node):
+    # Msgs of one room that reach a node together are queued as one run (publish.py):
+    # each member still gets every msg in seq order, and the sender each msg, then
+    # its ok, just as message by message.
+    one, two = spawn_node(), spawn_node()
+    alice, bob, carol = one.client("alice"), one.client("bob"), two.client("carol")
+    for client in (alice, bob, carol):
+        client.join("run")
+    alice.recv_until(lambda f: f.get("op") == "presence" and f["nick"] == "carol")
+    bob.recv_until(lambda f: f.get("op") == "presence" and f["nick"] == "carol")
+    says = 30
+    alice.send(*({"op": "say", "room": "run", "text": f"m{n}", "id": n} for n in range(says)))
+    carol.send({"op": "say", "room": "run", "text": "c", "id": "c"})
+    for client in (bob, carol):
+        frames = client.recv_until(lambda f: f.get("op") == "msg" and f["seq"] == says + 1)
+        msgs = [f for f in frames if f.get("op") == "msg"]
+        assert [f["seq"] for f in msgs] == list(range(1, says + 2))
+    frames = alice.recv_until(lambda f: f.get("id") == says - 1)
+    mine = [f for f in frames if f["op"] in ("msg", "ok") and f.get("from", "alice") == "alice"
+            and f.get("id") != "c"]
+    pairs = list(zip(mine[::2], mine[1::2], strict=True))
+    assert [(msg["op"], ok["op"], ok["id"], msg["seq"] == ok["seq"]) for msg, ok in pairs] \
+        == [("msg", "ok", n, True) for n in range(says)]
