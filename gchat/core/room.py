@@ -91,18 +91,26 @@ class Room:
         return delivered
 
     def broadcast_run(self, events: Sequence[object], exclude: Sequence[Session | None],
-                      excluded: Callable[[Session, int], None]) -> int:
+                      excluded: Callable[[Session, int], None], *, max_bytes: int,
+                      between: Callable[[], None] = lambda: None) -> int:
         """Queue `events`, in order, to every member, as one blob per door (see the
         module docstring). `exclude[i]`, if a member, does not get `events[i]`:
         `excluded(member, i)` runs instead, at that point of the member's stream.
-        Returns how many events members took (excluded ones not counted). No event
-        may render as Once: a run is for messages."""
-        count = len(events)
+        A run is for few, small events: if a door's blob would pass `max_bytes`, the
+        events go one at a time, to every member, with `between()` (pacing) after
+        each. Returns how many events members took (excluded ones not counted). No
+        event may render as Once: a run is for messages."""
         skipping = {member for member in exclude if member is not None}
-        delivered = 0
+        doors: list[tuple[dict[int, Session], list[bytes]]] = []
         for group in self._groups.values():
             first = next(iter(group.values()))
             frames = [event if type(event) is bytes else first.render(event) for event in events]
+            doors.append((group, frames))
+            if sum(map(len, frames)) > max_bytes:
+                return self._broadcast_one_by_one(events, exclude, excluded, between)
+        count = len(events)
+        delivered = 0
+        for group, frames in doors:
             blob = b"".join(frames)
             size = len(blob)
             for member in group.values():
@@ -125,6 +133,19 @@ class Room:
                     for frame in frames:
                         if member.send(frame):
                             delivered += 1
+        return delivered
+
+    def _broadcast_one_by_one(self, events: Sequence[object], exclude: Sequence[Session | None],
+                              excluded: Callable[[Session, int], None],
+                              between: Callable[[], None]) -> int:
+        # As single broadcasts: each to the members of its moment (`between` may wait).
+        delivered = 0
+        for index, event in enumerate(events):
+            skip = exclude[index]
+            delivered += self.broadcast(event, exclude=skip)
+            if skip is not None:
+                excluded(skip, index)
+            between()
         return delivered
 
     @staticmethod

@@ -198,8 +198,8 @@ class ChatServer:
 
     def _start_publishing(self) -> None:
         self.commits = GroupCommit(self.store, self._deliver, pace_limit=self.settings.pace_limit,
-                                   deliver_run=self._deliver_run,
-                                   run_bytes=self.session_limits.max_queue_bytes // RUN_SHARE,
+                                   deliver_run=self._deliver_run, run_bytes=self._run_bytes,
+                                   run_frames=self.session_limits.max_queue_frames // RUN_SHARE,
                                    failed=lambda room: self.rooms.forget_if_empty(room.name),
                                    committed=self.metrics.committed)
         self._trimmer = gevent.spawn(self._trim_history_rooms)
@@ -702,7 +702,12 @@ class ChatServer:
         if seq == 1 and self.store.room_count() > self.settings.max_history_rooms:
             self._trim.set()
 
-    def _deliver_run(self, room: ChatRoom, run: list[Pending]) -> None:
+    @property
+    def _run_bytes(self) -> int:
+        """The most a run's frames may weigh for one door (publish.py, Room.broadcast_run)."""
+        return self.session_limits.max_queue_bytes // RUN_SHARE
+
+    def _deliver_run(self, room: ChatRoom, run: list[Pending], between: Callable[[], None]) -> None:
         """Deliver consecutive messages of `room` as one run (Room.broadcast_run): what
         each member gets, in what order, is as if they were delivered one by one. A
         sender in the room is told (`said`: its msg, then its ok) at its message's
@@ -717,7 +722,7 @@ class ChatServer:
             sender.said(name, seq, event, request_id)
 
         delivered = room.broadcast_run([event for _, _, event, _, _ in run], exclude,
-                                       told_in_place)
+                                       told_in_place, max_bytes=self._run_bytes, between=between)
         for (_, seq, event, sender, request_id), here in zip(run, exclude, strict=True):
             if here is None:
                 sender.said(name, seq, event, request_id)

@@ -449,48 +449,53 @@ class ClusterServer(ChatServer):
             return
         self._payloads += 1
         flusher = self._flusher
-        run_bytes = self.session_limits.max_queue_bytes // RUN_SHARE
-        for record in _with_runs(records, run_bytes):
-            if type(record) is list:  # consecutive msgs of one room: one run (publish.py)
-                flusher.delivering = True
-                try:
-                    self._apply_msg_run(record)
-                finally:
-                    flusher.delivering = False
+        limits = self.session_limits
+        for item in _with_runs(records, limits.max_queue_bytes // RUN_SHARE,
+                               limits.max_queue_frames // RUN_SHARE):
+            if type(item) is not list:
+                self._apply_record(item)
+            elif self._apply_msg_run(item):
                 if flusher.backlog:
                     flusher.pace(self.settings.pace_limit)
-            elif type(record) is Msg:
-                flusher.delivering = True
-                try:
-                    self._apply_msg(record.room, record.seq, record.tag, record.frame,
-                                    record.tags)
-                finally:
-                    flusher.delivering = False
-                if flusher.backlog:  # members that read keep up with a burst (publish.py)
-                    flusher.pace(self.settings.pace_limit)
-            elif type(record) is Presence:
-                self._apply_presence(record)
-            elif type(record) is Refusal:
-                self._apply_refusal(record)
-            elif type(record) is RoomChange:
-                room = self.rooms.get(record.room)
-                if room is not None:
-                    event = ChatEvent(record.frame)
-                    room.broadcast(event)
-                    if room.joining:
-                        room.hold(event)
-                self._echo(record.tag)
-            elif type(record) is Whisper:
-                target = self._local(record.session)
-                if target is not None and target.nick is not None:
-                    event = ChatEvent(record.frame)
-                    event.msgid = f"~{record.position}"
-                    if record.tags:
-                        event.tags = parse_tags(record.tags)
-                    target.send(target.render(event))
-                    # Not in the channel reader's way: the log is written beside it.
-                    gevent.spawn(self.log_whisper, event, record.position, target.nick, None,
-                                 target)
+            else:
+                for record in item:
+                    self._apply_record(record)
+
+    def _apply_record(self, record: Any) -> None:
+        """Apply one record of a payload."""
+        flusher = self._flusher
+        if type(record) is Msg:
+            flusher.delivering = True
+            try:
+                self._apply_msg(record.room, record.seq, record.tag, record.frame,
+                                record.tags)
+            finally:
+                flusher.delivering = False
+            if flusher.backlog:  # members that read keep up with a burst (publish.py)
+                flusher.pace(self.settings.pace_limit)
+        elif type(record) is Presence:
+            self._apply_presence(record)
+        elif type(record) is Refusal:
+            self._apply_refusal(record)
+        elif type(record) is RoomChange:
+            room = self.rooms.get(record.room)
+            if room is not None:
+                event = ChatEvent(record.frame)
+                room.broadcast(event)
+                if room.joining:
+                    room.hold(event)
+            self._echo(record.tag)
+        elif type(record) is Whisper:
+            target = self._local(record.session)
+            if target is not None and target.nick is not None:
+                event = ChatEvent(record.frame)
+                event.msgid = f"~{record.position}"
+                if record.tags:
+                    event.tags = parse_tags(record.tags)
+                target.send(target.render(event))
+                # Not in the channel reader's way: the log is written beside it.
+                gevent.spawn(self.log_whisper, event, record.position, target.nick, None,
+                             target)
 
     def _apply_msg(self, name: str, seq: int, tag: str, frame: bytes, tags: str = "") -> None:
         room = self.rooms.get(name)
@@ -508,54 +513,62 @@ class ClusterServer(ChatServer):
         if pending is not None:
             self._tell_sender(name, seq, event, pending)
 
-    def _apply_msg_run(self, run: list[Msg]) -> None:
+    def _apply_msg_run(self, run: list[Msg]) -> bool:
         """Consecutive msgs of one room, as _apply_msg each, but queued to the room's
         members as one run (Room.broadcast_run): a local sender in the room is told
-        (`said`) at its message's place, any other after the run."""
+        (`said`) at its message's place, any other after the run. False, having done
+        nothing, unless the room has members here and every msg is new to it."""
         name = run[0].room
         room = self.rooms.get(name)
-        told: list[tuple[Msg, Any, ChatEvent | None]] = []  # (record, pending, event)
+        if room is None or run[0].seq <= room.seq or \
+                any(later.seq <= earlier.seq for earlier, later in itertools.pairwise(run)):
+            return False
         events: list[ChatEvent] = []
-        seqs: list[int] = []  # each event's
         exclude: list[ChatMember | None] = []
-        in_place: list[Any] = []  # the pending say of each event told in place, or None
-        last = room.seq if room is not None else 0
+        in_place: list[Any] = []  # the pending say told at each event's place, or None
+        after: list[tuple[Msg, Any, ChatEvent]] = []  # (record, pending, event) told after
         for record in run:
-            pending = self._says.pop(record.tag, None)
-            event = None
-            if room is not None and record.seq > last:
-                last = record.seq
-                event = ChatEvent(record.frame)
-                if record.tags:
-                    event.tags = parse_tags(record.tags)
-                events.append(event)
-                seqs.append(record.seq)
-                sender = pending[0] if pending is not None else None
-                member = sender if sender is not None and \
-                    room.members.get(sender.session_id) is sender else None
-                exclude.append(member)
-                in_place.append(pending if member is not None else None)
-                if member is not None:
-                    continue
-            if pending is not None:
-                told.append((record, pending, event))
-        if room is None or not events:
-            for record, pending, event in told:
-                self._tell_sender(name, record.seq, event, pending)
-            return
-        room.seq = last
+            pending = self._says.pop(record.tag, None)  # one of this node's says
+            event = ChatEvent(record.frame)
+            if record.tags:
+                event.tags = parse_tags(record.tags)
+            events.append(event)
+            sender = pending[0] if pending is not None else None
+            member = sender if sender is not None and \
+                room.members.get(sender.session_id) is sender else None
+            exclude.append(member)
+            in_place.append(pending if member is not None else None)
+            if pending is not None and member is None:
+                after.append((record, pending, event))
+        room.seq = run[-1].seq
 
         def told_in_place(member: Session, index: int) -> None:
-            self._tell_sender(name, seqs[index], events[index], in_place[index])
+            self._tell_sender(name, run[index].seq, events[index], in_place[index])
 
-        delivered = room.broadcast_run(events, exclude, told_in_place)
+        flusher = self._flusher
+        flusher.delivering = True
+        try:
+            delivered = room.broadcast_run(events, exclude, told_in_place,
+                                           max_bytes=self.session_limits.max_queue_bytes // RUN_SHARE,
+                                           between=self._pace_between)
+        finally:
+            flusher.delivering = False
         self.metrics.deliveries.inc(delivered + sum(1 for p in in_place if p is not None)
-                                    + sum(1 for _, _, event in told if event is not None))
+                                    + len(after))
         if room.joining:
             for event in events:
                 room.hold(event)
-        for record, pending, event in told:
+        for record, pending, event in after:
             self._tell_sender(name, record.seq, event, pending)
+        return True
+
+    def _pace_between(self) -> None:
+        # Between two msgs delivered one by one: as _apply paces after each record.
+        flusher = self._flusher
+        if flusher.backlog:
+            flusher.delivering = False
+            flusher.pace(self.settings.pace_limit)
+            flusher.delivering = True
 
     def _tell_sender(self, name: str, seq: int, event: ChatEvent | None, pending: Any) -> None:
         """One of this node's says is delivered: its sender's `said`, and its batch."""
@@ -703,14 +716,15 @@ class ClusterServer(ChatServer):
         return {**super().stats(), "node": self.backplane.node}
 
 
-def _with_runs(records: list[Any], run_bytes: int) -> Iterator[Any]:
+def _with_runs(records: list[Any], run_bytes: int, run_frames: int) -> Iterator[Any]:
     """`records` in order, consecutive Msgs of one room grouped in lists (runs of two
-    or more, at most RUN_FRAMES messages and about `run_bytes` bytes)."""
+    or more, at most RUN_FRAMES and `run_frames` messages and `run_bytes` bytes); the
+    items are records or lists of Msgs."""
     run: list[Msg] = []
     size = 0
     for record in records:
         if type(record) is Msg:
-            if run and (record.room == run[0].room and len(run) < RUN_FRAMES
+            if run and (record.room == run[0].room and len(run) < min(RUN_FRAMES, run_frames)
                         and size + len(record.frame) <= run_bytes):
                 run.append(record)
                 size += len(record.frame)

@@ -59,11 +59,12 @@ log = logging.getLogger(__name__)
 Deliver = Callable[["ChatRoom", int, ChatEvent, "ChatMember"], None]
 # (room, seq, the msg event, sender, the request's id)
 Pending = tuple["ChatRoom", int, ChatEvent, "ChatMember", "int | str | None"]
-# Delivers consecutive messages of one room, the oks to their senders included.
-DeliverRun = Callable[["ChatRoom", "list[Pending]"], None]
+# Delivers consecutive messages of one room, the oks to their senders included;
+# calls its last argument (pacing) between messages if it delivers them one by one.
+DeliverRun = Callable[["ChatRoom", "list[Pending]", Callable[[], None]], None]
 
 RUN_FRAMES = 256  # at most this many messages in one run
-RUN_SHARE = 8  # a run's bytes stay under 1/RUN_SHARE of a session's queue bound
+RUN_SHARE = 8  # a run's bytes and frames stay under 1/RUN_SHARE of a session's bounds
 
 
 M = TypeVar("M")
@@ -86,6 +87,7 @@ class GroupCommit:
 
     def __init__(self, store: HistoryStore, deliver: Deliver, *, pace_limit: float = 1.0,
                  deliver_run: DeliverRun | None = None, run_bytes: int = 0,
+                 run_frames: int = 1,
                  failed: Callable[[ChatRoom], None] = lambda room: None,
                  committed: Callable[[int, float], None] = lambda count, seconds: None) -> None:
         self.store = store
@@ -96,6 +98,7 @@ class GroupCommit:
         self._deliver = deliver
         self._deliver_run = deliver_run  # None: message by message
         self._run_bytes = run_bytes  # a run's JSON bytes stay under this
+        self._run_frames = min(RUN_FRAMES, run_frames)  # and its messages at most this
         self._open: Batch[Pending] = Batch()
         self._wake = Event()
         self._idle = Event()
@@ -155,18 +158,25 @@ class GroupCommit:
         flusher.delivering = True
         try:
             for run in self._runs(batch.messages):
-                if len(run) == 1 or self._deliver_run is None:
-                    for room, seq, event, sender, request_id in run:
-                        deliver(room, seq, event, sender)
-                        sender.said(room.name, seq, event, request_id)
-                else:
-                    self._deliver_run(run[0][0], run)
-                if flusher.backlog:
-                    flusher.delivering = False
-                    flusher.pace(self.pace_limit)
-                    flusher.delivering = True
+                if len(run) > 1 and self._deliver_run is not None:
+                    self._deliver_run(run[0][0], run, self._pace)
+                    self._pace()
+                    continue
+                for room, seq, event, sender, request_id in run:
+                    deliver(room, seq, event, sender)
+                    sender.said(room.name, seq, event, request_id)
+                    self._pace()
         finally:
             flusher.delivering = False
+
+    def _pace(self) -> None:
+        """Between two messages of a batch: wait for members past their high-water
+        marks (Flusher.pace), if any."""
+        flusher = self._flusher
+        if flusher.backlog:
+            flusher.delivering = False
+            flusher.pace(self.pace_limit)
+            flusher.delivering = True
 
     def _runs(self, messages: list[Pending]) -> list[list[Pending]]:
         """`messages` cut into runs: consecutive messages of one room, bounded."""
@@ -176,7 +186,7 @@ class GroupCommit:
         limit = self._run_bytes
         for pending in messages:
             length = len(pending[2].json)
-            if run and (pending[0] is not run[0][0] or len(run) >= RUN_FRAMES
+            if run and (pending[0] is not run[0][0] or len(run) >= self._run_frames
                         or size + length > limit):
                 runs.append(run)
                 run, size = [], 0

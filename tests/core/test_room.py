@@ -137,7 +137,8 @@ def test_a_run_is_one_blob_per_door_and_excluded_members_are_told_in_place():
         told.append((member.session_id, index))
         member.send(b"own %d\n" % index)
 
-    delivered = room.broadcast_run(["a", "b", "c"], [None, shouters[0], None], excluded)
+    delivered = room.broadcast_run(["a", "b", "c"], [None, shouters[0], None], excluded,
+                                   max_bytes=100)
     assert Shouter.renders == 3  # each event once for the door, not once per member
     assert plain[0].sent == [b"a\nb\nc\n"] and plain[0].sent[0] is plain[2].sent[0]
     assert shouters[1].sent == [b"A\nB\nC\n"]
@@ -154,7 +155,8 @@ def test_a_member_near_its_mark_gets_a_run_frame_by_frame_and_is_bounded_as_by_s
     room.enter(roomy)
     room.enter(near)
     near.send(b"x" * 45)  # under the mark (50) before, past it with the run's 8 bytes
-    room.broadcast_run(["a", "b", "c", "d"], [None] * 4, lambda member, index: None)
+    room.broadcast_run(["a", "b", "c", "d"], [None] * 4, lambda member, index: None,
+                       max_bytes=100)
     assert roomy.sent == [b"a\nb\nc\nd\n"]
     assert near.sent == [b"x" * 45, b"a\n", b"b\n", b"c\n", b"d\n"]
     assert near.queued_frames == 5 and near.queued_bytes == 53
@@ -166,7 +168,7 @@ def test_a_run_written_to_a_socket_counts_down_to_nothing_queued():
     member.start(ours)
     room = Room("r")
     room.enter(member)
-    room.broadcast_run(["a", "b", "c"], [None] * 3, lambda member, index: None)
+    room.broadcast_run(["a", "b", "c"], [None] * 3, lambda member, index: None, max_bytes=100)
     member.send(b"d\n")
     assert member.queued_frames == 4
     received = b""
@@ -179,3 +181,16 @@ def test_a_run_written_to_a_socket_counts_down_to_nothing_queued():
             gevent.sleep(0.01)
     member.disconnect()
     theirs.close()
+
+
+def test_a_run_too_big_for_one_door_goes_one_event_at_a_time_with_a_pause_between():
+    room = Room("r")
+    plain, shouter = Plain(1), Shouter(2)
+    room.enter(plain)
+    room.enter(shouter)
+    steps: list[str] = []
+    room.broadcast_run(["aaaa", "bbbb"], [shouter, None],
+                       lambda member, index: steps.append(f"own {index}"),
+                       max_bytes=9, between=lambda: steps.append("pause"))
+    assert steps == ["own 0", "pause", "pause"]  # after each event, its sender told first
+    assert plain.sent == [b"aaaa\n", b"bbbb\n"] and shouter.sent == [b"BBBB\n"]
