@@ -11,8 +11,11 @@ page cache, no fsync: it takes tens of microseconds, less than handing it to the
 thread and back (which, on one core, costs a wake-up and two thread switches per
 batch). So `append_batch` then commits in the event loop itself, without waiting for
 any lock: if another program holds the database's write lock (`gchat-admin` on a live
-file), the batch goes to the writer thread, which waits for it as before. FULL, whose
-commit fsyncs, always uses the thread. One greenlet at a time uses the write
+file), the batch goes to the writer thread, which waits for it as before. There is one
+fsync with NORMAL: the first commit after a checkpoint has copied the whole WAL
+starts the WAL over and syncs its header. So while a checkpoint runs, and after one
+that copied everything until the next commit, batches go to the thread too. FULL,
+whose commit fsyncs, always uses the thread. One greenlet at a time uses the write
 connection (`_writing`).
 
 Reads run in the hub on a second connection: WAL readers never wait for the writer,
@@ -177,6 +180,10 @@ class SqliteHistory:
         self._pool = ThreadPool(1)
         self._writing = Semaphore()  # the write connection: one greenlet at a time
         self._inline = synchronous.upper() == "NORMAL"  # commits in the event loop
+        # True while a commit could start the WAL over (an fsync): see the docstring.
+        self._wal_may_restart = True  # opening checkpoints the whole WAL
+        self._checkpointing = False
+        self._checkpoints = 0  # checkpoints completed
         self._checkpoint_pool = ThreadPool(1)
         self._checkpointer: gevent.Greenlet | None = None
         try:
@@ -324,13 +331,25 @@ class SqliteHistory:
         the writer; once it has copied everything the writer starts the WAL over)."""
         while True:
             gevent.sleep(CHECKPOINT_INTERVAL)
+            self._checkpointing = True
             try:
-                _, error = self._checkpoint_pool.apply(_capture, (self._checkpoint_conn.execute,
-                                                                  ("PRAGMA wal_checkpoint(PASSIVE)",)))
+                copied_all, error = self._checkpoint_pool.apply(_capture, (self._checkpoint, ()))
             except Exception as exc:
-                error = exc
+                copied_all, error = True, exc  # it may have
+            finally:
+                self._checkpointing = False
+                self._checkpoints += 1
+            if copied_all or error is not None:
+                self._wal_may_restart = True
             if error is not None:  # once a second while it lasts: throttled
                 self._log.error("checkpoint", "history: checkpoint failed: %s", error)
+
+    def _checkpoint(self) -> bool:
+        """In the checkpoint thread: a passive checkpoint; True if it copied the whole
+        WAL (the next commit then starts the WAL over, and syncs)."""
+        busy, frames, copied = self._checkpoint_conn.execute(
+            "PRAGMA wal_checkpoint(PASSIVE)").fetchone()
+        return not busy and copied == frames
 
     # -- writing --------------------------------------------------------------------------
 
@@ -345,10 +364,13 @@ class SqliteHistory:
             if keep_from > self._first.get(room, 1):
                 prune[room] = keep_from
         try:
-            if self._inline:
+            if self._inline and not (self._wal_may_restart or self._checkpointing):
                 self._write_now(messages, prune)
             else:
+                checkpoints = self._checkpoints
                 self._in_writer(self._write, messages, prune)
+                if checkpoints == self._checkpoints and not self._checkpointing:
+                    self._wal_may_restart = False  # it started the WAL over if it had to
         except _FileGone as exc:
             self._gone = str(exc)
             log.error("history: %s", exc)  # once: every later batch fails before the writer
