@@ -3,9 +3,9 @@
 Strategy (PROTOCOL.md 6, guarantee 2): a message is stored before anyone sees it, and
 its sender's `ok` comes after its `msg`. A say assigns the seq, adds the message to
 the open batch and returns at once, so a client's pipelined says join the same batch.
-One committer greenlet takes the open batch whole and stores it; the store may park
-that greenlet on its writer thread while new says fill the next batch, so one
-transaction serves every say that arrived meanwhile. Then, without yielding, the
+One committer greenlet takes the open batch whole and stores it (in the event loop,
+or parked on the store's writer thread); says that arrive meanwhile fill the next
+batch, so one transaction serves every say that arrived while the last was stored. Then, without yielding, the
 committer delivers each message of the batch in order to the room's other members,
 then tells its sender (`said`: a JSON session gets the `msg`, then the `ok`).
 Consecutive messages of one room in a batch are delivered as one run

@@ -1,8 +1,8 @@
 """SqliteHistory: the durable history store, one SQLite file in WAL mode.
 
-Strategy: the event loop must never wait on the disk. Writes go to one dedicated
-native thread (a gevent ThreadPool of size 1) that owns the write connection; the
-caller's greenlet waits for it, the hub does not. The server hands whole batches to
+Strategy: the event loop must never wait on the disk. Writes that may wait (for an
+fsync, or for another program's lock) go to one dedicated native thread (a gevent
+ThreadPool of size 1); the caller's greenlet waits for it, the hub does not. The server hands whole batches to
 `append_batch` (group commit, see publish.py), so one transaction and one fsync cover
 every say that arrived while the previous batch was being written.
 
@@ -35,7 +35,7 @@ database instead of letting two servers hand out the same seqs.
 
 A file removed or replaced under a running server (`rm gchat.db*`) would otherwise go
 unnoticed: SQLite keeps writing to the open, unlinked file, says keep getting `ok`, and
-all of them vanish at the next restart. So before each batch the writer thread compares
+all of them vanish at the next restart. So before each batch the writer compares
 the device and inode at `PATH` and `PATH.lock` with the files it opened (two stat calls
 per batch, not per message); once they differ every batch fails with StoreError (the
 sender gets `unavailable`) and the server says once, at ERROR, that it must be restarted.
@@ -417,7 +417,7 @@ class SqliteHistory:
             raise
 
     def _check_files(self) -> None:
-        """In the writer thread: raise _FileGone when the file at the database's or the
+        """Before a batch is written: raise _FileGone when the file at the database's or the
         lock's path is no longer the one opened. Writing on would store messages in an
         unlinked file, lost at the next restart; and with the lock gone a second server
         could open the same database and hand out the same seqs."""
