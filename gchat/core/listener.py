@@ -22,6 +22,7 @@ import itertools
 import logging
 import socket
 import ssl
+import sys
 from collections.abc import Callable, Iterator
 from time import monotonic
 from typing import Any
@@ -116,6 +117,9 @@ class Listener:
             sock = secure
         session = self.factory()
         session.session_id = next(self._ids)
+        if isinstance(address, tuple) and address and isinstance(address[0], str):
+            # One string per client address, not one per connection (idle memory).
+            address = (sys.intern(address[0]), *address[1:])
         session.peer = address
         self.sessions[session.session_id] = session
         self._no_sessions.clear()
