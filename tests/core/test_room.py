@@ -52,13 +52,19 @@ class Plain(Member):
         return str(event).encode() + b"\n"
 
 
-def test_an_event_is_rendered_once_per_door_and_shared_by_its_members():
+def two_doors(plain: int, shouters: int) -> tuple[Room, list[Plain], list[Shouter]]:
+    """A room with `plain` members of one door, then `shouters` of the other."""
     room = Room("r")
-    plain = [Plain(i) for i in range(1, 4)]
-    shouters = [Shouter(i) for i in range(4, 7)]
-    for member in plain + shouters:
+    plains = [Plain(i) for i in range(1, plain + 1)]
+    shouting = [Shouter(i) for i in range(plain + 1, plain + shouters + 1)]
+    for member in plains + shouting:
         room.enter(member)
     Shouter.renders = 0
+    return room, plains, shouting
+
+
+def test_an_event_is_rendered_once_per_door_and_shared_by_its_members():
+    room, plain, shouters = two_doors(3, 3)
     assert room.broadcast("hi", exclude=plain[0]) == 5
     assert Shouter.renders == 1
     assert plain[0].sent == [] and plain[1].sent == [b"hi\n"]
@@ -125,12 +131,7 @@ def test_two_room_masters_are_independent_and_empty_rooms_go():
 
 
 def test_a_run_is_one_blob_per_door_and_excluded_members_are_told_in_place():
-    room = Room("r")
-    plain = [Plain(i) for i in range(1, 4)]
-    shouters = [Shouter(i) for i in range(4, 6)]
-    for member in plain + shouters:
-        room.enter(member)
-    Shouter.renders = 0
+    room, plain, shouters = two_doors(3, 2)
     told: list[tuple[int, int]] = []
 
     def excluded(member: Session, index: int) -> None:
