@@ -5,15 +5,19 @@ its sender's `ok` comes after its `msg`. A say assigns the seq, adds the message
 the open batch and returns at once, so a client's pipelined says join the same batch.
 One committer greenlet takes the open batch whole and stores it (in the event loop,
 or parked on the store's writer thread); says that arrive meanwhile fill the next
-batch, so one transaction serves every say that arrived while the last was stored. Then, without yielding, the
-committer delivers each message of the batch in order to the room's other members,
-then tells its sender (`said`: a JSON session gets the `msg`, then the `ok`).
-Consecutive messages of one room in a batch are delivered as one run
-(`deliver_run`, Room.broadcast_run): each member's queue takes them as one blob,
-while a sender gets the others' messages one by one and its own msg and ok in place,
-so every session receives what message-by-message delivery gives. A run holds at
-most RUN_FRAMES messages and about 1/RUN_SHARE of a session's queue bound, so pacing
-between runs still keeps members that read promptly below their bound.
+batch, so one transaction serves every say that arrived while the last was stored.
+Then, without yielding, the committer delivers each message of the batch in order to
+the room's other members, then tells its sender (`said`: a JSON session gets the
+`msg`, then the `ok`).
+
+Consecutive messages of one room in a batch are delivered as one run (`deliver_run`,
+Room.broadcast_run): each member's queue takes them as one blob, while a sender gets
+the others' messages one by one and its own msg and ok in place, so every session
+receives what message-by-message delivery gives. A run holds at most RUN_FRAMES
+messages and 1/RUN_SHARE of a session's frame bound, and each door's rendering of it
+at most 1/RUN_SHARE of its byte bound (a bigger one goes message by message, pacing
+between), so pacing between runs keeps members that read promptly below their bound.
+
 Batches are stored and delivered one at a time, in the order they were opened, so
 each room's messages reach its members in seq order, and each sender's oks come in
 request order. (A session waits for its says to be delivered
