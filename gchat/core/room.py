@@ -92,12 +92,12 @@ class Room:
 
     def broadcast_run(self, events: Sequence[object], exclude: Sequence[Session | None],
                       excluded: Callable[[Session, int], None], *, max_bytes: int,
-                      between: Callable[[], None] = lambda: None) -> int:
+                      between: Callable[[int], None] = lambda index: None) -> int:
         """Queue `events`, in order, to every member, as one blob per door (see the
         module docstring). `exclude[i]`, if a member, does not get `events[i]`:
         `excluded(member, i)` runs instead, at that point of the member's stream.
         A run is for few, small events: if a door's blob would pass `max_bytes`, the
-        events go one at a time, to every member, with `between()` (pacing) after
+        events go one at a time, to every member, with `between(i)` (pacing) after
         each. Returns how many events members took (excluded ones not counted). No
         event may render as Once: a run is for messages."""
         skipping = {member for member in exclude if member is not None}
@@ -137,7 +137,7 @@ class Room:
 
     def _broadcast_one_by_one(self, events: Sequence[object], exclude: Sequence[Session | None],
                               excluded: Callable[[Session, int], None],
-                              between: Callable[[], None]) -> int:
+                              between: Callable[[int], None]) -> int:
         # As single broadcasts: each to the members of its moment (`between` may wait).
         delivered = 0
         for index, event in enumerate(events):
@@ -145,7 +145,7 @@ class Room:
             delivered += self.broadcast(event, exclude=skip)
             if skip is not None:
                 excluded(skip, index)
-            between()
+            between(index)
         return delivered
 
     @staticmethod

@@ -707,7 +707,7 @@ class ChatServer:
         """The most a run's frames may weigh for one door (publish.py, Room.broadcast_run)."""
         return self.session_limits.max_queue_bytes // RUN_SHARE
 
-    def _deliver_run(self, room: ChatRoom, run: list[Pending], between: Callable[[], None]) -> None:
+    def _deliver_run(self, room: ChatRoom, run: list[Pending], pace: Callable[[], None]) -> None:
         """Deliver consecutive messages of `room` as one run (Room.broadcast_run): what
         each member gets, in what order, is as if they were delivered one by one. A
         sender in the room is told (`said`: its msg, then its ok) at its message's
@@ -722,7 +722,8 @@ class ChatServer:
             sender.said(name, seq, event, request_id)
 
         delivered = room.broadcast_run([event for _, _, event, _, _ in run], exclude,
-                                       told_in_place, max_bytes=self._run_bytes, between=between)
+                                       told_in_place, max_bytes=self._run_bytes,
+                                       between=lambda index: pace())
         for (_, seq, event, sender, request_id), here in zip(run, exclude, strict=True):
             if here is None:
                 sender.said(name, seq, event, request_id)

@@ -517,10 +517,12 @@ class ClusterServer(ChatServer):
         """Consecutive msgs of one room, as _apply_msg each, but queued to the room's
         members as one run (Room.broadcast_run): a local sender in the room is told
         (`said`) at its message's place, any other after the run. False, having done
-        nothing, unless the room has members here and every msg is new to it."""
+        nothing, unless the room has members here and every msg is new to it. (A
+        joiner holds each msg as it is delivered: none can start during a run, only
+        while one bigger than a run's bound goes one by one, pacing between.)"""
         name = run[0].room
         room = self.rooms.get(name)
-        if room is None or run[0].seq <= room.seq or \
+        if room is None or room.joining or run[0].seq <= room.seq or \
                 any(later.seq <= earlier.seq for earlier, later in itertools.pairwise(run)):
             return False
         events: list[ChatEvent] = []
@@ -545,19 +547,21 @@ class ClusterServer(ChatServer):
         def told_in_place(member: Session, index: int) -> None:
             self._tell_sender(name, run[index].seq, events[index], in_place[index])
 
+        def between(index: int) -> None:  # one by one: hold for joiners, then pace
+            if room.joining:
+                room.hold(events[index])
+            self._pace_between()
+
         flusher = self._flusher
         flusher.delivering = True
         try:
             delivered = room.broadcast_run(events, exclude, told_in_place,
                                            max_bytes=self.session_limits.max_queue_bytes // RUN_SHARE,
-                                           between=self._pace_between)
+                                           between=between)
         finally:
             flusher.delivering = False
         self.metrics.deliveries.inc(delivered + sum(1 for p in in_place if p is not None)
                                     + len(after))
-        if room.joining:
-            for event in events:
-                room.hold(event)
         for record, pending, event in after:
             self._tell_sender(name, record.seq, event, pending)
         return True

@@ -192,6 +192,6 @@ def test_a_run_too_big_for_one_door_goes_one_event_at_a_time_with_a_pause_betwee
     steps: list[str] = []
     room.broadcast_run(["aaaa", "bbbb"], [shouter, None],
                        lambda member, index: steps.append(f"own {index}"),
-                       max_bytes=9, between=lambda: steps.append("pause"))
-    assert steps == ["own 0", "pause", "pause"]  # after each event, its sender told first
+                       max_bytes=9, between=lambda index: steps.append(f"pause {index}"))
+    assert steps == ["own 0", "pause 0", "pause 1"]  # after each event, its sender told first
     assert plain.sent == [b"aaaa\n", b"bbbb\n"] and shouter.sent == [b"BBBB\n"]
