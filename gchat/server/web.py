@@ -68,7 +68,7 @@ _PAGE_HEADERS = [(b"Content-Security-Policy",
                   b"default-src 'self'; connect-src 'self'; img-src 'self' data:; "
                   b"base-uri 'none'; form-action 'self'; frame-ancestors 'none'"),
                  (b"X-Content-Type-Options", b"nosniff"), (b"Referrer-Policy", b"no-referrer"),
-                 (b"Cache-Control", b"no-cache")]
+                 (b"Cache-Control", b"no-store")]
 # Close codes (RFC 6455 7.4.1) for the reasons a server ends a session.
 _CLOSE_CODES = {"shutdown": 1001, "frame_too_large": 1009, "slow_consumer": 1008,
                 "idle_timeout": 1000, "quit": 1000, "kicked": 1008, "server_full": 1013}

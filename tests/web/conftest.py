@@ -129,11 +129,7 @@ def start_chromium(*extra: str) -> Any:
     options.binary_location = CHROMIUM
     for argument in ("--headless=new", "--no-sandbox", "--disable-dev-shm-usage",
                      "--force-device-scale-factor=1", "--lang=en-US",
-                     f"--window-size={VIEWPORT[0]},{VIEWPORT[1]}",
-                     # Leaving a page must close its WebSocket (the tests reuse nicks);
-                     # Chromium 156 keeps a left page, socket open, in the back/forward
-                     # cache, where the server hears nothing until its idle timeout.
-                     "--disable-features=BackForwardCache", *extra):
+                     f"--window-size={VIEWPORT[0]},{VIEWPORT[1]}", *extra):
         options.add_argument(argument)
     # An alert() a message managed to run must stay open for the test to see it.
     options.unhandled_prompt_behavior = "ignore"

@@ -15,6 +15,7 @@ import os
 import re
 import socket
 import threading
+import time
 from typing import Any
 
 import pytest
@@ -563,3 +564,21 @@ def test_a_page_reached_by_a_dns_name_needs_the_name_listed(tmp_path):
     finally:
         unlisted.kill()
         driver.quit()
+
+
+def test_leaving_the_page_frees_the_nick_at_once(fresh_drivers, web_server):
+    # Not kept in the back/forward cache with its WebSocket open (Cache-Control: no-store).
+    page = Page(fresh_drivers[0], web_server.url)
+    page.open("leaver", room="exit")
+    fresh_drivers[0].get("about:blank")
+    deadline = time.monotonic() + 5
+    while True:
+        probe = Client(("127.0.0.1", web_server.port))
+        try:
+            reply = probe.request("hello", nick="leaver")
+        finally:
+            probe.close()
+        if reply["op"] == "ok":
+            break
+        assert time.monotonic() < deadline, f"the nick stayed taken after the page was left: {reply}"
+        time.sleep(0.1)
