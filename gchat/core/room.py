@@ -25,7 +25,7 @@ from __future__ import annotations
 from collections.abc import Callable, Iterator, Sequence
 from typing import Generic, TypeVar
 
-from .session import Session, send_to_each
+from .session import Session, send_run_to_each, send_to_each
 
 __all__ = ["Once", "Room", "RoomMaster"]
 
@@ -108,31 +108,16 @@ class Room:
             doors.append((group, frames))
             if sum(map(len, frames)) > max_bytes:
                 return self._broadcast_one_by_one(events, exclude, excluded, between)
-        count = len(events)
         delivered = 0
         for group, frames in doors:
-            blob = b"".join(frames)
-            size = len(blob)
-            for member in group.values():
-                if member in skipping:
-                    for index, frame in enumerate(frames):
-                        if exclude[index] is member:
-                            excluded(member, index)
-                        elif member.send(frame):
-                            delivered += 1
-                elif member._accepting and member.queued_bytes + size < member.high_water_bytes \
-                        and member.queued_frames + count < member._high_frames:
-                    member._queue.append(blob)  # Session.send's common case, for `count` frames
-                    member.queued_bytes += size
-                    member.queued_frames += count
-                    if not member._dirty:
-                        member._dirty = True
-                        member._flusher.add(member)
-                    delivered += count
-                else:  # closing, or near a mark: frame by frame, as single broadcasts
-                    for frame in frames:
-                        if member.send(frame):
-                            delivered += 1
+            for member in skipping.intersection(group.values()):
+                for index, frame in enumerate(frames):
+                    if exclude[index] is member:
+                        excluded(member, index)
+                    elif member.send(frame):
+                        delivered += 1
+            others = (member for member in group.values() if member not in skipping)
+            delivered += send_run_to_each(others, frames, b"".join(frames))
         return delivered
 
     def _broadcast_one_by_one(self, events: Sequence[object], exclude: Sequence[Session | None],

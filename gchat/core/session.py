@@ -62,7 +62,7 @@ from gevent.hub import Hub
 
 from .framing import LineFramer
 
-__all__ = ["Flusher", "Session", "SessionLimits", "send_to_each"]
+__all__ = ["Flusher", "Session", "SessionLimits", "send_run_to_each", "send_to_each"]
 
 log = logging.getLogger(__name__)
 
@@ -661,6 +661,30 @@ def send_to_each(members: Iterable[Session], data: bytes, exclude: Session | Non
     return delivered
 
 
+def send_run_to_each(members: Iterable[Session], frames: list[bytes], blob: bytes) -> int:
+    """Queue `frames` (`blob` is them joined) to each member: as one item counted as
+    its frames when the queue stays below both high-water marks with it, else frame by
+    frame through `send`, bounded and paced as single broadcasts are; how many frames
+    the members took."""
+    size, count = len(blob), len(frames)
+    delivered = 0
+    for member in members:
+        if member._accepting and member.queued_bytes + size < member.high_water_bytes \
+                and member.queued_frames + count < member._high_frames:
+            member._queue.append(blob)  # send's common case, for `count` frames
+            member.queued_bytes += size
+            member.queued_frames += count
+            if not member._dirty:
+                member._dirty = True
+                member._flusher.add(member)
+            delivered += count
+        else:  # closing, or near a mark
+            for frame in frames:
+                if member.send(frame):
+                    delivered += 1
+    return delivered
+
+
 class Flusher:
     """Writes the queue of every session that has output, once per event-loop turn.
 
@@ -684,12 +708,19 @@ class Flusher:
         high-water marks: at most `limit` seconds in all, and for each only while its
         socket keeps taking bytes and within its budget (see the module docstring).
         Called between the messages of a burst, so members that read are never pushed
-        to their bound by it, and members that do not are left to it."""
+        to their bound by it, and members that do not are left to it. While it waits,
+        nothing is being delivered (what others send meanwhile backlogs no one)."""
+        if not self.backlog:
+            return
         deadline = monotonic() + limit
         backlog, self.backlog = self.backlog, []
-        for session in backlog:
-            session._backlogged = False
-            session._pace(deadline, limit)
+        delivering, self.delivering = self.delivering, False
+        try:
+            for session in backlog:
+                session._backlogged = False
+                session._pace(deadline, limit)
+        finally:
+            self.delivering = delivering
 
     @classmethod
     def for_current_hub(cls) -> Flusher:

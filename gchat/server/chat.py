@@ -29,7 +29,7 @@ from gevent.event import Event
 from gevent.lock import Semaphore
 
 from .. import __version__
-from ..core import Listener, Room, RoomMaster, Session, SessionLimits
+from ..core import Flusher, Listener, Room, RoomMaster, Session, SessionLimits
 from ..errors import BackplaneError, ConfigError, RequestError, StoreError
 from ..irc.codec import line as irc_line
 from ..protocol import bye, nick_key
@@ -41,7 +41,7 @@ from .history import HistoryReader, HistoryStore, MemoryHistory
 from .irc import IrcSession
 from .member import ChatMember
 from .metrics import Metrics
-from .publish import RUN_SHARE, Batch, GroupCommit, Pending
+from .publish import Batch, GroupCommit, Pending, run_bounds
 from .roomindex import RoomIndex
 from .session import ChatSession
 from .sqlite_store import SqliteHistory
@@ -143,6 +143,9 @@ class ChatServer:
         self.session_limits = SessionLimits(
             max_frame=settings.max_frame, max_queue_bytes=settings.max_queue_bytes,
             max_queue_frames=settings.max_queue_frames, linger=settings.grace)
+        # The most msgs, and bytes per door, delivered as one run (publish.py).
+        self.run_frames, self.run_bytes = run_bounds(self.session_limits)
+        self._flusher = Flusher.for_current_hub()
         self.irc_host = settings.irc_server_name  # asked once: it may look up the host name
         self.web_files = WebFiles()  # the page (gchat/server/web.py)
         self._origins = set(settings.origins)
@@ -198,8 +201,8 @@ class ChatServer:
 
     def _start_publishing(self) -> None:
         self.commits = GroupCommit(self.store, self._deliver, pace_limit=self.settings.pace_limit,
-                                   deliver_run=self._deliver_run, run_bytes=self._run_bytes,
-                                   run_frames=self.session_limits.max_queue_frames // RUN_SHARE,
+                                   deliver_run=self._deliver_run,
+                                   run_bounds=(self.run_frames, self.run_bytes),
                                    failed=lambda room: self.rooms.forget_if_empty(room.name),
                                    committed=self.metrics.committed)
         self._trimmer = gevent.spawn(self._trim_history_rooms)
@@ -702,12 +705,7 @@ class ChatServer:
         if seq == 1 and self.store.room_count() > self.settings.max_history_rooms:
             self._trim.set()
 
-    @property
-    def _run_bytes(self) -> int:
-        """The most a run's frames may weigh for one door (publish.py, Room.broadcast_run)."""
-        return self.session_limits.max_queue_bytes // RUN_SHARE
-
-    def _deliver_run(self, room: ChatRoom, run: list[Pending], pace: Callable[[], None]) -> None:
+    def _deliver_run(self, room: ChatRoom, run: list[Pending]) -> None:
         """Deliver consecutive messages of `room` as one run (Room.broadcast_run): what
         each member gets, in what order, is as if they were delivered one by one. A
         sender in the room is told (`said`: its msg, then its ok) at its message's
@@ -722,8 +720,8 @@ class ChatServer:
             sender.said(name, seq, event, request_id)
 
         delivered = room.broadcast_run([event for _, _, event, _, _ in run], exclude,
-                                       told_in_place, max_bytes=self._run_bytes,
-                                       between=lambda index: pace())
+                                       told_in_place, max_bytes=self.run_bytes,
+                                       between=lambda index: self._pace())
         for (_, seq, event, sender, request_id), here in zip(run, exclude, strict=True):
             if here is None:
                 sender.said(name, seq, event, request_id)
@@ -733,6 +731,11 @@ class ChatServer:
             self.rooms.forget_if_empty(name)
         if run[0][1] == 1 and self.store.room_count() > self.settings.max_history_rooms:
             self._trim.set()
+
+    def _pace(self) -> None:
+        """Between two messages delivered one by one: wait for members past their
+        high-water marks, if any (Flusher.pace)."""
+        self._flusher.pace(self.settings.pace_limit)
 
     def _trim_history_rooms(self) -> None:
         """Keep at most `max_history_rooms` rooms with history: forget the history of

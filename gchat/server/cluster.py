@@ -35,7 +35,7 @@ from typing import TYPE_CHECKING, Any, TypeVar, cast
 import gevent
 from gevent.event import AsyncResult, Event
 
-from ..core import Flusher, RoomMaster, Session
+from ..core import RoomMaster, Session
 from ..errors import BackplaneError, ConfigError, RequestError
 from ..irc.codec import parse_tags, render_tags
 from ..protocol import bye, encode, nick_key
@@ -44,7 +44,7 @@ from .chat import ChatRoom, ChatServer
 from .config import Settings
 from .eventlog import EventLog
 from .events import ChatEvent, RoomView, Topic, msg_fields
-from .publish import RUN_FRAMES, RUN_SHARE, Batch
+from .publish import Batch, consecutive_runs
 from .records import BadRecord, Msg, Presence, Refusal, RoomChange, Whisper, parse_records
 
 if TYPE_CHECKING:
@@ -160,7 +160,6 @@ class ClusterServer(ChatServer):
         self._committer: gevent.Greenlet | None = None
         self._committing_batch: _SayBatch | None = None
         self._payloads = 0  # payloads applied: a quit's or rename's records share one
-        self._flusher = Flusher.for_current_hub()
 
     # -- lifecycle (ChatServer's hooks) ----------------------------------------------
 
@@ -448,18 +447,13 @@ class ClusterServer(ChatServer):
             log.error("ignored a malformed backplane payload: %s", exc)
             return
         self._payloads += 1
-        flusher = self._flusher
-        limits = self.session_limits
-        for item in _with_runs(records, limits.max_queue_bytes // RUN_SHARE,
-                               limits.max_queue_frames // RUN_SHARE):
-            if type(item) is not list:
-                self._apply_record(item)
-            elif self._apply_msg_run(item):
-                if flusher.backlog:
-                    flusher.pace(self.settings.pace_limit)
-            else:
-                for record in item:
-                    self._apply_record(record)
+        for run in consecutive_runs(records, _msg_room, _msg_size, self.run_frames,
+                                    self.run_bytes):
+            if len(run) > 1 and self._apply_msg_run(cast(list[Msg], run)):  # only Msgs group
+                self._pace()
+                continue
+            for record in run:
+                self._apply_record(record)
 
     def _apply_record(self, record: Any) -> None:
         """Apply one record of a payload."""
@@ -471,8 +465,7 @@ class ClusterServer(ChatServer):
                                 record.tags)
             finally:
                 flusher.delivering = False
-            if flusher.backlog:  # members that read keep up with a burst (publish.py)
-                flusher.pace(self.settings.pace_limit)
+            self._pace()  # members that read keep up with a burst (publish.py)
         elif type(record) is Presence:
             self._apply_presence(record)
         elif type(record) is Refusal:
@@ -550,14 +543,13 @@ class ClusterServer(ChatServer):
         def between(index: int) -> None:  # one by one: hold for joiners, then pace
             if room.joining:
                 room.hold(events[index])
-            self._pace_between()
+            self._pace()
 
         flusher = self._flusher
         flusher.delivering = True
         try:
             delivered = room.broadcast_run(events, exclude, told_in_place,
-                                           max_bytes=self.session_limits.max_queue_bytes // RUN_SHARE,
-                                           between=between)
+                                           max_bytes=self.run_bytes, between=between)
         finally:
             flusher.delivering = False
         self.metrics.deliveries.inc(delivered + sum(1 for p in in_place if p is not None)
@@ -565,14 +557,6 @@ class ClusterServer(ChatServer):
         for record, pending, event in after:
             self._tell_sender(name, record.seq, event, pending)
         return True
-
-    def _pace_between(self) -> None:
-        # Between two msgs delivered one by one: as _apply paces after each record.
-        flusher = self._flusher
-        if flusher.backlog:
-            flusher.delivering = False
-            flusher.pace(self.settings.pace_limit)
-            flusher.delivering = True
 
     def _tell_sender(self, name: str, seq: int, event: ChatEvent | None, pending: Any) -> None:
         """One of this node's says is delivered: its sender's `said`, and its batch."""
@@ -720,26 +704,10 @@ class ClusterServer(ChatServer):
         return {**super().stats(), "node": self.backplane.node}
 
 
-def _with_runs(records: list[Any], run_bytes: int, run_frames: int) -> Iterator[Any]:
-    """`records` in order, consecutive Msgs of one room grouped in lists (runs of two
-    or more, at most RUN_FRAMES and `run_frames` messages and `run_bytes` bytes); the
-    items are records or lists of Msgs."""
-    run: list[Msg] = []
-    size = 0
-    for record in records:
-        if type(record) is Msg:
-            if run and (record.room == run[0].room and len(run) < min(RUN_FRAMES, run_frames)
-                        and size + len(record.frame) <= run_bytes):
-                run.append(record)
-                size += len(record.frame)
-                continue
-            if run:
-                yield run if len(run) > 1 else run[0]
-            run, size = [record], len(record.frame)
-            continue
-        if run:
-            yield run if len(run) > 1 else run[0]
-            run, size = [], 0
-        yield record
-    if run:
-        yield run if len(run) > 1 else run[0]
+def _msg_room(record: Any) -> str | None:
+    """What runs group a payload's records by: a Msg's room (None: on its own)."""
+    return record.room if type(record) is Msg else None
+
+
+def _msg_size(record: Any) -> int:
+    return len(record.frame) if type(record) is Msg else 0

@@ -40,14 +40,14 @@ seqs stay gapless.
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Iterable, Iterator
 from time import perf_counter
 from typing import TYPE_CHECKING, Generic, TypeVar
 
 import gevent
 from gevent.event import Event
 
-from ..core import Flusher
+from ..core import Flusher, SessionLimits
 from ..errors import StoreError
 from .events import ChatEvent
 from .history import HistoryStore
@@ -63,12 +63,38 @@ log = logging.getLogger(__name__)
 Deliver = Callable[["ChatRoom", int, ChatEvent, "ChatMember"], None]
 # (room, seq, the msg event, sender, the request's id)
 Pending = tuple["ChatRoom", int, ChatEvent, "ChatMember", "int | str | None"]
-# Delivers consecutive messages of one room, the oks to their senders included;
-# calls its last argument (pacing) between messages if it delivers them one by one.
-DeliverRun = Callable[["ChatRoom", "list[Pending]", Callable[[], None]], None]
+# Delivers consecutive messages of one room, the oks to their senders included.
+DeliverRun = Callable[["ChatRoom", "list[Pending]"], None]
 
 RUN_FRAMES = 256  # at most this many messages in one run
 RUN_SHARE = 8  # a run's bytes and frames stay under 1/RUN_SHARE of a session's bounds
+
+T = TypeVar("T")
+
+
+def run_bounds(limits: SessionLimits) -> tuple[int, int]:
+    """The most messages, and bytes, a run may hold for sessions of `limits`."""
+    return min(RUN_FRAMES, limits.max_queue_frames // RUN_SHARE), limits.max_queue_bytes // RUN_SHARE
+
+
+def consecutive_runs(items: Iterable[T], key: Callable[[T], object], size: Callable[[T], int],
+                     max_count: int, max_bytes: int) -> Iterator[list[T]]:
+    """`items` in order, cut into runs: consecutive items of one `key` (None: an item
+    of its own), at most `max_count` of them and `max_bytes` by `size`."""
+    run: list[T] = []
+    run_key: object = None
+    total = 0
+    for item in items:
+        item_key, length = key(item), size(item)
+        if run and (item_key is None or item_key != run_key or len(run) >= max_count
+                    or total + length > max_bytes):
+            yield run
+            run, total = [], 0
+        run.append(item)
+        run_key = item_key
+        total += length
+    if run:
+        yield run
 
 
 M = TypeVar("M")
@@ -90,8 +116,7 @@ class GroupCommit:
     event)` for each and sends its sender the ok, in the order they were submitted."""
 
     def __init__(self, store: HistoryStore, deliver: Deliver, *, pace_limit: float = 1.0,
-                 deliver_run: DeliverRun | None = None, run_bytes: int = 0,
-                 run_frames: int = 1,
+                 deliver_run: DeliverRun | None = None, run_bounds: tuple[int, int] = (1, 0),
                  failed: Callable[[ChatRoom], None] = lambda room: None,
                  committed: Callable[[int, float], None] = lambda count, seconds: None) -> None:
         self.store = store
@@ -101,8 +126,7 @@ class GroupCommit:
         self._flusher = Flusher.for_current_hub()
         self._deliver = deliver
         self._deliver_run = deliver_run  # None: message by message
-        self._run_bytes = run_bytes  # a run's JSON bytes stay under this
-        self._run_frames = min(RUN_FRAMES, run_frames)  # and its messages at most this
+        self._run_frames, self._run_bytes = run_bounds  # a run's messages, and JSON bytes
         self._open: Batch[Pending] = Batch()
         self._wake = Event()
         self._idle = Event()
@@ -161,44 +185,18 @@ class GroupCommit:
         deliver, flusher = self._deliver, self._flusher
         flusher.delivering = True
         try:
-            for run in self._runs(batch.messages):
+            for run in consecutive_runs(batch.messages, _room_of, _json_size,
+                                        self._run_frames, self._run_bytes):
                 if len(run) > 1 and self._deliver_run is not None:
-                    self._deliver_run(run[0][0], run, self._pace)
-                    self._pace()
+                    self._deliver_run(run[0][0], run)
+                    flusher.pace(self.pace_limit)
                     continue
                 for room, seq, event, sender, request_id in run:
                     deliver(room, seq, event, sender)
                     sender.said(room.name, seq, event, request_id)
-                    self._pace()
+                    flusher.pace(self.pace_limit)
         finally:
             flusher.delivering = False
-
-    def _pace(self) -> None:
-        """Between two messages of a batch: wait for members past their high-water
-        marks (Flusher.pace), if any."""
-        flusher = self._flusher
-        if flusher.backlog:
-            flusher.delivering = False
-            flusher.pace(self.pace_limit)
-            flusher.delivering = True
-
-    def _runs(self, messages: list[Pending]) -> list[list[Pending]]:
-        """`messages` cut into runs: consecutive messages of one room, bounded."""
-        runs: list[list[Pending]] = []
-        run: list[Pending] = []
-        size = 0
-        limit = self._run_bytes
-        for pending in messages:
-            length = len(pending[2].json)
-            if run and (pending[0] is not run[0][0] or len(run) >= self._run_frames
-                        or size + length > limit):
-                runs.append(run)
-                run, size = [], 0
-            run.append(pending)
-            size += length
-        if run:
-            runs.append(run)
-        return runs
 
     def _fail(self, batch: Batch[Pending], error: StoreError) -> None:
         queued, self._open = self._open, Batch[Pending]()
@@ -211,3 +209,11 @@ class GroupCommit:
                 sender.say_failed(request_id, "history is unavailable; try again later")
                 self._failed(room)
         queued.done.set()
+
+
+def _room_of(pending: Pending) -> object:
+    return pending[0]
+
+
+def _json_size(pending: Pending) -> int:
+    return len(pending[2].json)

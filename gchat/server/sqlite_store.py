@@ -2,9 +2,10 @@
 
 Strategy: the event loop must never wait on the disk. Writes that may wait (for an
 fsync, or for another program's lock) go to one dedicated native thread (a gevent
-ThreadPool of size 1); the caller's greenlet waits for it, the hub does not. The server hands whole batches to
-`append_batch` (group commit, see publish.py), so one transaction and one fsync cover
-every say that arrived while the previous batch was being written.
+ThreadPool of size 1); the caller's greenlet waits for it, the hub does not. The
+server hands whole batches to `append_batch` (group commit, see publish.py), so one
+transaction and one fsync cover every say that arrived while the previous batch was
+being written.
 
 With NORMAL (the default, below) a batch's commit is a write to the WAL in the OS's
 page cache, no fsync: it takes tens of microseconds, less than handing it to the
