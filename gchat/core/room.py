@@ -110,14 +110,18 @@ class Room:
                 return self._broadcast_one_by_one(events, exclude, excluded, between)
         delivered = 0
         for group, frames in doors:
-            for member in skipping.intersection(group.values()):
+
+            def one_by_one(member: Session, frames: list[bytes] = frames) -> int:
+                taken = 0
                 for index, frame in enumerate(frames):
                     if exclude[index] is member:
                         excluded(member, index)
                     elif member.send(frame):
-                        delivered += 1
-            others = (member for member in group.values() if member not in skipping)
-            delivered += send_run_to_each(others, frames, b"".join(frames))
+                        taken += 1
+                return taken
+
+            delivered += send_run_to_each(group.values(), frames, b"".join(frames),
+                                          skipping, one_by_one)
         return delivered
 
     def _broadcast_one_by_one(self, events: Sequence[object], exclude: Sequence[Session | None],

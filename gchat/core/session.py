@@ -51,7 +51,7 @@ import socket
 import ssl
 import weakref
 from collections import deque
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Container, Iterable
 from dataclasses import dataclass
 from time import monotonic
 from typing import Any
@@ -661,15 +661,19 @@ def send_to_each(members: Iterable[Session], data: bytes, exclude: Session | Non
     return delivered
 
 
-def send_run_to_each(members: Iterable[Session], frames: list[bytes], blob: bytes) -> int:
-    """Queue `frames` (`blob` is them joined) to each member: as one item counted as
-    its frames when the queue stays below both high-water marks with it, else frame by
-    frame through `send`, bounded and paced as single broadcasts are; how many frames
-    the members took."""
+def send_run_to_each(members: Iterable[Session], frames: list[bytes], blob: bytes,
+                     apart: Container[Session], send_apart: Callable[[Session], int]) -> int:
+    """Queue `frames` (`blob` is them joined) to each member, in the members' order: as
+    one item counted as its frames when the queue stays below both high-water marks
+    with it, else frame by frame through `send`, bounded and paced as single
+    broadcasts are; a member in `apart` gets `send_apart(member)` instead. How many
+    frames the members took."""
     size, count = len(blob), len(frames)
     delivered = 0
     for member in members:
-        if member._accepting and member.queued_bytes + size < member.high_water_bytes \
+        if member in apart:
+            delivered += send_apart(member)
+        elif member._accepting and member.queued_bytes + size < member.high_water_bytes \
                 and member.queued_frames + count < member._high_frames:
             member._queue.append(blob)  # send's common case, for `count` frames
             member.queued_bytes += size
