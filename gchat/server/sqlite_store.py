@@ -19,6 +19,15 @@ that copied everything until the next commit, batches go to the thread too. FULL
 whose commit fsyncs, always uses the thread. One greenlet at a time uses the write
 connection (`_writing`).
 
+Messages are indexed in bulk: a batch only appends to the messages table, and every
+few seconds (or past TAIL_MAX messages) one transaction adds what was written since to
+message_index, (room, seq) -> rowid, in the same way as the commits (in the event loop
+with NORMAL). An index maintained per commit dirtied one page per room in every batch;
+in bulk each room's page is written once for many of its messages. Until then a
+room's newest messages are read from memory (`_tail`), and pruning only moves the
+room's first seq: the indexer deletes the pruned rows. A crash leaves at most the tail
+unindexed: opening the file indexes it (message_indexed holds the last rowid indexed).
+
 Reads run in the hub on a second connection: WAL readers never wait for the writer,
 and every read is an indexed range of at most a few hundred rows. Reads are bounded by
 the seqs the server has published (kept in memory here), so a batch that the writer
@@ -50,11 +59,13 @@ import json
 import logging
 import os
 import sqlite3
+from bisect import bisect_left
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any, TypeVar, cast
 
 import gevent
+from gevent.event import Event
 from gevent.lock import Semaphore
 from gevent.threadpool import ThreadPool
 
@@ -68,11 +79,14 @@ __all__ = ["SCHEMA_VERSION", "SqliteHistory", "delete_account_rows", "refuse_for
 
 log = logging.getLogger(__name__)
 
-SCHEMA_VERSION = 3  # 2: topics; 3: accounts, event logs, messages in arrival order
-# Messages in a rowid table, in the order they are written, with a unique index on
-# (room, seq) for reads: a commit then dirties the table's last pages and a few small
-# index pages, where a table clustered by (room, seq) dirtied one page per room it
-# touched (half the store's CPU per message; docs/benchmarks.md).
+SCHEMA_VERSION = 4  # 2: topics; 3: accounts, event logs, messages in arrival order; 4: index
+# Messages in a rowid table, in the order they are written, with no index of their own: a
+# commit then dirties only the table's last pages. Reads go through message_index,
+# (room, seq) -> the message's rowid, which the store fills in bulk about once a second
+# (see SqliteHistory): filled per commit, as an SQL index is, it dirtied one index page
+# per room the batch touched, three quarters of the store's CPU per message
+# (docs/benchmarks.md). message_indexed holds the highest rowid indexed: every message
+# up to it is in message_index, and none after it.
 _MESSAGES = """
 CREATE TABLE IF NOT EXISTS messages (
     room  TEXT    NOT NULL,
@@ -81,7 +95,16 @@ CREATE TABLE IF NOT EXISTS messages (
 )
 """
 _SCHEMA = (_MESSAGES, """
-CREATE UNIQUE INDEX IF NOT EXISTS messages_room_seq ON messages (room, seq)
+CREATE TABLE IF NOT EXISTS message_index (
+    room TEXT    NOT NULL,
+    seq  INTEGER NOT NULL,
+    id   INTEGER NOT NULL,
+    PRIMARY KEY (room, seq)
+) WITHOUT ROWID
+""", """
+CREATE TABLE IF NOT EXISTS message_indexed (
+    id INTEGER NOT NULL
+)
 """, """
 CREATE TABLE IF NOT EXISTS topics (
     room   TEXT    NOT NULL PRIMARY KEY,
@@ -113,13 +136,19 @@ CREATE TABLE IF NOT EXISTS peers (
     PRIMARY KEY (owner, peer)
 ) WITHOUT ROWID
 """)
-_COLUMNS = {"messages": ["room", "seq", "event"], "topics": ["room", "text", "set_by", "set_at"],
+_COLUMNS = {"messages": ["room", "seq", "event"], "message_index": ["room", "seq", "id"],
+            "message_indexed": ["id"], "topics": ["room", "text", "set_by", "set_at"],
             "accounts": ["key", "name", "hash", "created"],
             "logs": ["key", "pos", "ts", "msgid", "event"], "peers": ["owner", "peer", "ts"]}
 _BUSY_TIMEOUT_MS = 2000
 CHECKPOINT_INTERVAL = 1.0  # seconds
+INDEX_INTERVAL = 10.0  # seconds: at most this long between two fillings of message_index
+TAIL_MAX = 4096  # messages not yet indexed: past this many, index now (a shorter pause)
 PAGE_SIZE = 1024
 T = TypeVar("T")
+_NO_SEQ = 2**63  # above every seq
+_SELECT_RANGE = ("SELECT m.event FROM message_index i JOIN messages m ON m.rowid = i.id "
+                 "WHERE i.room = ? AND i.seq >= ? AND i.seq < ?")
 
 
 def _ts(event: bytes) -> int:
@@ -152,6 +181,23 @@ def delete_account_rows(conn: sqlite3.Connection, key: str) -> bool:
     return deleted
 
 
+def _prune(conn: sqlite3.Connection, room: str, keep_from: int) -> None:
+    """Delete the indexed messages of `room` before seq `keep_from`; in the caller's
+    transaction."""
+    conn.execute("DELETE FROM messages WHERE rowid IN (SELECT id FROM message_index "
+                 "WHERE room = ? AND seq < ?)", (room, keep_from))
+    conn.execute("DELETE FROM message_index WHERE room = ? AND seq < ?", (room, keep_from))
+
+
+def _set_indexed(conn: sqlite3.Connection, rowid: int) -> None:
+    conn.execute("DELETE FROM message_indexed")
+    conn.execute("INSERT INTO message_indexed (id) VALUES (?)", (rowid,))
+
+
+def _seq(item: tuple[int, bytes]) -> int:
+    return item[0]
+
+
 def _capture(func: Callable[..., T], args: tuple[Any, ...]) -> tuple[T | None, Exception | None]:
     try:
         return func(*args), None
@@ -173,6 +219,13 @@ class SqliteHistory:
         self.history_max = history_max
         self._first: dict[str, int] = {}
         self._last: dict[str, int] = {}
+        # The messages not yet in message_index, by room: (seq, event), oldest first. Reads
+        # take a room's newest messages from here, the older ones through the index.
+        self._tail: dict[str, list[tuple[int, bytes]]] = {}
+        self._tail_count = 0
+        self._prune: dict[str, int] = {}  # room -> keep_from: pruned in memory, not yet on disk
+        self._index_wake = Event()
+        self._indexer: gevent.Greenlet | None = None
         self._topics: dict[str, Topic] = {}  # every stored topic (few: set by hand)
         self._log = LogThrottle(log)
         self._gone: str | None = None  # why every batch fails: the file was removed
@@ -201,6 +254,7 @@ class SqliteHistory:
             self._opened = [(self.path, (db_stat.st_dev, db_stat.st_ino)),
                             (Path(f"{self.path}.lock"), (lock_stat.st_dev, lock_stat.st_ino))]
             self._checkpointer = gevent.spawn(self._checkpoint_loop)
+            self._indexer = gevent.spawn(self._index_loop)
         except sqlite3.Error as exc:
             self._abandon()
             raise StoreError(self._describe(exc)) from exc
@@ -254,15 +308,17 @@ class SqliteHistory:
             self._convert_messages(conn)
             for table in _SCHEMA:
                 conn.execute(table)
+            conn.execute("DROP INDEX IF EXISTS messages_room_seq")  # schema 3's: now message_index
+            self._index_rows(conn, {})  # what a crash left unindexed (or all of an older file)
             if version < SCHEMA_VERSION:
                 conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
             conn.execute("COMMIT")
             self._load_bounds(conn)
             # A room with no history did not outlive the server (a crash left its topic
             # or its logged events).
-            conn.execute("DELETE FROM topics WHERE room NOT IN (SELECT room FROM messages)")
+            conn.execute("DELETE FROM topics WHERE room NOT IN (SELECT room FROM message_index)")
             conn.execute("DELETE FROM logs WHERE key > 'room:' AND key < 'room;' AND NOT EXISTS "
-                         "(SELECT 1 FROM messages WHERE room = substr(logs.key, 6))")
+                         "(SELECT 1 FROM message_index WHERE room = substr(logs.key, 6))")
             self._topics = {room: Topic(text, by, at) for room, text, by, at in conn.execute(
                 "SELECT room, text, set_by, set_at FROM topics")}
         except BaseException:
@@ -287,17 +343,19 @@ class SqliteHistory:
         conn.execute("DROP TABLE messages_by_room")
 
     def _load_bounds(self, conn: sqlite3.Connection) -> None:
-        rows = conn.execute("SELECT room, MIN(seq), MAX(seq) FROM messages GROUP BY room").fetchall()
+        rows = conn.execute("SELECT room, MIN(seq), MAX(seq) FROM message_index "
+                            "GROUP BY room").fetchall()
         # Least recently written first (rooms() promises it): by the ts of each last message.
         last_ts = {room: _ts(event) for room, event in conn.execute(
-            "SELECT m.room, m.event FROM messages m JOIN (SELECT room, MAX(seq) AS seq "
-            "FROM messages GROUP BY room) l ON m.room = l.room AND m.seq = l.seq")}
+            "SELECT i.room, m.event FROM (SELECT room, MAX(seq) AS seq FROM message_index "
+            "GROUP BY room) l JOIN message_index i ON i.room = l.room AND i.seq = l.seq "
+            "JOIN messages m ON m.rowid = i.id")}
         rows.sort(key=lambda row: last_ts.get(row[0], 0))
         conn.execute("BEGIN IMMEDIATE")
         for room, first, last in rows:
             keep_from = last - self.history_max + 1  # --history-max may have shrunk
             if first < keep_from:
-                conn.execute("DELETE FROM messages WHERE room = ? AND seq < ?", (room, keep_from))
+                _prune(conn, room, keep_from)
                 first = keep_from
             self._first[room] = first
             self._last[room] = last
@@ -352,6 +410,65 @@ class SqliteHistory:
             "PRAGMA wal_checkpoint(PASSIVE)").fetchone()
         return not busy and copied == frames
 
+    # -- indexing ---------------------------------------------------------------------------
+
+    def _index_loop(self) -> None:
+        """Fill message_index once a second (sooner past TAIL_MAX messages), in the
+        writer thread: one transaction for a second's messages dirties each room's index
+        page once, where one per batch dirtied it once per batch."""
+        while True:
+            self._index_wake.wait(INDEX_INTERVAL)
+            self._index_wake.clear()
+            if not (self._tail_count or self._prune) or self._gone is not None:
+                continue
+            try:
+                self._index_now(self._index_rows)
+            except sqlite3.Error as exc:  # tried again in a second; reads still work
+                self._log.error("index", "history: cannot index messages: %s", exc)
+
+    def _index_now(self, func: Callable[..., T], *args: Any) -> T:
+        """Run `func(conn, prune, *args)` in the writer thread, in a transaction of its
+        own, where `func` indexes every message not yet indexed and deletes the pruned
+        ones (with `_index_rows`); then forget the tail, now read through the index."""
+        prune, self._prune = self._prune, {}
+        try:
+            result = self._commit(self._in_transaction, func, prune, *args)
+        except BaseException:
+            for room, keep_from in prune.items():  # pruned again on the next try
+                self._prune[room] = max(keep_from, self._prune.get(room, 0))
+            raise
+        # No batch was written meanwhile (they wait for _writing), and none since: the
+        # tail is exactly what was just indexed.
+        self._tail = {}
+        self._tail_count = 0
+        return result
+
+    def _in_transaction(self, func: Callable[..., T], *args: Any) -> T:
+        conn = self._writer
+        conn.execute("BEGIN IMMEDIATE")
+        try:
+            result = func(conn, *args)
+            conn.execute("COMMIT")
+        except BaseException:
+            if conn.in_transaction:
+                conn.execute("ROLLBACK")
+            raise
+        return result
+
+    @staticmethod
+    def _index_rows(conn: sqlite3.Connection, prune: dict[str, int]) -> None:
+        """In the caller's transaction: index every message written since the last
+        time, then delete the pruned messages through the index."""
+        row = conn.execute("SELECT id FROM message_indexed").fetchone()
+        indexed = row[0] if row else 0
+        conn.execute("INSERT INTO message_index (room, seq, id) SELECT room, seq, rowid "
+                     "FROM messages WHERE rowid > ? ORDER BY room, seq", (indexed,))
+        newest = conn.execute("SELECT MAX(rowid) FROM messages").fetchone()[0] or 0
+        if newest != indexed:
+            _set_indexed(conn, newest)
+        for room, keep_from in prune.items():
+            _prune(conn, room, keep_from)
+
     # -- writing --------------------------------------------------------------------------
 
     def append_batch(self, messages: Sequence[tuple[str, int, bytes]]) -> None:
@@ -360,18 +477,18 @@ class SqliteHistory:
         if self._gone is not None:
             raise StoreError(self._gone)
         prune: dict[str, int] = {}
+        next_seq: dict[str, int] = {}
         for room, seq, _ in messages:
+            # The table has no unique (room, seq) of its own: what it held, this checks.
+            if seq != next_seq.get(room, self._last.get(room, 0) + 1):
+                self._log.error("order", "history: refused a batch: %s seq %d is not next", room, seq)
+                raise StoreError(f"message {seq} of {room} is not its next (the batch was not stored)")
+            next_seq[room] = seq + 1
             keep_from = seq - self.history_max + 1
             if keep_from > self._first.get(room, 1):
                 prune[room] = keep_from
         try:
-            if self._inline and not (self._wal_may_restart or self._checkpointing):
-                self._write_now(messages, prune)
-            else:
-                checkpoints = self._checkpoints
-                self._in_writer(self._write, messages, prune)
-                if checkpoints == self._checkpoints and not self._checkpointing:
-                    self._wal_may_restart = False  # it started the WAL over if it had to
+            self._commit(self._write, messages)
         except _FileGone as exc:
             self._gone = str(exc)
             log.error("history: %s", exc)  # once: every later batch fails before the writer
@@ -379,38 +496,55 @@ class SqliteHistory:
         except sqlite3.Error as exc:
             self._log.error("write", "history: cannot store %d messages: %s", len(messages), exc)
             raise StoreError(self._describe(exc)) from exc
-        for room, seq, _ in messages:
+        tail = self._tail
+        for room, seq, event in messages:
             self._first.setdefault(room, seq)
             self._last.pop(room, None)  # to the end: the dict's order is the rooms' last writes
             self._last[room] = seq
+            room_tail = tail.get(room)
+            if room_tail is None:
+                tail[room] = [(seq, event)]
+            else:
+                room_tail.append((seq, event))
+        self._tail_count += len(messages)
+        if self._tail_count >= TAIL_MAX:
+            self._index_wake.set()
         for room, keep_from in prune.items():
-            self._first[room] = keep_from
+            self._first[room] = keep_from  # reads stop there; the indexer deletes the rest
+            self._prune[room] = keep_from
 
-    def _write_now(self, messages: Sequence[tuple[str, int, bytes]],
-                   prune: dict[str, int]) -> None:
-        """`_write` in the event loop, unless the write lock is taken: then in the
+    def _commit(self, func: Callable[..., T], *args: Any) -> T:
+        """Run `func`, a write transaction, in the event loop when its commit cannot
+        wait for the disk, else in the writer thread (see the module docstring)."""
+        if self._inline and not (self._wal_may_restart or self._checkpointing):
+            return self._commit_now(func, *args)
+        checkpoints = self._checkpoints
+        result = self._in_writer(func, *args)
+        if checkpoints == self._checkpoints and not self._checkpointing:
+            self._wal_may_restart = False  # it started the WAL over if it had to
+        return result
+
+    def _commit_now(self, func: Callable[..., T], *args: Any) -> T:
+        """`func` in the event loop, unless the write lock is taken: then in the
         writer thread, which waits for it (see the module docstring)."""
         with self._writing:
             conn = self._writer
             conn.execute("PRAGMA busy_timeout = 0")  # never wait in the event loop
             try:
-                self._write(messages, prune)
-                return
+                return func(*args)
             except sqlite3.OperationalError as exc:
                 if exc.sqlite_errorcode not in (sqlite3.SQLITE_BUSY, sqlite3.SQLITE_LOCKED):
                     raise
             finally:
                 conn.execute(f"PRAGMA busy_timeout = {_BUSY_TIMEOUT_MS}")
-        self._in_writer(self._write, messages, prune)  # rolled back: nothing was written
+        return self._in_writer(func, *args)  # rolled back: nothing was written
 
-    def _write(self, messages: Sequence[tuple[str, int, bytes]], prune: dict[str, int]) -> None:
+    def _write(self, messages: Sequence[tuple[str, int, bytes]]) -> None:
         self._check_files()
         conn = self._writer
         conn.execute("BEGIN IMMEDIATE")
         try:
             conn.executemany("INSERT INTO messages (room, seq, event) VALUES (?, ?, ?)", messages)
-            for room, keep_from in prune.items():
-                conn.execute("DELETE FROM messages WHERE room = ? AND seq < ?", (room, keep_from))
             conn.execute("COMMIT")
         except BaseException:
             if conn.in_transaction:
@@ -444,21 +578,44 @@ class SqliteHistory:
         return self._first.get(room, 0)
 
     def latest(self, room: str, limit: int) -> list[bytes]:
-        return self._select("SELECT event FROM messages WHERE room = ? AND seq <= ? "
-                            "ORDER BY seq DESC LIMIT ?", (room, self.last_seq(room), limit), True)
+        return self._range(room, 0, _NO_SEQ, limit, newest=True)
 
     def after(self, room: str, seq: int, limit: int) -> list[bytes]:
-        return self._select("SELECT event FROM messages WHERE room = ? AND seq > ? AND seq <= ? "
-                            "ORDER BY seq LIMIT ?", (room, seq, self.last_seq(room), limit), False)
+        return self._range(room, seq + 1, _NO_SEQ, limit, newest=False)
 
     def before(self, room: str, seq: int, limit: int) -> list[bytes]:
-        return self._select("SELECT event FROM messages WHERE room = ? AND seq < ? AND seq <= ? "
-                            "ORDER BY seq DESC LIMIT ?",
-                            (room, seq, self.last_seq(room), limit), True)
+        return self._range(room, 0, seq, limit, newest=True)
+
+    def _range(self, room: str, low: int, high: int, limit: int, *, newest: bool) -> list[bytes]:
+        """The oldest (or newest) `limit` messages of `room` with low <= seq < high,
+        oldest first: those not yet indexed from the tail, the others from the file.
+        Only stored, unpruned seqs are read: [first_seq, last_seq]."""
+        last = self._last.get(room)
+        if last is None or limit <= 0:
+            return []
+        low, high = max(low, self._first[room]), min(high, last + 1)
+        if low >= high:
+            return []
+        tail = self._tail.get(room)
+        indexed_below = tail[0][0] if tail else high  # the file's part: seq < indexed_below
+        recent: list[bytes] = []
+        if tail:
+            start, end = bisect_left(tail, low, key=_seq), bisect_left(tail, high, key=_seq)
+            if newest:
+                start = max(start, end - limit)
+            else:
+                end = min(end, start + limit)
+            recent = [event for _, event in tail[start:end]]
+        want = limit - len(recent)
+        file_high = min(high, indexed_below)
+        if want <= 0 or low >= file_high:
+            return recent
+        order = "DESC" if newest else ""
+        older = self._select(f"{_SELECT_RANGE} ORDER BY i.seq {order} LIMIT ?",
+                             (room, low, file_high, want if newest else limit), newest)
+        return older + recent if newest else (older + recent)[:limit]
 
     def _select(self, sql: str, args: tuple[object, ...], newest_first: bool) -> list[bytes]:
-        if args[0] not in self._last:
-            return []
         try:
             events = [row[0] for row in self._reader.execute(sql, args)]
         except sqlite3.Error as exc:
@@ -475,7 +632,7 @@ class SqliteHistory:
         return len(self._last)
 
     def forget(self, rooms: Sequence[str]) -> None:
-        """Delete every message of `rooms` in one transaction (in the writer thread)."""
+        """Delete every message of `rooms` in one transaction, which indexes the tail."""
         if self._gone is not None:
             raise StoreError(self._gone)
         # Forgotten before the writer runs: a room joined meanwhile starts afresh at seq
@@ -484,7 +641,7 @@ class SqliteHistory:
                   for room in rooms if room in self._last}
         topics = {room: self._topics.pop(room) for room in rooms if room in self._topics}
         try:
-            self._in_writer(self._delete_rooms, rooms)
+            self._index_now(self._delete_rooms, rooms)
         except sqlite3.Error as exc:
             for room, (first, last) in bounds.items():
                 if room not in self._last:  # not written again meanwhile
@@ -494,18 +651,19 @@ class SqliteHistory:
             self._log.error("forget", "history: cannot forget %d rooms: %s", len(rooms), exc)
             raise StoreError(self._describe(exc)) from exc
 
-    def _delete_rooms(self, rooms: Sequence[str]) -> None:
-        conn = self._writer
-        conn.execute("BEGIN IMMEDIATE")
-        try:
-            conn.executemany("DELETE FROM messages WHERE room = ?", [(room,) for room in rooms])
-            conn.executemany("DELETE FROM topics WHERE room = ?", [(room,) for room in rooms])
-            conn.executemany("DELETE FROM logs WHERE key = ?", [(room_key(room),) for room in rooms])
-            conn.execute("COMMIT")
-        except BaseException:
-            if conn.in_transaction:
-                conn.execute("ROLLBACK")
-            raise
+    @classmethod
+    def _delete_rooms(cls, conn: sqlite3.Connection, prune: dict[str, int],
+                      rooms: Sequence[str]) -> None:
+        cls._index_rows(conn, prune)  # so every message of the rooms is found through the index
+        names = [(room,) for room in rooms]
+        conn.executemany("DELETE FROM messages WHERE rowid IN (SELECT id FROM message_index "
+                         "WHERE room = ?)", names)
+        conn.executemany("DELETE FROM message_index WHERE room = ?", names)
+        conn.executemany("DELETE FROM topics WHERE room = ?", names)
+        conn.executemany("DELETE FROM logs WHERE key = ?", [(room_key(room),) for room in rooms])
+        # The next rowid follows the highest one left, which may now be below the
+        # indexed mark: every message left is indexed, so the mark comes down to it.
+        _set_indexed(conn, conn.execute("SELECT MAX(rowid) FROM messages").fetchone()[0] or 0)
 
     def topic(self, room: str) -> Topic | None:
         return self._topics.get(room)
@@ -682,6 +840,14 @@ class SqliteHistory:
             return
         if self._checkpointer is not None:
             self._checkpointer.kill()
+        if self._indexer is not None:
+            with self._writing:  # not while it indexes: it may be using the writer thread
+                self._indexer.kill()
+            if (self._tail_count or self._prune) and self._gone is None:
+                try:  # a tidy file for other programs; the next start would do it anyway
+                    self._index_now(self._index_rows)
+                except sqlite3.Error as exc:
+                    log.warning("history: cannot index messages on closing: %s", exc)
         try:
             self._checkpoint_pool.apply(self._checkpoint_conn.close)
             self._in_writer(self._writer.close)  # the last connection checkpoints the WAL

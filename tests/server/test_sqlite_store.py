@@ -111,12 +111,26 @@ def test_a_smaller_history_max_prunes_on_open_but_keeps_the_seq(tmp_path):
 
 def test_a_failed_batch_stores_nothing(store):
     fill(store, "r", 1, 3)
-    with pytest.raises(StoreError):  # seq 3 again: the primary key refuses the whole batch
-        store.append_batch([("r", 4, event("r", 4)), ("r", 3, event("r", 3))])
+    with pytest.raises(StoreError):  # NOT NULL refuses the second: the first goes too
+        store.append_batch([("r", 4, event("r", 4)), ("r", 5, None)])
     assert store.last_seq("r") == 3
     assert store.after("r", 0, 10) == [event("r", s) for s in (1, 2, 3)]
     store.append_batch([("r", 4, event("r", 4))])
     assert store.last_seq("r") == 4
+
+
+def test_a_seq_that_is_not_its_room_s_next_is_refused_and_nothing_is_stored(store, caplog):
+    # The messages table has no unique (room, seq) of its own (see the schema's note).
+    fill(store, "r", 1, 3)
+    for batch in ([("s", 1, event("s", 1)), ("r", 3, event("r", 3))],  # again
+                  [("r", 5, event("r", 5))],  # a gap
+                  [("r", 4, event("r", 4)), ("r", 4, event("r", 4))]):  # twice in one batch
+        with pytest.raises(StoreError, match="is not its next"):
+            store.append_batch(batch)
+    assert (store.last_seq("r"), store.last_seq("s")) == (3, 0)
+    assert store.after("r", 0, 10) == [event("r", s) for s in (1, 2, 3)]
+    store.append_batch([("r", 4, event("r", 4))])
+    assert store.after("r", 2, 10) == [event("r", s) for s in (3, 4)]
 
 
 def test_repeated_failed_batches_log_one_line_with_a_count(store, caplog):
@@ -124,7 +138,7 @@ def test_repeated_failed_batches_log_one_line_with_a_count(store, caplog):
     fill(store, "r", 1, 3)
     for _ in range(20):
         with pytest.raises(StoreError):
-            store.append_batch([("r", 3, event("r", 3))])  # a real SQLite failure, each time
+            store.append_batch([("r", 4, None)])  # a real SQLite failure, each time
     failures = [r for r in caplog.records if "cannot store" in r.getMessage()]
     assert len(failures) == 1 and failures[0].levelno == logging.ERROR
     store.append_batch([("r", 4, event("r", 4))])  # the store itself is fine
@@ -272,11 +286,13 @@ def test_a_version_1_database_gains_topics_and_keeps_its_messages(tmp_path):
         store.close()
     with sqlite3.connect(path) as upgraded:
         assert upgraded.execute("SELECT COUNT(*) FROM topics").fetchone() == (0,)
-        # Its messages now sit in arrival order (a rowid table), found by an index.
+        # Its messages now sit in arrival order (a rowid table), found by message_index.
         sql = upgraded.execute("SELECT sql FROM sqlite_master WHERE name = 'messages'")
         assert "WITHOUT ROWID" not in sql.fetchone()[0].upper()
         assert upgraded.execute("SELECT name FROM sqlite_master WHERE type = 'index' "
-                                "AND tbl_name = 'messages'").fetchall() == [("messages_room_seq",)]
+                                "AND tbl_name = 'messages'").fetchall() == []
+        assert upgraded.execute("SELECT COUNT(*) FROM message_index").fetchone() == (
+            upgraded.execute("SELECT COUNT(*) FROM messages").fetchone())
 
 
 def test_a_first_start_stopped_midway_through_the_schema_is_still_gchat_s(tmp_path):
