@@ -5,7 +5,12 @@ Strategy: one reader at a time owns the socket's input and feeds received bytes 
 The reader is the caller's greenlet (`run`), a greenlet of its own (`start`), or, with
 `watch`, a greenlet that a read watcher starts when bytes arrive and that ends once
 the peer has been quiet for READER_LINGER: an idle watched session holds no greenlet
-at all. Output goes through
+at all. A watched session whose class frames lines and overrides `on_recv_nowait` is
+read in the hub itself, one read per wake-up, each line handed to `on_recv_nowait`;
+the first line it declines (one that may block), and everything after it, go to a
+reader greenlet as above, which gives the reading back to the hub once the socket is
+empty: a chatty peer's common requests cost no greenlet switch and no timer. Output
+goes through
 `send`, which never blocks: it appends the bytes to a bounded queue and marks the
 session dirty. Once per turn of the event loop the hub's Flusher writes each dirty
 session's whole queue with one non-blocking send, so a broadcast of many messages
@@ -103,6 +108,7 @@ class Session:
 
     # Sessions of one door render a broadcast event to the same bytes (see room.py).
     door: str = "bytes"
+    _reads_in_hub = False  # set per class by __init_subclass__
 
     # Slots: a server holds tens of thousands of idle sessions (docs/benchmarks.md, idle).
     # Subclasses add their own attributes in a dict of their own.
@@ -193,22 +199,44 @@ class Session:
         """Bytes arrived. Default: frame them into lines, call `on_recv` for each
         non-blank one and `on_frame_too_large` on overflow. Override only to handle
         the raw stream yourself (the benchmark counts lines without framing them)."""
+        self._on_lines(self._frame(data))
+
+    def _frame(self, data: bytes) -> list[bytes]:
         framer = self._framer
         if framer is None:
             framer = self._framer = LineFramer(self.limits.max_frame)
         lines = framer.feed(data)
         if lines:
             self.last_activity = monotonic()
+        return lines
+
+    def _on_lines(self, lines: list[bytes]) -> None:
         for line in lines:
             if self._state is not _OPEN:
                 return
             if line.strip(b" \t\r"):
                 self.on_recv(line)
-        if framer.overflowed and self._state is _OPEN:
+        if self._framer is not None and self._framer.overflowed and self._state is _OPEN:
             self.on_frame_too_large()
 
     def on_recv(self, line: bytes) -> None:
         """A complete, non-blank line arrived (LF and one CR before it removed)."""
+
+    def on_recv_nowait(self, line: bytes) -> bool:
+        """For a watched session that frames lines (does not override `on_data`):
+        called in the hub, before `on_recv`, for each line. Handle it without blocking
+        and return True, or do nothing and return False: that line and every later
+        one then go to `on_recv` in a reader greenlet, in order. Default: False.
+
+        A chatty peer's common requests then cost no greenlet switch at all."""
+        return False
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        # Read in the hub (see on_recv_nowait) only when this class frames lines and
+        # may handle some of them there.
+        cls._reads_in_hub = (cls.on_data is Session.on_data
+                             and cls.on_recv_nowait is not Session.on_recv_nowait)
 
     def render(self, event: Any) -> bytes:
         """The bytes of a broadcast `event` for this session's door: every session of
@@ -573,10 +601,64 @@ class Session:
     # -- receiving ----------------------------------------------------------------
 
     def _readable(self) -> None:
-        # In the hub: hand the reading to a greenlet, which may block in a hook.
+        # In the hub: read here if the lines may be handled here, else hand the reading
+        # to a greenlet, which may block in a hook.
+        if self._reads_in_hub and self._state is _OPEN:
+            self._read_in_hub()
+            return
         if self._watcher is not None:
             self._watcher.stop()
         gevent.spawn(self._read_ready)
+
+    def _read_in_hub(self) -> None:
+        """One read, in the hub; its lines go to `on_recv_nowait` until one is declined:
+        from there on a reader greenlet takes over (and so for an EOF or an error)."""
+        assert self._sock is not None
+        try:
+            data = os.read(self._sock.fileno(), RECV_SIZE)
+        except BlockingIOError:
+            return  # nothing after all: the watcher stays on
+        except OSError as exc:
+            self._in_reader(self._lost, exc)
+            return
+        if not data:
+            self._in_reader(self.on_eof)
+            return
+        lines = self._frame(data)
+        for index, line in enumerate(lines):
+            if self._state is not _OPEN:
+                return
+            if not line.strip(b" \t\r"):
+                continue
+            try:
+                handled = self.on_recv_nowait(line)
+            except Exception:
+                log.exception("session %s: a receive hook failed", self.session_id)
+                self._in_reader(self.disconnect, "error")
+                return
+            if not handled:
+                self._in_reader(self._on_lines, lines[index:], read_on=True)
+                return
+        framer = self._framer
+        if framer is not None and framer.overflowed and self._state is _OPEN:
+            self._in_reader(self.on_frame_too_large)
+
+    def _in_reader(self, hook: Callable[..., None], *args: Any, read_on: bool = False) -> None:
+        """From the hub: stop reading here and run `hook(*args)` in a reader greenlet,
+        which then reads on (`read_on`) or ends."""
+        if self._watcher is not None:
+            self._watcher.stop()
+
+        def reader() -> None:
+            try:
+                hook(*args)
+            except Exception:
+                log.exception("session %s: a receive hook failed", self.session_id)
+                self.disconnect("error")
+                return
+            if read_on:
+                self._read_ready()
+        gevent.spawn(reader)
 
     def _read_ready(self) -> None:
         assert self._sock is not None
@@ -587,6 +669,9 @@ class Session:
                     data = os.read(fd, RECV_SIZE)  # the fd is non-blocking: gevent made it so
                 except BlockingIOError:
                     if self._watcher is None or self._state is _CLOSED:
+                        return
+                    if self._reads_in_hub and self._state is _OPEN:
+                        self._watcher.start(self._readable)  # the hub reads what comes next
                         return
                     # A chatty peer keeps its reader for a moment; an idle one leaves none.
                     with gevent.Timeout(READER_LINGER, False):  # type: ignore[arg-type]  # False: silent

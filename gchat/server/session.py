@@ -41,6 +41,7 @@ log = logging.getLogger(__name__)
 PROTO = 1
 ACCOUNTS_PROTO = 2  # hello's proto 2: accounts (docs/protocol.md); 1 still works unchanged
 _BEFORE_HELLO = frozenset({"hello", "ping", "pong", "quit"})
+_OPS_IN_HUB = frozenset({"say", "ping", "pong"})  # never block: see on_recv_nowait
 _PING = encode({"op": "ping"})
 ROOMS_PAGE = 1000  # the most rooms in one `rooms` reply
 MODE_CHANGES = frozenset({"+o", "-o", "+v", "-v", "+t", "-t", "+m", "-m"})
@@ -120,7 +121,24 @@ class ChatSession(ChatMember):
     def on_recv(self, line: bytes) -> None:
         if not self.wait_to_read():  # replies are outside the bound: see wait_to_read
             return
+        self._handle(decode_request(line))
+
+    def on_recv_nowait(self, line: bytes) -> bool:
+        # In the hub, where nothing may block: a chatty client's says and pings (and
+        # bad frames) are answered here. Whatever may wait goes to on_recv: a request
+        # when the queue is past its mark (wait_to_read), one after pipelined says
+        # (_await_says), and the ops that may use the store or the cluster.
+        if self.queued_bytes >= self.high_water_bytes:
+            return False
         request = decode_request(line)
+        if self._says is not None and not (isinstance(request, Request) and request.op == "say"):
+            return False
+        if isinstance(request, Request) and request.op not in _OPS_IN_HUB:
+            return False
+        self._handle(request)
+        return True
+
+    def _handle(self, request: Request | BadFrame) -> None:
         if self._says is not None and not (isinstance(request, Request) and request.op == "say"):
             self._await_says()  # replies and effects in request order (PROTOCOL.md 6.1)
             if not self.is_open:

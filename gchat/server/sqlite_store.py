@@ -224,6 +224,7 @@ class SqliteHistory:
         self._tail: dict[str, list[tuple[int, bytes]]] = {}
         self._tail_count = 0
         self._prune: dict[str, int] = {}  # room -> keep_from: pruned in memory, not yet on disk
+        self._forgetting: set[str] = set()  # rooms whose rows forget() is deleting
         self._index_wake = Event()
         self._indexer: gevent.Greenlet | None = None
         self._topics: dict[str, Topic] = {}  # every stored topic (few: set by hand)
@@ -309,7 +310,7 @@ class SqliteHistory:
             for table in _SCHEMA:
                 conn.execute(table)
             conn.execute("DROP INDEX IF EXISTS messages_room_seq")  # schema 3's: now message_index
-            self._index_rows(conn, {})  # what a crash left unindexed (or all of an older file)
+            self._index_rows(conn, {}, sort=True)  # what a crash left unindexed (or an older file)
             if version < SCHEMA_VERSION:
                 conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
             conn.execute("COMMIT")
@@ -363,10 +364,15 @@ class SqliteHistory:
         log.info("history: %s, %d rooms", self.path, len(rows))
 
     def _in_writer(self, func: Callable[..., T], *args: Any) -> T:
-        """Run `func` in the writer thread, parking only this greenlet; its exception is
-        raised here (left in the thread, gevent would print it as a crash)."""
+        """Take `_writing`, then `_in_thread`."""
         with self._writing:
-            result, error = self._pool.apply(_capture, (func, args))
+            return self._in_thread(func, *args)
+
+    def _in_thread(self, func: Callable[..., T], *args: Any) -> T:
+        """Run `func` in the writer thread, parking only this greenlet; its exception is
+        raised here (left in the thread, gevent would print it as a crash). The caller
+        holds `_writing`."""
+        result, error = self._pool.apply(_capture, (func, args))
         if error is not None:
             raise error
         return cast(T, result)
@@ -422,23 +428,29 @@ class SqliteHistory:
             if not (self._tail_count or self._prune) or self._gone is not None:
                 continue
             try:
-                self._index_now(self._index_rows)
-            except sqlite3.Error as exc:  # tried again in a second; reads still work
+                with self._writing:
+                    self._index_now(self._index_rows, inline=True)
+            except sqlite3.Error as exc:  # reads still work; tried again after a pause
                 self._log.error("index", "history: cannot index messages: %s", exc)
+                gevent.sleep(INDEX_INTERVAL)
 
-    def _index_now(self, func: Callable[..., T], *args: Any) -> T:
-        """Run `func(conn, prune, *args)` in the writer thread, in a transaction of its
-        own, where `func` indexes every message not yet indexed and deletes the pruned
-        ones (with `_index_rows`); then forget the tail, now read through the index."""
+    def _index_now(self, func: Callable[..., T], *args: Any, inline: bool) -> T:
+        """With `_writing` held: run `func(conn, prune, *args)` in a transaction of its
+        own (in the event loop if `inline` allows, see `_commit`), where `func` indexes
+        every message not yet indexed and deletes the pruned ones (`_index_rows`); then
+        forget the tail, now read through the index."""
         prune, self._prune = self._prune, {}
         try:
-            result = self._commit(self._in_transaction, func, prune, *args)
+            if inline:
+                result = self._commit(self._in_transaction, func, prune, *args)
+            else:
+                result = self._in_thread(self._in_transaction, func, prune, *args)
         except BaseException:
             for room, keep_from in prune.items():  # pruned again on the next try
                 self._prune[room] = max(keep_from, self._prune.get(room, 0))
             raise
-        # No batch was written meanwhile (they wait for _writing), and none since: the
-        # tail is exactly what was just indexed.
+        # No batch was written meanwhile (_writing is held), so the tail is exactly what
+        # was just indexed.
         self._tail = {}
         self._tail_count = 0
         return result
@@ -456,13 +468,14 @@ class SqliteHistory:
         return result
 
     @staticmethod
-    def _index_rows(conn: sqlite3.Connection, prune: dict[str, int]) -> None:
+    def _index_rows(conn: sqlite3.Connection, prune: dict[str, int], sort: bool = False) -> None:
         """In the caller's transaction: index every message written since the last
-        time, then delete the pruned messages through the index."""
+        time, then delete the pruned messages through the index. `sort` first when
+        there may be many (a whole file to convert)."""
         row = conn.execute("SELECT id FROM message_indexed").fetchone()
         indexed = row[0] if row else 0
-        conn.execute("INSERT INTO message_index (room, seq, id) SELECT room, seq, rowid "
-                     "FROM messages WHERE rowid > ? ORDER BY room, seq", (indexed,))
+        conn.execute("INSERT INTO message_index (room, seq, id) SELECT room, seq, rowid FROM "
+                     f"messages WHERE rowid > ?{' ORDER BY room, seq' if sort else ''}", (indexed,))
         newest = conn.execute("SELECT MAX(rowid) FROM messages").fetchone()[0] or 0
         if newest != indexed:
             _set_indexed(conn, newest)
@@ -476,9 +489,15 @@ class SqliteHistory:
         calling greenlet until the commit, never the hub; raises StoreError."""
         if self._gone is not None:
             raise StoreError(self._gone)
+        with self._writing:  # the checks hold until the commit: no forget comes between
+            self._append_batch(messages)
+
+    def _append_batch(self, messages: Sequence[tuple[str, int, bytes]]) -> None:
         prune: dict[str, int] = {}
         next_seq: dict[str, int] = {}
         for room, seq, _ in messages:
+            if room in self._forgetting:  # its old rows are not deleted yet: try again later
+                raise StoreError(f"the history of {room} is being deleted; try again")
             # The table has no unique (room, seq) of its own: what it held, this checks.
             if seq != next_seq.get(room, self._last.get(room, 0) + 1):
                 self._log.error("order", "history: refused a batch: %s seq %d is not next", room, seq)
@@ -514,12 +533,13 @@ class SqliteHistory:
             self._prune[room] = keep_from
 
     def _commit(self, func: Callable[..., T], *args: Any) -> T:
-        """Run `func`, a write transaction, in the event loop when its commit cannot
-        wait for the disk, else in the writer thread (see the module docstring)."""
+        """With `_writing` held: run `func`, a short write transaction, in the event
+        loop when its commit cannot wait for the disk, else in the writer thread (see
+        the module docstring)."""
         if self._inline and not (self._wal_may_restart or self._checkpointing):
             return self._commit_now(func, *args)
         checkpoints = self._checkpoints
-        result = self._in_writer(func, *args)
+        result = self._in_thread(func, *args)
         if checkpoints == self._checkpoints and not self._checkpointing:
             self._wal_may_restart = False  # it started the WAL over if it had to
         return result
@@ -527,17 +547,16 @@ class SqliteHistory:
     def _commit_now(self, func: Callable[..., T], *args: Any) -> T:
         """`func` in the event loop, unless the write lock is taken: then in the
         writer thread, which waits for it (see the module docstring)."""
-        with self._writing:
-            conn = self._writer
-            conn.execute("PRAGMA busy_timeout = 0")  # never wait in the event loop
-            try:
-                return func(*args)
-            except sqlite3.OperationalError as exc:
-                if exc.sqlite_errorcode not in (sqlite3.SQLITE_BUSY, sqlite3.SQLITE_LOCKED):
-                    raise
-            finally:
-                conn.execute(f"PRAGMA busy_timeout = {_BUSY_TIMEOUT_MS}")
-        return self._in_writer(func, *args)  # rolled back: nothing was written
+        conn = self._writer
+        conn.execute("PRAGMA busy_timeout = 0")  # never wait in the event loop
+        try:
+            return func(*args)
+        except sqlite3.OperationalError as exc:
+            if exc.sqlite_errorcode not in (sqlite3.SQLITE_BUSY, sqlite3.SQLITE_LOCKED):
+                raise
+        finally:
+            conn.execute(f"PRAGMA busy_timeout = {_BUSY_TIMEOUT_MS}")
+        return self._in_thread(func, *args)  # rolled back: nothing was written
 
     def _write(self, messages: Sequence[tuple[str, int, bytes]]) -> None:
         self._check_files()
@@ -558,7 +577,7 @@ class SqliteHistory:
         could open the same database and hand out the same seqs."""
         for path, opened in self._opened:
             try:
-                now = path.stat()
+                now = os.stat(str(path))  # not Path.stat: twice per batch, it shows
             except FileNotFoundError:
                 pass
             except OSError:
@@ -636,20 +655,29 @@ class SqliteHistory:
         if self._gone is not None:
             raise StoreError(self._gone)
         # Forgotten before the writer runs: a room joined meanwhile starts afresh at seq
-        # 1, and its first insert queues behind this delete in the one writer thread.
+        # 1, and its messages are refused (the sender gets `unavailable`) until the old
+        # rows are deleted (_forgetting).
         bounds = {room: (self._first.pop(room), self._last.pop(room))
                   for room in rooms if room in self._last}
         topics = {room: self._topics.pop(room) for room in rooms if room in self._topics}
+        self._forgetting.update(rooms)
         try:
-            self._index_now(self._delete_rooms, rooms)
+            with self._writing:  # in the thread: the rooms may hold many rows
+                self._index_now(self._delete_rooms, rooms, inline=False)
         except sqlite3.Error as exc:
             for room, (first, last) in bounds.items():
-                if room not in self._last:  # not written again meanwhile
+                if room not in self._last:  # not written meanwhile (a batch already checked)
                     self._first[room], self._last[room] = first, last
             for room, topic in topics.items():
                 self._topics.setdefault(room, topic)
             self._log.error("forget", "history: cannot forget %d rooms: %s", len(rooms), exc)
             raise StoreError(self._describe(exc)) from exc
+        else:
+            for room in rooms:  # a batch checked before they were forgotten is deleted too
+                self._first.pop(room, None)
+                self._last.pop(room, None)
+        finally:
+            self._forgetting.difference_update(rooms)
 
     @classmethod
     def _delete_rooms(cls, conn: sqlite3.Connection, prune: dict[str, int],
@@ -843,11 +871,11 @@ class SqliteHistory:
         if self._indexer is not None:
             with self._writing:  # not while it indexes: it may be using the writer thread
                 self._indexer.kill()
-            if (self._tail_count or self._prune) and self._gone is None:
-                try:  # a tidy file for other programs; the next start would do it anyway
-                    self._index_now(self._index_rows)
-                except sqlite3.Error as exc:
-                    log.warning("history: cannot index messages on closing: %s", exc)
+                if (self._tail_count or self._prune) and self._gone is None:
+                    try:  # a tidy file for other programs; the next start would do it anyway
+                        self._index_now(self._index_rows, inline=False)
+                    except sqlite3.Error as exc:
+                        log.warning("history: cannot index messages on closing: %s", exc)
         try:
             self._checkpoint_pool.apply(self._checkpoint_conn.close)
             self._in_writer(self._writer.close)  # the last connection checkpoints the WAL

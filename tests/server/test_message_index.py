@@ -1,6 +1,7 @@
-"""SqliteHistory's message_index, filled about once a second: reads see every stored
-message whether it is indexed yet or not, pruning and forgetting wait for nothing, and
-what a crash left unindexed is indexed at the next start."""
+"""SqliteHistory's message_index, filled in bulk (every INDEX_INTERVAL, or TAIL_MAX
+messages): reads see every stored message whether it is indexed yet or not, pruning
+and forgetting keep the file consistent, and what a crash left unindexed is indexed at
+the next start."""
 
 from __future__ import annotations
 
@@ -10,9 +11,12 @@ import sys
 import tempfile
 from pathlib import Path
 
+import gevent
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from gchat.errors import StoreError
 from gchat.server.history import MemoryHistory
 from gchat.server.sqlite_store import SqliteHistory
 
@@ -24,8 +28,9 @@ def event(room: str, seq: int) -> bytes:
 
 
 def index_now(store: SqliteHistory) -> None:
-    """What the indexer does once a second, now."""
-    store._index_now(store._index_rows)
+    """What the indexer does every INDEX_INTERVAL, now."""
+    with store._writing:
+        store._index_now(store._index_rows, inline=True)
 
 
 def rows(path: Path) -> tuple[int, int]:
@@ -132,5 +137,105 @@ def test_messages_a_crash_left_unindexed_are_indexed_at_the_next_start(tmp_path)
         assert store.last_seq("r") == 100
         assert store.after("r", 95, 10) == [b'{"seq":%d}' % seq for seq in range(96, 101)]
         assert rows(path) == (100, 100)
+    finally:
+        store.close()
+
+
+def _healthy(path: Path) -> None:
+    """The file reopens, and every message in it is indexed once."""
+    store = SqliteHistory(path)
+    store.close()
+    with sqlite3.connect(path) as db:
+        assert db.execute("SELECT COUNT(*) FROM messages").fetchone() == db.execute(
+            "SELECT COUNT(*) FROM message_index").fetchone()
+        assert db.execute("SELECT COUNT(*) FROM (SELECT DISTINCT room, seq FROM messages)"
+                          ).fetchone() == db.execute("SELECT COUNT(*) FROM messages").fetchone()
+
+
+def test_a_room_said_to_while_its_history_is_being_forgotten_gets_no_second_seq_1(tmp_path):
+    # A review found it: forget() had dropped the room's seqs from memory before it
+    # waited for the writer; a batch that took the writer first stored a new seq 1
+    # beside the old one, and the next indexing (and every start after) failed.
+    path = tmp_path / "h.db"
+    store = SqliteHistory(path)
+    try:
+        store.append_batch([("x", 1, event("x", 1)), ("y", 1, event("y", 1))])
+        outcomes = []
+
+        def committer() -> None:
+            store._wal_may_restart = True  # this batch goes to the writer thread
+            store.append_batch([("y", 2, event("y", 2))])
+            try:  # x made again by a join meanwhile: its first say is seq 1
+                store.append_batch([("x", 1, b"new")])
+                outcomes.append("stored")
+            except StoreError as exc:
+                outcomes.append(str(exc))
+
+        def trim() -> None:
+            store.forget(["x"])
+
+        gevent.joinall([gevent.spawn(committer), gevent.spawn_later(0.0001, trim)],
+                       raise_error=True)
+        assert outcomes == ["the history of x is being deleted; try again"]
+        assert store.latest("x", 10) == [] and store.last_seq("x") == 0
+        store.append_batch([("x", 1, b"new")])  # once it is deleted, seq 1 is x's next
+        assert store.latest("x", 10) == [b"new"]
+    finally:
+        store.close()
+    _healthy(path)
+
+
+def test_a_forget_that_fails_keeps_the_room_and_refuses_its_says_meanwhile(tmp_path):
+    path = tmp_path / "h.db"
+    store = SqliteHistory(path)
+    try:
+        store.append_batch([("x", seq, event("x", seq)) for seq in (1, 2, 3)])
+        index_now(store)
+        other = sqlite3.connect(path, isolation_level=None, timeout=0)  # gchat-admin, say
+        other.execute("BEGIN IMMEDIATE")
+        failures = []
+
+        def forget() -> None:
+            with pytest.raises(StoreError, match="locked"):
+                store.forget(["x"])  # waits out the busy timeout (2 s), then fails
+
+        def say() -> None:
+            try:
+                store.append_batch([("x", 1, b"new")])
+            except StoreError as exc:
+                failures.append(str(exc))
+
+        gevent.joinall([gevent.spawn(forget), gevent.spawn_later(0.3, say)], raise_error=True)
+        other.execute("COMMIT")
+        other.close()
+        # It waited for the writer, which the forget held; the forget failed, so x's
+        # history is back, and seq 1 is not its next.
+        assert failures == ["message 1 of x is not its next (the batch was not stored)"]
+        assert store.latest("x", 10) == [event("x", seq) for seq in (1, 2, 3)]
+        store.append_batch([("x", 4, event("x", 4))])
+        index_now(store)
+    finally:
+        store.close()
+    _healthy(path)
+
+
+def test_forgetting_a_room_runs_in_the_writer_thread(tmp_path):
+    # A room may hold history_max rows: deleting them must not stall the event loop.
+    import threading
+
+    store = SqliteHistory(tmp_path / "h.db")
+    threads = []
+    delete_rooms = store._delete_rooms
+
+    def recording(*args):
+        threads.append(threading.current_thread() is threading.main_thread())
+        return delete_rooms(*args)
+
+    store._delete_rooms = recording
+    try:
+        store.append_batch([("x", 1, event("x", 1))])
+        store._wal_may_restart = False  # what would let a commit run in the event loop
+        store.forget(["x"])
+        assert threads == [False]
     finally:
         store.close()
