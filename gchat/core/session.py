@@ -284,7 +284,8 @@ class Session:
         """Run the session with no greenlet at all while it is idle, and return at once.
 
         A read watcher wakes a short-lived greenlet when bytes arrive; it reads until
-        the socket is empty, handing each chunk to `on_data`, then ends. A plain socket
+        the socket is empty, handing each chunk to `on_data`, then ends (or, for a
+        class with `on_recv_nowait`, the hub reads, see the module docstring). A plain socket
         only: TLS keeps decrypted bytes inside the SSL object, where no watcher sees
         them, so it needs `run` or `start`.
         """
@@ -641,7 +642,7 @@ class Session:
                 return
         framer = self._framer
         if framer is not None and framer.overflowed and self._state is _OPEN:
-            self._in_reader(self.on_frame_too_large)
+            self._in_reader(self.on_frame_too_large, read_on=True)  # closing: read, discard
 
     def _in_reader(self, hook: Callable[..., None], *args: Any, read_on: bool = False) -> None:
         """From the hub: stop reading here and run `hook(*args)` in a reader greenlet,

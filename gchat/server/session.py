@@ -126,13 +126,17 @@ class ChatSession(ChatMember):
     def on_recv_nowait(self, line: bytes) -> bool:
         # In the hub, where nothing may block: a chatty client's says and pings (and
         # bad frames) are answered here. Whatever may wait goes to on_recv: a request
-        # when the queue is past its mark (wait_to_read), one after pipelined says
-        # (_await_says), and the ops that may use the store or the cluster.
+        # when the queue is past its mark (wait_to_read), any request while its says
+        # are not all answered (every reply waits for them: _await_says, _error), and
+        # the ops that may use the store or the cluster.
         if self.queued_bytes >= self.high_water_bytes:
             return False
+        says = self._says
+        if says is not None:
+            if not says.done.is_set():
+                return False  # any reply, an error to a say included, would wait for them
+            self._says = None  # answered already: nothing to wait for
         request = decode_request(line)
-        if self._says is not None and not (isinstance(request, Request) and request.op == "say"):
-            return False
         if isinstance(request, Request) and request.op not in _OPS_IN_HUB:
             return False
         self._handle(request)
