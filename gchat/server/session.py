@@ -126,21 +126,33 @@ class ChatSession(ChatMember):
     def on_recv_nowait(self, line: bytes) -> bool:
         # In the hub, where nothing may block: a chatty client's says and pings (and
         # bad frames) are answered here. Whatever may wait goes to on_recv: a request
-        # when the queue is past its mark (wait_to_read), any request while its says
-        # are not all answered (every reply waits for them: _await_says, _error), and
-        # the ops that may use the store or the cluster.
+        # when the queue is past its mark (wait_to_read); while its says are not all
+        # answered, any request but a say that will be accepted (every reply, an
+        # error to a say included, waits for them: _await_says, _error); and the ops
+        # that may use the store or the cluster.
         if self.queued_bytes >= self.high_water_bytes:
             return False
         says = self._says
-        if says is not None:
-            if not says.done.is_set():
-                return False  # any reply, an error to a say included, would wait for them
-            self._says = None  # answered already: nothing to wait for
+        if says is not None and says.done.is_set():
+            self._says = says = None  # answered already: nothing to wait for
         request = decode_request(line)
-        if isinstance(request, Request) and request.op not in _OPS_IN_HUB:
+        if says is not None:
+            if not (isinstance(request, Request) and request.op == "say") or self._say_refused(request):
+                return False
+        elif isinstance(request, Request) and request.op not in _OPS_IN_HUB:
             return False
         self._handle(request)
         return True
+
+    def _say_refused(self, request: Request) -> bool:
+        """Whether `_handle` would answer this say with an error; changes nothing."""
+        if not request.id_ok or self.nick is None or not self.bucket.has_token(monotonic()):
+            return True
+        try:
+            room, _ = self._say_args(request.body)
+        except RequestError:
+            return True
+        return not room.may_speak(self.session_id)
 
     def _handle(self, request: Request | BadFrame) -> None:
         if self._says is not None and not (isinstance(request, Request) and request.op == "say"):
@@ -348,12 +360,14 @@ class ChatSession(ChatMember):
         self.rooms.pop(name, None)  # a cluster node's leave blocks: the session may have ended
         self._ok(request.id, room=name)
 
-    def op_say(self, request: Request) -> None:
-        body = request.body
+    def _say_args(self, body: dict[str, Any]) -> tuple[ChatRoom, str]:
         name = _string(body, "room")
         text = _text(body)
         self._check_text(text)
-        room = self._joined(name)
+        return self._joined(name), text
+
+    def op_say(self, request: Request) -> None:
+        room, text = self._say_args(request.body)
         # Not waiting here lets the client's next says join the same batch; the ok
         # comes from the GroupCommit, after the msg.
         self._says = self.server.publish(room, self, text, request.id)

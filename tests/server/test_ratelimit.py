@@ -14,6 +14,14 @@ def test_bucket_starts_full_and_refills_at_rate():
     assert [bucket.take(200.0) for _ in range(4)] == [True, True, True, False]  # capped at burst
 
 
+def test_has_token_tells_what_take_would_do_and_takes_nothing():
+    bucket = TokenBucket(rate=2.0, burst=1, now=100.0)
+    assert bucket.has_token(100.0) and bucket.has_token(100.0)
+    assert bucket.take(100.0)
+    assert not bucket.has_token(100.4) and not bucket.take(100.4)
+    assert bucket.has_token(100.9) and bucket.take(100.9)
+
+
 LIMITED = "too many requests: slow down"
 
 
