@@ -19,14 +19,19 @@ that copied everything until the next commit, batches go to the thread too. FULL
 whose commit fsyncs, always uses the thread. One greenlet at a time uses the write
 connection (`_writing`).
 
-Messages are indexed in bulk: a batch only appends to the messages table, and every
-few seconds (or past TAIL_MAX messages) one transaction adds what was written since to
-message_index, (room, seq) -> rowid, in the same way as the commits (in the event loop
-with NORMAL). An index maintained per commit dirtied one page per room in every batch;
-in bulk each room's page is written once for many of its messages. Until then a
-room's newest messages are read from memory (`_tail`), and pruning only moves the
-room's first seq: the indexer deletes the pruned rows. A crash leaves at most the tail
-unindexed: opening the file indexes it (message_indexed holds the last rowid indexed).
+Messages are indexed a room at a time: the messages table has no index of its own,
+and message_index, (room, seq) -> rowid, is written in the batches' transactions, but
+only for some rooms in each: a room's unindexed messages are indexed with the batch
+that brings them to ROOM_BATCH, or with one of the next batches once the oldest is
+INDEX_AGE old (at most AGED_PER_BATCH such rooms a batch). An index written with every
+batch for every room it touched dirtied one index page per room per commit (three
+quarters of the store's CPU per message with a hundred busy rooms); one page now takes
+many messages, and no batch does much more index work than another (one transaction
+indexing everything at once stalled the loop for tens of milliseconds on a large
+file). Until indexed, a room's newest messages are read from memory (`_tail`), and its
+pruning only moves its first seq: the rows go when it is indexed. message_indexed holds
+a rowid at or below which every message is indexed: opening the file indexes what a
+crash left above it.
 
 Reads run in the hub on a second connection: WAL readers never wait for the writer,
 and every read is an indexed range of at most a few hundred rows. Reads are bounded by
@@ -60,12 +65,12 @@ import logging
 import os
 import sqlite3
 from bisect import bisect_left
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Container, Iterable, Sequence
 from pathlib import Path
+from time import monotonic
 from typing import Any, TypeVar, cast
 
 import gevent
-from gevent.event import Event
 from gevent.lock import Semaphore
 from gevent.threadpool import ThreadPool
 
@@ -82,11 +87,11 @@ log = logging.getLogger(__name__)
 SCHEMA_VERSION = 4  # 2: topics; 3: accounts, event logs, messages in arrival order; 4: index
 # Messages in a rowid table, in the order they are written, with no index of their own: a
 # commit then dirties only the table's last pages. Reads go through message_index,
-# (room, seq) -> the message's rowid, which the store fills in bulk about once a second
-# (see SqliteHistory): filled per commit, as an SQL index is, it dirtied one index page
+# (room, seq) -> the message's rowid, which the store fills a room at a time (see the
+# module docstring): filled per commit, as an SQL index is, it dirtied one index page
 # per room the batch touched, three quarters of the store's CPU per message
-# (docs/benchmarks.md). message_indexed holds the highest rowid indexed: every message
-# up to it is in message_index, and none after it.
+# (docs/benchmarks.md). message_indexed holds a rowid at or below which every message
+# is in message_index.
 _MESSAGES = """
 CREATE TABLE IF NOT EXISTS messages (
     room  TEXT    NOT NULL,
@@ -142,8 +147,14 @@ _COLUMNS = {"messages": ["room", "seq", "event"], "message_index": ["room", "seq
             "logs": ["key", "pos", "ts", "msgid", "event"], "peers": ["owner", "peer", "ts"]}
 _BUSY_TIMEOUT_MS = 2000
 CHECKPOINT_INTERVAL = 1.0  # seconds
-INDEX_INTERVAL = 10.0  # seconds: at most this long between two fillings of message_index
-TAIL_MAX = 4096  # messages not yet indexed: past this many, index now (a shorter pause)
+# A room's messages are indexed with the batch that brings its unindexed ones to
+# ROOM_BATCH, or with one of the next batches once the oldest is INDEX_AGE old (at most
+# AGED_PER_BATCH such rooms a batch): one index page written for many messages, and no
+# batch doing much more index work than the others.
+ROOM_BATCH = 64
+INDEX_AGE = 1.0  # seconds
+AGED_PER_BATCH = 8
+MARK_STEP = 4096  # rowids: the stored mark may lag this far (see _write_index)
 PAGE_SIZE = 1024
 T = TypeVar("T")
 _NO_SEQ = 2**63  # above every seq
@@ -189,13 +200,19 @@ def _prune(conn: sqlite3.Connection, room: str, keep_from: int) -> None:
     conn.execute("DELETE FROM message_index WHERE room = ? AND seq < ?", (room, keep_from))
 
 
-def _set_indexed(conn: sqlite3.Connection, rowid: int) -> None:
-    conn.execute("DELETE FROM message_indexed")
-    conn.execute("INSERT INTO message_indexed (id) VALUES (?)", (rowid,))
-
-
-def _seq(item: tuple[int, bytes]) -> int:
+def _seq(item: tuple[int, bytes, int]) -> int:
     return item[0]
+
+
+class _Unindexed:
+    """A room's messages not yet in message_index: (seq, event, rowid), oldest first,
+    and when the first of them was stored."""
+
+    __slots__ = ("items", "since")
+
+    def __init__(self, since: float) -> None:
+        self.since = since
+        self.items: list[tuple[int, bytes, int]] = []
 
 
 def _capture(func: Callable[..., T], args: tuple[Any, ...]) -> tuple[T | None, Exception | None]:
@@ -219,14 +236,12 @@ class SqliteHistory:
         self.history_max = history_max
         self._first: dict[str, int] = {}
         self._last: dict[str, int] = {}
-        # The messages not yet in message_index, by room: (seq, event), oldest first. Reads
-        # take a room's newest messages from here, the older ones through the index.
-        self._tail: dict[str, list[tuple[int, bytes]]] = {}
-        self._tail_count = 0
+        # The messages not yet in message_index, by room, oldest room first. Reads take a
+        # room's newest messages from here, the older ones through the index.
+        self._tail: dict[str, _Unindexed] = {}
+        self._mark = 0  # the mark stored in message_indexed
         self._prune: dict[str, int] = {}  # room -> keep_from: pruned in memory, not yet on disk
         self._forgetting: set[str] = set()  # rooms whose rows forget() is deleting
-        self._index_wake = Event()
-        self._indexer: gevent.Greenlet | None = None
         self._topics: dict[str, Topic] = {}  # every stored topic (few: set by hand)
         self._log = LogThrottle(log)
         self._gone: str | None = None  # why every batch fails: the file was removed
@@ -255,7 +270,6 @@ class SqliteHistory:
             self._opened = [(self.path, (db_stat.st_dev, db_stat.st_ino)),
                             (Path(f"{self.path}.lock"), (lock_stat.st_dev, lock_stat.st_ino))]
             self._checkpointer = gevent.spawn(self._checkpoint_loop)
-            self._indexer = gevent.spawn(self._index_loop)
         except sqlite3.Error as exc:
             self._abandon()
             raise StoreError(self._describe(exc)) from exc
@@ -310,7 +324,7 @@ class SqliteHistory:
             for table in _SCHEMA:
                 conn.execute(table)
             conn.execute("DROP INDEX IF EXISTS messages_room_seq")  # schema 3's: now message_index
-            self._index_rows(conn, {}, sort=True)  # what a crash left unindexed (or an older file)
+            self._mark = self._index_after_mark(conn)  # a crash's unindexed rows, or an old file's
             if version < SCHEMA_VERSION:
                 conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
             conn.execute("COMMIT")
@@ -418,42 +432,78 @@ class SqliteHistory:
 
     # -- indexing ---------------------------------------------------------------------------
 
-    def _index_loop(self) -> None:
-        """Fill message_index once a second (sooner past TAIL_MAX messages), in the
-        writer thread: one transaction for a second's messages dirties each room's index
-        page once, where one per batch dirtied it once per batch."""
-        while True:
-            self._index_wake.wait(INDEX_INTERVAL)
-            self._index_wake.clear()
-            if not (self._tail_count or self._prune) or self._gone is not None:
-                continue
-            try:
-                with self._writing:
-                    self._index_now(self._index_rows, inline=True)
-            except sqlite3.Error as exc:  # reads still work; tried again after a pause
-                self._log.error("index", "history: cannot index messages: %s", exc)
-                gevent.sleep(INDEX_INTERVAL)
+    def _choose_to_index(self, messages: Sequence[tuple[str, int, bytes]]) -> set[str]:
+        """The rooms whose unindexed messages this batch indexes: those that reach
+        ROOM_BATCH with it, and up to AGED_PER_BATCH rooms whose oldest unindexed message
+        is INDEX_AGE old (oldest first), so that work is spread over the batches."""
+        tails = self._tail
+        counts: dict[str, int] = {}
+        for room, _, _ in messages:
+            counts[room] = counts.get(room, 0) + 1
+        chosen = set()
+        for room, count in counts.items():
+            tail = tails.get(room)
+            if count + (len(tail.items) if tail is not None else 0) >= ROOM_BATCH:
+                chosen.add(room)
+        aged = 0
+        now = monotonic()
+        for room, tail in tails.items():  # oldest first: a room enters when it first waits
+            if aged == AGED_PER_BATCH or now - tail.since < INDEX_AGE:
+                break
+            if room not in chosen:
+                chosen.add(room)
+                aged += 1
+        return chosen
 
-    def _index_now(self, func: Callable[..., T], *args: Any, inline: bool) -> T:
-        """With `_writing` held: run `func(conn, prune, *args)` in a transaction of its
-        own (in the event loop if `inline` allows, see `_commit`), where `func` indexes
-        every message not yet indexed and deletes the pruned ones (`_index_rows`); then
-        forget the tail, now read through the index."""
-        prune, self._prune = self._prune, {}
+    def _index_entries(self, rooms: Iterable[str]) -> list[tuple[str, int, int]]:
+        """(room, seq, rowid) of the unindexed messages of `rooms`."""
+        tails = self._tail
+        return [(room, seq, rowid) for room in rooms if room in tails
+                for seq, _, rowid in tails[room].items]
+
+    def _oldest_unindexed(self, but: Container[str]) -> int | None:
+        """The rowid of the oldest unindexed message outside the rooms `but`."""
+        for room, tail in self._tail.items():
+            if room not in but:
+                return tail.items[0][2]
+        return None
+
+    def _take_prune(self, rooms: Iterable[str]) -> dict[str, int]:
+        return {room: self._prune.pop(room) for room in rooms if room in self._prune}
+
+    def _restore_prune(self, prune: dict[str, int]) -> None:
+        for room, keep_from in prune.items():  # pruned the next time the room is indexed
+            self._prune[room] = max(keep_from, self._prune.get(room, 0))
+
+    def _index_everything(self) -> None:
+        """With `_writing` held: index every message not indexed yet, in the writer
+        thread (closing)."""
+        prune = self._take_prune(list(self._prune))
         try:
-            if inline:
-                result = self._commit(self._in_transaction, func, prune, *args)
-            else:
-                result = self._in_thread(self._in_transaction, func, prune, *args)
+            self._mark = self._in_thread(self._in_transaction, self._write_index,
+                                         self._index_entries(list(self._tail)), prune, None)
         except BaseException:
-            for room, keep_from in prune.items():  # pruned again on the next try
-                self._prune[room] = max(keep_from, self._prune.get(room, 0))
+            self._restore_prune(prune)
             raise
-        # No batch was written meanwhile (_writing is held), so the tail is exactly what
-        # was just indexed.
         self._tail = {}
-        self._tail_count = 0
-        return result
+
+    def _write_index(self, conn: sqlite3.Connection, entries: list[tuple[str, int, int]],
+                     prune: dict[str, int], mark: int | None) -> int:
+        """In the caller's transaction: index `entries`, delete the pruned messages
+        through the index, and store the mark, at or below which every message is
+        indexed (None: all of them are); return the mark stored (`_mark` once committed)."""
+        if entries:
+            conn.executemany("INSERT INTO message_index (room, seq, id) VALUES (?, ?, ?)", entries)
+        for room, keep_from in prune.items():
+            _prune(conn, room, keep_from)
+        if mark is None:
+            mark = conn.execute("SELECT MAX(rowid) FROM messages").fetchone()[0] or 0
+        # A mark below the truth only makes the next start look at more rows (INSERT OR
+        # IGNORE), so it is written once it moved up by MARK_STEP, or if it went down.
+        if mark < self._mark or mark - self._mark >= MARK_STEP:
+            conn.execute("UPDATE message_indexed SET id = ?", (mark,))
+            return mark
+        return self._mark
 
     def _in_transaction(self, func: Callable[..., T], *args: Any) -> T:
         conn = self._writer
@@ -468,19 +518,17 @@ class SqliteHistory:
         return result
 
     @staticmethod
-    def _index_rows(conn: sqlite3.Connection, prune: dict[str, int], sort: bool = False) -> None:
-        """In the caller's transaction: index every message written since the last
-        time, then delete the pruned messages through the index. `sort` first when
-        there may be many (a whole file to convert)."""
-        row = conn.execute("SELECT id FROM message_indexed").fetchone()
-        indexed = row[0] if row else 0
-        conn.execute("INSERT INTO message_index (room, seq, id) SELECT room, seq, rowid FROM "
-                     f"messages WHERE rowid > ?{' ORDER BY room, seq' if sort else ''}", (indexed,))
+    def _index_after_mark(conn: sqlite3.Connection) -> int:
+        """In the caller's transaction, at opening: index what a crash left unindexed
+        (every message, for a file of an older schema); return the new mark."""
+        conn.execute("INSERT INTO message_indexed (id) SELECT 0 WHERE NOT EXISTS "
+                     "(SELECT 1 FROM message_indexed)")
+        mark = conn.execute("SELECT id FROM message_indexed").fetchone()[0]
+        conn.execute("INSERT OR IGNORE INTO message_index (room, seq, id) SELECT room, seq, "
+                     "rowid FROM messages WHERE rowid > ? ORDER BY room, seq", (mark,))
         newest = conn.execute("SELECT MAX(rowid) FROM messages").fetchone()[0] or 0
-        if newest != indexed:
-            _set_indexed(conn, newest)
-        for room, keep_from in prune.items():
-            _prune(conn, room, keep_from)
+        conn.execute("UPDATE message_indexed SET id = ?", (newest,))
+        return cast(int, newest)
 
     # -- writing --------------------------------------------------------------------------
 
@@ -493,7 +541,6 @@ class SqliteHistory:
             self._append_batch(messages)
 
     def _append_batch(self, messages: Sequence[tuple[str, int, bytes]]) -> None:
-        prune: dict[str, int] = {}
         next_seq: dict[str, int] = {}
         for room, seq, _ in messages:
             if room in self._forgetting:  # its old rows are not deleted yet: try again later
@@ -503,34 +550,53 @@ class SqliteHistory:
                 self._log.error("order", "history: refused a batch: %s seq %d is not next", room, seq)
                 raise StoreError(f"message {seq} of {room} is not its next (the batch was not stored)")
             next_seq[room] = seq + 1
-            keep_from = seq - self.history_max + 1
+        chosen = self._choose_to_index(messages)
+        taken = self._take_prune(chosen)
+        pruning = dict(taken)
+        for room in chosen & next_seq.keys():  # indexed now: pruned now, this batch included
+            keep_from = next_seq[room] - self.history_max
             if keep_from > self._first.get(room, 1):
-                prune[room] = keep_from
+                pruning[room] = max(keep_from, pruning.get(room, 0))
         try:
-            self._commit(self._write, messages)
-        except _FileGone as exc:
-            self._gone = str(exc)
-            log.error("history: %s", exc)  # once: every later batch fails before the writer
-            raise StoreError(self._gone) from None
-        except sqlite3.Error as exc:
-            self._log.error("write", "history: cannot store %d messages: %s", len(messages), exc)
-            raise StoreError(self._describe(exc)) from exc
-        tail = self._tail
+            last_rowid = self._commit(self._write, messages, chosen, self._index_entries(chosen),
+                                      pruning, self._oldest_unindexed(chosen))
+        except BaseException as exc:
+            self._restore_prune(taken)
+            if isinstance(exc, _FileGone):
+                self._gone = str(exc)
+                log.error("history: %s", exc)  # once: every later batch fails before the writer
+                raise StoreError(self._gone) from None
+            if isinstance(exc, sqlite3.Error):
+                self._log.error("write", "history: cannot store %d messages: %s", len(messages), exc)
+                raise StoreError(self._describe(exc)) from exc
+            raise
+        self._after_write(messages, next_seq, chosen, last_rowid)
+
+    def _after_write(self, messages: Sequence[tuple[str, int, bytes]], next_seq: dict[str, int],
+                     chosen: set[str], last_rowid: int) -> None:
+        """The batch is stored: the rooms' bounds, their unindexed messages, and their
+        pruning (reads stop at the first seq kept; the rows go when the room is indexed)."""
+        tails = self._tail
+        for room in chosen:
+            tails.pop(room, None)
+        now = monotonic()
+        rowid = last_rowid - len(messages)
         for room, seq, event in messages:
+            rowid += 1
             self._first.setdefault(room, seq)
             self._last.pop(room, None)  # to the end: the dict's order is the rooms' last writes
             self._last[room] = seq
-            room_tail = tail.get(room)
-            if room_tail is None:
-                tail[room] = [(seq, event)]
-            else:
-                room_tail.append((seq, event))
-        self._tail_count += len(messages)
-        if self._tail_count >= TAIL_MAX:
-            self._index_wake.set()
-        for room, keep_from in prune.items():
-            self._first[room] = keep_from  # reads stop there; the indexer deletes the rest
-            self._prune[room] = keep_from
+            if room not in chosen:
+                tail = tails.get(room)
+                if tail is None:
+                    tail = tails[room] = _Unindexed(now)
+                tail.items.append((seq, event, rowid))
+        for room, following in next_seq.items():
+            keep_from = following - self.history_max
+            if keep_from > self._first[room]:
+                self._first[room] = keep_from
+                if room not in chosen:  # a chosen room's rows went in the transaction
+                    self._prune[room] = keep_from
 
     def _commit(self, func: Callable[..., T], *args: Any) -> T:
         """With `_writing` held: run `func`, a short write transaction, in the event
@@ -558,17 +624,35 @@ class SqliteHistory:
             conn.execute(f"PRAGMA busy_timeout = {_BUSY_TIMEOUT_MS}")
         return self._in_thread(func, *args)  # rolled back: nothing was written
 
-    def _write(self, messages: Sequence[tuple[str, int, bytes]]) -> None:
+    def _write(self, messages: Sequence[tuple[str, int, bytes]], chosen: set[str],
+               entries: list[tuple[str, int, int]], prune: dict[str, int],
+               oldest_unindexed: int | None) -> int:
+        """One transaction: append `messages`, index the `chosen` rooms' messages (their
+        earlier ones are `entries`), prune; return the last rowid. The rows of one
+        statement get consecutive rowids: without AUTOINCREMENT a new row gets the
+        largest rowid + 1, and nobody else writes meanwhile."""
         self._check_files()
         conn = self._writer
         conn.execute("BEGIN IMMEDIATE")
         try:
             conn.executemany("INSERT INTO messages (room, seq, event) VALUES (?, ?, ?)", messages)
+            last = cast(int, conn.execute("SELECT last_insert_rowid()").fetchone()[0])
+            rowid = last - len(messages)
+            for room, seq, _ in messages:
+                rowid += 1
+                if room in chosen:
+                    entries.append((room, seq, rowid))
+                elif oldest_unindexed is None:
+                    oldest_unindexed = rowid
+            mark = self._write_index(conn, entries, prune,
+                                     last if oldest_unindexed is None else oldest_unindexed - 1)
             conn.execute("COMMIT")
         except BaseException:
             if conn.in_transaction:
                 conn.execute("ROLLBACK")
             raise
+        self._mark = mark
+        return last
 
     def _check_files(self) -> None:
         """Before a batch is written: raise _FileGone when the file at the database's or the
@@ -615,24 +699,21 @@ class SqliteHistory:
         low, high = max(low, self._first[room]), min(high, last + 1)
         if low >= high:
             return []
-        tail = self._tail.get(room)
+        unindexed = self._tail.get(room)
+        tail = unindexed.items if unindexed is not None else []
         indexed_below = tail[0][0] if tail else high  # the file's part: seq < indexed_below
-        recent: list[bytes] = []
-        if tail:
-            start, end = bisect_left(tail, low, key=_seq), bisect_left(tail, high, key=_seq)
-            if newest:
-                start = max(start, end - limit)
-            else:
-                end = min(end, start + limit)
-            recent = [event for _, event in tail[start:end]]
-        want = limit - len(recent)
         file_high = min(high, indexed_below)
-        if want <= 0 or low >= file_high:
-            return recent
-        order = "DESC" if newest else ""
-        older = self._select(f"{_SELECT_RANGE} ORDER BY i.seq {order} LIMIT ?",
-                             (room, low, file_high, want if newest else limit), newest)
-        return older + recent if newest else (older + recent)[:limit]
+        start, end = bisect_left(tail, low, key=_seq), bisect_left(tail, high, key=_seq)
+        if newest:  # the newest from the tail, the rest from the file
+            recent = [event for _, event, _ in tail[max(start, end - limit):end]]
+            want = limit - len(recent)
+            if want <= 0 or low >= file_high:
+                return recent
+            return self._select(f"{_SELECT_RANGE} ORDER BY i.seq DESC LIMIT ?",
+                                (room, low, file_high, want), True) + recent
+        older = self._select(f"{_SELECT_RANGE} ORDER BY i.seq LIMIT ?",  # the oldest first
+                             (room, low, file_high, limit), False) if low < file_high else []
+        return older + [event for _, event, _ in tail[start:min(end, start + limit - len(older))]]
 
     def _select(self, sql: str, args: tuple[object, ...], newest_first: bool) -> list[bytes]:
         try:
@@ -663,7 +744,16 @@ class SqliteHistory:
         self._forgetting.update(rooms)
         try:
             with self._writing:  # in the thread: the rooms may hold many rows
-                self._index_now(self._delete_rooms, rooms, inline=False)
+                prune = self._take_prune(rooms)
+                try:
+                    self._mark = self._in_thread(
+                        self._in_transaction, self._delete_rooms, self._index_entries(rooms),
+                        prune, rooms, self._oldest_unindexed(rooms))
+                except BaseException:
+                    self._restore_prune(prune)
+                    raise
+                for room in rooms:
+                    self._tail.pop(room, None)
         except sqlite3.Error as exc:
             for room, (first, last) in bounds.items():
                 if room not in self._last:  # not written meanwhile (a batch already checked)
@@ -679,19 +769,25 @@ class SqliteHistory:
         finally:
             self._forgetting.difference_update(rooms)
 
-    @classmethod
-    def _delete_rooms(cls, conn: sqlite3.Connection, prune: dict[str, int],
-                      rooms: Sequence[str]) -> None:
-        cls._index_rows(conn, prune)  # so every message of the rooms is found through the index
+    def _delete_rooms(self, conn: sqlite3.Connection, entries: list[tuple[str, int, int]],
+                      prune: dict[str, int], rooms: Sequence[str],
+                      oldest_unindexed: int | None) -> int:
+        """In the caller's transaction: delete `rooms` (their unindexed messages are
+        `entries`, indexed first so the index finds them); return the mark."""
+        self._write_index(conn, entries, prune, self._mark)  # the mark: set below
         names = [(room,) for room in rooms]
         conn.executemany("DELETE FROM messages WHERE rowid IN (SELECT id FROM message_index "
                          "WHERE room = ?)", names)
         conn.executemany("DELETE FROM message_index WHERE room = ?", names)
         conn.executemany("DELETE FROM topics WHERE room = ?", names)
         conn.executemany("DELETE FROM logs WHERE key = ?", [(room_key(room),) for room in rooms])
-        # The next rowid follows the highest one left, which may now be below the
-        # indexed mark: every message left is indexed, so the mark comes down to it.
-        _set_indexed(conn, conn.execute("SELECT MAX(rowid) FROM messages").fetchone()[0] or 0)
+        # The next rowid follows the highest one left, which may now be below the mark:
+        # the mark comes down below the oldest unindexed message of another room, or
+        # to the highest rowid left.
+        highest = conn.execute("SELECT MAX(rowid) FROM messages").fetchone()[0] or 0
+        mark = highest if oldest_unindexed is None else min(highest, oldest_unindexed - 1)
+        conn.execute("UPDATE message_indexed SET id = ?", (mark,))
+        return cast(int, mark)
 
     def topic(self, room: str) -> Topic | None:
         return self._topics.get(room)
@@ -868,14 +964,12 @@ class SqliteHistory:
             return
         if self._checkpointer is not None:
             self._checkpointer.kill()
-        if self._indexer is not None:
-            with self._writing:  # not while it indexes: it may be using the writer thread
-                self._indexer.kill()
-                if (self._tail_count or self._prune) and self._gone is None:
-                    try:  # a tidy file for other programs; the next start would do it anyway
-                        self._index_now(self._index_rows, inline=False)
-                    except sqlite3.Error as exc:
-                        log.warning("history: cannot index messages on closing: %s", exc)
+        if (self._tail or self._prune) and self._gone is None:
+            try:  # a tidy file for other programs; the next start would do it anyway
+                with self._writing:
+                    self._index_everything()
+            except sqlite3.Error as exc:
+                log.warning("history: cannot index messages on closing: %s", exc)
         try:
             self._checkpoint_pool.apply(self._checkpoint_conn.close)
             self._in_writer(self._writer.close)  # the last connection checkpoints the WAL

@@ -1,7 +1,7 @@
-"""SqliteHistory's message_index, filled in bulk (every INDEX_INTERVAL, or TAIL_MAX
-messages): reads see every stored message whether it is indexed yet or not, pruning
-and forgetting keep the file consistent, and what a crash left unindexed is indexed at
-the next start."""
+"""SqliteHistory's message_index, filled a room at a time with the batches (ROOM_BATCH
+messages, or INDEX_AGE old): reads see every stored message whether it is indexed yet
+or not, pruning and forgetting keep the file consistent, and what a crash left
+unindexed is indexed at the next start."""
 
 from __future__ import annotations
 
@@ -9,14 +9,16 @@ import sqlite3
 import subprocess
 import sys
 import tempfile
+import time
 from pathlib import Path
 
 import gevent
 import pytest
-from hypothesis import given, settings
+from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
 from gchat.errors import StoreError
+from gchat.server import sqlite_store
 from gchat.server.history import MemoryHistory
 from gchat.server.sqlite_store import SqliteHistory
 
@@ -28,9 +30,9 @@ def event(room: str, seq: int) -> bytes:
 
 
 def index_now(store: SqliteHistory) -> None:
-    """What the indexer does every INDEX_INTERVAL, now."""
+    """Index every room's unindexed messages now (as closing does)."""
     with store._writing:
-        store._index_now(store._index_rows, inline=True)
+        store._index_everything()
 
 
 def rows(path: Path) -> tuple[int, int]:
@@ -39,16 +41,28 @@ def rows(path: Path) -> tuple[int, int]:
                 db.execute("SELECT COUNT(*) FROM message_index").fetchone()[0])
 
 
-_append = st.tuples(st.just("append"), st.lists(st.sampled_from(ROOMS), min_size=1, max_size=6))
+_append = st.tuples(st.just("append"), st.lists(st.sampled_from(ROOMS), min_size=1, max_size=15))
 _read = st.tuples(st.sampled_from(["latest", "after", "before"]), st.sampled_from(ROOMS),
                   st.integers(0, 30), st.integers(0, 12))
 _other = st.tuples(st.sampled_from(["index", "reopen"])) | st.tuples(st.just("forget"),
                                                                      st.sampled_from(ROOMS))
 
 
-@settings(max_examples=60, deadline=None)
-@given(st.lists(_append | _read | _other, max_size=40), st.integers(1, 8))
-def test_reads_match_the_memory_store_whatever_is_indexed(operations, history_max):
+@settings(max_examples=100, deadline=None)
+@given(st.lists(_append | _read | _other, max_size=40), st.integers(1, 30), st.integers(2, 12),
+       st.sampled_from([0.0, 60.0]))
+@example([("append", ["a"] * 5), ("append", ["a"] * 2), ("after", "a", 0, 12)], 8, 4, 60.0)
+def test_reads_match_the_memory_store_whatever_is_indexed(operations, history_max, room_batch,
+                                                         index_age):
+    saved = sqlite_store.ROOM_BATCH, sqlite_store.INDEX_AGE
+    sqlite_store.ROOM_BATCH, sqlite_store.INDEX_AGE = room_batch, index_age
+    try:
+        _compare_with_memory(operations, history_max)
+    finally:
+        sqlite_store.ROOM_BATCH, sqlite_store.INDEX_AGE = saved
+
+
+def _compare_with_memory(operations, history_max) -> None:
     with tempfile.TemporaryDirectory() as directory:
         path = Path(directory) / "h.db"
         store, oracle = SqliteHistory(path, history_max), MemoryHistory(history_max)
@@ -131,7 +145,7 @@ def test_messages_a_crash_left_unindexed_are_indexed_at_the_next_start(tmp_path)
     done = subprocess.run([sys.executable, "-c", _CRASH, str(path)], capture_output=True,
                           text=True, timeout=60)
     assert done.stdout == "stored\n", done.stderr
-    assert rows(path) == (100, 0)
+    assert rows(path)[0] == 100 and rows(path)[1] < 100  # some were not indexed
     store = SqliteHistory(path)
     try:
         assert store.last_seq("r") == 100
@@ -239,3 +253,25 @@ def test_forgetting_a_room_runs_in_the_writer_thread(tmp_path):
         assert threads == [False]
     finally:
         store.close()
+
+
+def test_a_busy_room_is_indexed_every_room_batch_and_a_quiet_one_once_it_is_old(
+        tmp_path, monkeypatch):
+    monkeypatch.setattr(sqlite_store, "INDEX_AGE", 0.2)
+    path = tmp_path / "h.db"
+    store = SqliteHistory(path)
+    try:
+        store.append_batch([("quiet", 1, event("quiet", 1))])
+        for seq in range(1, sqlite_store.ROOM_BATCH + 1):
+            store.append_batch([("busy", seq, event("busy", seq))])
+        with sqlite3.connect(path) as db:
+            indexed = dict(db.execute("SELECT room, COUNT(*) FROM message_index GROUP BY room"))
+        assert indexed == {"busy": sqlite_store.ROOM_BATCH}  # with its ROOM_BATCH-th message
+        time.sleep(0.25)
+        store.append_batch([("busy", sqlite_store.ROOM_BATCH + 1, b"x")])  # any batch will do
+        with sqlite3.connect(path) as db:
+            indexed = dict(db.execute("SELECT room, COUNT(*) FROM message_index GROUP BY room"))
+        assert indexed == {"busy": sqlite_store.ROOM_BATCH, "quiet": 1}
+    finally:
+        store.close()
+    _healthy(path)
