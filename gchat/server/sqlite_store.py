@@ -155,6 +155,7 @@ ROOM_BATCH = 64
 INDEX_AGE = 1.0  # seconds
 AGED_PER_BATCH = 8
 MARK_STEP = 4096  # rowids: the stored mark may lag this far (see _write_index)
+TAIL_LIMIT = 20_000  # unindexed messages held in memory: past this, rooms go before INDEX_AGE
 PAGE_SIZE = 1024
 T = TypeVar("T")
 _NO_SEQ = 2**63  # above every seq
@@ -239,6 +240,7 @@ class SqliteHistory:
         # The messages not yet in message_index, by room, oldest room first. Reads take a
         # room's newest messages from here, the older ones through the index.
         self._tail: dict[str, _Unindexed] = {}
+        self._tail_count = 0  # the messages in _tail
         self._mark = 0  # the mark stored in message_indexed
         self._prune: dict[str, int] = {}  # room -> keep_from: pruned in memory, not yet on disk
         self._forgetting: set[str] = set()  # rooms whose rows forget() is deleting
@@ -447,8 +449,9 @@ class SqliteHistory:
                 chosen.add(room)
         aged = 0
         now = monotonic()
+        crowded = self._tail_count > TAIL_LIMIT  # then the oldest go, however young
         for room, tail in tails.items():  # oldest first: a room enters when it first waits
-            if aged == AGED_PER_BATCH or now - tail.since < INDEX_AGE:
+            if aged == AGED_PER_BATCH or (now - tail.since < INDEX_AGE and not crowded):
                 break
             if room not in chosen:
                 chosen.add(room)
@@ -477,15 +480,21 @@ class SqliteHistory:
 
     def _index_everything(self) -> None:
         """With `_writing` held: index every message not indexed yet, in the writer
-        thread (closing)."""
+        thread (closing). From the file, not from `_tail`: a write killed while the
+        thread ran it (the server stopping) may have left memory behind the file."""
         prune = self._take_prune(list(self._prune))
         try:
-            self._mark = self._in_thread(self._in_transaction, self._write_index,
-                                         self._index_entries(list(self._tail)), prune, None)
+            self._mark = self._in_thread(self._in_transaction, self._index_file, prune)
         except BaseException:
             self._restore_prune(prune)
             raise
         self._tail = {}
+        self._tail_count = 0
+
+    def _index_file(self, conn: sqlite3.Connection, prune: dict[str, int]) -> int:
+        mark = self._index_after_mark(conn)
+        self._write_index(conn, [], prune, mark)
+        return mark
 
     def _write_index(self, conn: sqlite3.Connection, entries: list[tuple[str, int, int]],
                      prune: dict[str, int], mark: int | None) -> int:
@@ -551,17 +560,12 @@ class SqliteHistory:
                 raise StoreError(f"message {seq} of {room} is not its next (the batch was not stored)")
             next_seq[room] = seq + 1
         chosen = self._choose_to_index(messages)
-        taken = self._take_prune(chosen)
-        pruning = dict(taken)
-        for room in chosen & next_seq.keys():  # indexed now: pruned now, this batch included
-            keep_from = next_seq[room] - self.history_max
-            if keep_from > self._first.get(room, 1):
-                pruning[room] = max(keep_from, pruning.get(room, 0))
+        pruning = self._take_prune(chosen)  # pruned in memory before this batch
         try:
             last_rowid = self._commit(self._write, messages, chosen, self._index_entries(chosen),
                                       pruning, self._oldest_unindexed(chosen))
         except BaseException as exc:
-            self._restore_prune(taken)
+            self._restore_prune(pruning)
             if isinstance(exc, _FileGone):
                 self._gone = str(exc)
                 log.error("history: %s", exc)  # once: every later batch fails before the writer
@@ -578,8 +582,9 @@ class SqliteHistory:
         pruning (reads stop at the first seq kept; the rows go when the room is indexed)."""
         tails = self._tail
         for room in chosen:
-            tails.pop(room, None)
+            self._forget_tail(room)
         now = monotonic()
+        self._tail_count += sum(1 for room, _, _ in messages if room not in chosen)
         rowid = last_rowid - len(messages)
         for room, seq, event in messages:
             rowid += 1
@@ -594,9 +599,16 @@ class SqliteHistory:
         for room, following in next_seq.items():
             keep_from = following - self.history_max
             if keep_from > self._first[room]:
+                # Reads stop here at once; the rows go when the room is next indexed (not
+                # in this batch's transaction: a read during a commit in the writer
+                # thread would have missed them before _first moved).
                 self._first[room] = keep_from
-                if room not in chosen:  # a chosen room's rows went in the transaction
-                    self._prune[room] = keep_from
+                self._prune[room] = keep_from
+
+    def _forget_tail(self, room: str) -> None:
+        tail = self._tail.pop(room, None)
+        if tail is not None:
+            self._tail_count -= len(tail.items)
 
     def _commit(self, func: Callable[..., T], *args: Any) -> T:
         """With `_writing` held: run `func`, a short write transaction, in the event
@@ -633,10 +645,15 @@ class SqliteHistory:
         largest rowid + 1, and nobody else writes meanwhile."""
         self._check_files()
         conn = self._writer
+        entries = list(entries)  # this may run twice (BUSY in the loop, then the thread)
         conn.execute("BEGIN IMMEDIATE")
         try:
+            before = conn.execute("SELECT MAX(rowid) FROM messages").fetchone()[0] or 0
             conn.executemany("INSERT INTO messages (room, seq, event) VALUES (?, ?, ?)", messages)
             last = cast(int, conn.execute("SELECT last_insert_rowid()").fetchone()[0])
+            if last != before + len(messages):  # the largest rowid is taken: SQLite picks at random
+                raise StoreError(f"history database {self.path} has a message with the largest "
+                                 "possible rowid (not gchat's doing): messages cannot be stored")
             rowid = last - len(messages)
             for room, seq, _ in messages:
                 rowid += 1
@@ -753,7 +770,7 @@ class SqliteHistory:
                     self._restore_prune(prune)
                     raise
                 for room in rooms:
-                    self._tail.pop(room, None)
+                    self._forget_tail(room)
         except sqlite3.Error as exc:
             for room, (first, last) in bounds.items():
                 if room not in self._last:  # not written meanwhile (a batch already checked)
