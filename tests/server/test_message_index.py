@@ -41,6 +41,11 @@ def rows(path: Path) -> tuple[int, int]:
                 db.execute("SELECT COUNT(*) FROM message_index").fetchone()[0])
 
 
+def indexed_by_room(path: Path) -> dict[str, int]:
+    with sqlite3.connect(path) as db:
+        return dict(db.execute("SELECT room, COUNT(*) FROM message_index GROUP BY room"))
+
+
 _append = st.tuples(st.just("append"), st.lists(st.sampled_from(ROOMS), min_size=1, max_size=15))
 _read = st.tuples(st.sampled_from(["latest", "after", "before"]), st.sampled_from(ROOMS),
                   st.integers(0, 30), st.integers(0, 12))
@@ -264,14 +269,10 @@ def test_a_busy_room_is_indexed_every_room_batch_and_a_quiet_one_once_it_is_old(
         store.append_batch([("quiet", 1, event("quiet", 1))])
         for seq in range(1, sqlite_store.ROOM_BATCH + 1):
             store.append_batch([("busy", seq, event("busy", seq))])
-        with sqlite3.connect(path) as db:
-            indexed = dict(db.execute("SELECT room, COUNT(*) FROM message_index GROUP BY room"))
-        assert indexed == {"busy": sqlite_store.ROOM_BATCH}  # with its ROOM_BATCH-th message
+        assert indexed_by_room(path) == {"busy": sqlite_store.ROOM_BATCH}  # with its 64th
         time.sleep(0.25)
         store.append_batch([("busy", sqlite_store.ROOM_BATCH + 1, b"x")])  # any batch will do
-        with sqlite3.connect(path) as db:
-            indexed = dict(db.execute("SELECT room, COUNT(*) FROM message_index GROUP BY room"))
-        assert indexed == {"busy": sqlite_store.ROOM_BATCH, "quiet": 1}
+        assert indexed_by_room(path) == {"busy": sqlite_store.ROOM_BATCH, "quiet": 1}
     finally:
         store.close()
     _healthy(path)
