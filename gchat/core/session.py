@@ -614,9 +614,8 @@ class Session:
     def _read_in_hub(self) -> None:
         """One read, in the hub; its lines go to `on_recv_nowait` until one is declined:
         from there on a reader greenlet takes over (and so for an EOF or an error)."""
-        assert self._sock is not None
         try:
-            data = os.read(self._sock.fileno(), RECV_SIZE)
+            data = os.read(self._watcher.fd, RECV_SIZE)  # the watcher's: no call into gevent
         except BlockingIOError:
             return  # nothing after all: the watcher stays on
         except OSError as exc:
@@ -635,7 +634,7 @@ class Session:
                 handled = self.on_recv_nowait(line)
             except Exception:
                 log.exception("session %s: a receive hook failed", self.session_id)
-                self._in_reader(self.disconnect, "error")
+                self._in_reader(self.disconnect, "error")  # its hooks may block: not in the hub
                 return
             if not handled:
                 self._in_reader(self._on_lines, lines[index:], read_on=True)
@@ -654,12 +653,16 @@ class Session:
             try:
                 hook(*args)
             except Exception:
-                log.exception("session %s: a receive hook failed", self.session_id)
-                self.disconnect("error")
+                self._hook_failed()
                 return
             if read_on:
                 self._read_ready()
         gevent.spawn(reader)
+
+    def _hook_failed(self) -> None:
+        """A receive hook raised (a bug): log it and end the session."""
+        log.exception("session %s: a receive hook failed", self.session_id)
+        self.disconnect("error")
 
     def _read_ready(self) -> None:
         assert self._sock is not None
@@ -690,15 +693,13 @@ class Session:
                 if self._state is _OPEN:
                     self.on_data(data)  # closing: read on, discarding, until the socket closes
         except Exception:
-            log.exception("session %s: a receive hook failed", self.session_id)
-            self.disconnect("error")
+            self._hook_failed()
 
     def _read_loop(self) -> None:
         try:
             self._read_lines()
         except Exception:
-            log.exception("session %s: a receive hook failed", self.session_id)
-            self.disconnect("error")
+            self._hook_failed()
 
     def _read_lines(self) -> None:
         sock = self._sock

@@ -16,18 +16,19 @@ class TokenBucket:
         self._tokens = float(burst)
         self._stamp = now
 
-    def has_token(self, now: float) -> bool:
-        """Whether `take(now)`, or a take later, would succeed; takes nothing."""
+    def _refilled(self, now: float) -> float:
         tokens = self._tokens
         if tokens < self.burst:
             tokens = min(float(self.burst), tokens + (now - self._stamp) * self.rate)
-        return tokens >= 1.0
+        return tokens
+
+    def has_token(self, now: float) -> bool:
+        """Whether `take(now)`, or a take later, would succeed; takes nothing."""
+        return self._refilled(now) >= 1.0
 
     def take(self, now: float) -> bool:
         """Take one token at time `now` (seconds, monotonic); False if there is none."""
-        tokens = self._tokens
-        if tokens < self.burst:
-            tokens = min(float(self.burst), tokens + (now - self._stamp) * self.rate)
+        tokens = self._refilled(now)
         self._stamp = now
         if tokens >= 1.0:
             self._tokens = tokens - 1.0

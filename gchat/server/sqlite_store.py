@@ -154,7 +154,7 @@ CHECKPOINT_INTERVAL = 1.0  # seconds
 ROOM_BATCH = 64
 INDEX_AGE = 1.0  # seconds
 AGED_PER_BATCH = 8
-MARK_STEP = 4096  # rowids: the stored mark may lag this far (see _write_index)
+MARK_STEP = 4096  # rowids: the stored mark may lag this far (see _store_mark)
 TAIL_LIMIT = 20_000  # unindexed messages held in memory: past this, rooms go before INDEX_AGE
 PAGE_SIZE = 1024
 T = TypeVar("T")
@@ -191,6 +191,16 @@ def delete_account_rows(conn: sqlite3.Connection, key: str) -> bool:
     conn.execute("DELETE FROM logs WHERE key > ? AND key < ?", (f"dm:{key}~", f"dm:{key}\x7f"))
     conn.execute("DELETE FROM peers WHERE owner > ? AND owner < ?", (f"{key}~", f"{key}\x7f"))
     return deleted
+
+
+def _index_and_prune(conn: sqlite3.Connection, entries: list[tuple[str, int, int]],
+                     prune: dict[str, int]) -> None:
+    """In the caller's transaction: index `entries` (room, seq, rowid), then delete the
+    pruned messages through the index."""
+    if entries:
+        conn.executemany("INSERT INTO message_index (room, seq, id) VALUES (?, ?, ?)", entries)
+    for room, keep_from in prune.items():
+        _prune(conn, room, keep_from)
 
 
 def _prune(conn: sqlite3.Connection, room: str, keep_from: int) -> None:
@@ -493,22 +503,14 @@ class SqliteHistory:
 
     def _index_file(self, conn: sqlite3.Connection, prune: dict[str, int]) -> int:
         mark = self._index_after_mark(conn)
-        self._write_index(conn, [], prune, mark)
+        _index_and_prune(conn, [], prune)
         return mark
 
-    def _write_index(self, conn: sqlite3.Connection, entries: list[tuple[str, int, int]],
-                     prune: dict[str, int], mark: int | None) -> int:
-        """In the caller's transaction: index `entries`, delete the pruned messages
-        through the index, and store the mark, at or below which every message is
-        indexed (None: all of them are); return the mark stored (`_mark` once committed)."""
-        if entries:
-            conn.executemany("INSERT INTO message_index (room, seq, id) VALUES (?, ?, ?)", entries)
-        for room, keep_from in prune.items():
-            _prune(conn, room, keep_from)
-        if mark is None:
-            mark = conn.execute("SELECT MAX(rowid) FROM messages").fetchone()[0] or 0
-        # A mark below the truth only makes the next start look at more rows (INSERT OR
-        # IGNORE), so it is written once it moved up by MARK_STEP, or if it went down.
+    def _store_mark(self, conn: sqlite3.Connection, mark: int) -> int:
+        """In the caller's transaction: store the mark, at or below which every message
+        is indexed; return the mark stored (`_mark` once committed). A mark below the
+        truth only makes the next start look at more rows (INSERT OR IGNORE), so it is
+        written once it moved up by MARK_STEP, or if it went down."""
         if mark < self._mark or mark - self._mark >= MARK_STEP:
             conn.execute("UPDATE message_indexed SET id = ?", (mark,))
             return mark
@@ -584,7 +586,6 @@ class SqliteHistory:
         for room in chosen:
             self._forget_tail(room)
         now = monotonic()
-        self._tail_count += sum(1 for room, _, _ in messages if room not in chosen)
         rowid = last_rowid - len(messages)
         for room, seq, event in messages:
             rowid += 1
@@ -596,6 +597,7 @@ class SqliteHistory:
                 if tail is None:
                     tail = tails[room] = _Unindexed(now)
                 tail.items.append((seq, event, rowid))
+                self._tail_count += 1
         for room, following in next_seq.items():
             keep_from = following - self.history_max
             if keep_from > self._first[room]:
@@ -661,8 +663,8 @@ class SqliteHistory:
                     entries.append((room, seq, rowid))
                 elif oldest_unindexed is None:
                     oldest_unindexed = rowid
-            mark = self._write_index(conn, entries, prune,
-                                     last if oldest_unindexed is None else oldest_unindexed - 1)
+            _index_and_prune(conn, entries, prune)
+            mark = self._store_mark(conn, last if oldest_unindexed is None else oldest_unindexed - 1)
             conn.execute("COMMIT")
         except BaseException:
             if conn.in_transaction:
@@ -791,7 +793,7 @@ class SqliteHistory:
                       oldest_unindexed: int | None) -> int:
         """In the caller's transaction: delete `rooms` (their unindexed messages are
         `entries`, indexed first so the index finds them); return the mark."""
-        self._write_index(conn, entries, prune, self._mark)  # the mark: set below
+        _index_and_prune(conn, entries, prune)
         names = [(room,) for room in rooms]
         conn.executemany("DELETE FROM messages WHERE rowid IN (SELECT id FROM message_index "
                          "WHERE room = ?)", names)
