@@ -62,6 +62,7 @@ from time import monotonic
 from typing import Any
 
 import gevent
+import gevent.ssl
 from gevent.event import Event
 from gevent.hub import Hub
 
@@ -109,6 +110,7 @@ class Session:
     # Sessions of one door render a broadcast event to the same bytes (see room.py).
     door: str = "bytes"
     _reads_in_hub = False  # set per class by __init_subclass__
+    _has_on_send = False  # whether on_send is overridden: set per class by __init_subclass__
 
     # Slots: a server holds tens of thousands of idle sessions (docs/benchmarks.md, idle).
     # Subclasses add their own attributes in a dict of their own.
@@ -237,6 +239,7 @@ class Session:
         # may handle some of them there.
         cls._reads_in_hub = (cls.on_data is Session.on_data
                              and cls.on_recv_nowait is not Session.on_recv_nowait)
+        cls._has_on_send = cls.on_send is not Session.on_send
 
     def render(self, event: Any) -> bytes:
         """The bytes of a broadcast `event` for this session's door: every session of
@@ -313,8 +316,9 @@ class Session:
 
     def _attach(self, sock: socket.socket) -> None:
         self._sock = sock
-        # TLS cannot take a non-blocking partial write from the Flusher: always use a writer.
-        self._direct = not isinstance(sock, ssl.SSLSocket)
+        # TLS cannot take a non-blocking partial write from the Flusher: always use a
+        # writer. (gevent's SSLSocket is ssl.SSLSocket only once ssl is monkey-patched.)
+        self._direct = not isinstance(sock, (ssl.SSLSocket, gevent.ssl.SSLSocket))
         self.last_activity = monotonic()
         self.on_connected()
         if self._queue:
@@ -523,56 +527,66 @@ class Session:
 
     def _flush(self) -> None:
         """Called by the Flusher in the hub: write the queue if no writer is at it,
-        without blocking; leave the rest to a writer greenlet."""
+        without blocking; leave the rest to a writer greenlet. It runs once per member
+        per delivery, so _take_batch is inlined and the send goes to the socket's own
+        non-blocking socket (gevent's wrapper would only re-raise BlockingIOError)."""
         self._dirty = False
-        if self._sock is None or self._state is _CLOSED or self._writing:
+        sock = self._sock
+        if sock is None or self._state is _CLOSED or self._writing:
             return  # closed, or the writer greenlet owns the socket and will see the queue
-        self._writing = True
-        if not self._queue:
-            self._writing = False
+        queue = self._queue
+        if not queue:
             self._finish_if_closing()
             return
-        data, frames = self._take_batch()
+        self._queue = []
+        frames = self.queued_frames - self._taken_frames
+        self._taken_frames = self.queued_frames
+        data = queue[0] if len(queue) == 1 else b"".join(queue)
         sent = 0
         if self._direct:
             try:
-                sent = self._sock.send(data, 0, timeout=0.0)  # type: ignore[call-arg]  # gevent: never wait
+                sent = sock._sock.send(data)  # type: ignore[attr-defined]  # never waits
             except BlockingIOError:
                 pass
             except OSError as exc:
-                self._writing = False
                 gevent.spawn(self._lost, exc)  # hooks run in a greenlet, not in the hub
                 return
         if sent == len(data):
-            self._writing = False
             self._written(sent, frames)
-            self._finish_if_closing()
+            if self._state is _CLOSING and not self._queue:
+                self._close_socket()  # closing, and everything is flushed
         else:
             # The socket is full: a writer greenlet, holding the semaphore, finishes.
+            self._writing = True
             if sent:
                 self._written(sent, 0)
             gevent.spawn(self._write_loop, memoryview(data)[sent:], frames)
 
     def _written(self, nbytes: int, frames: int) -> None:
-        self._written_total += nbytes
-        self.queued_bytes = max(0, self.queued_bytes - nbytes)
+        total = self._written_total = self._written_total + nbytes
+        queued = self.queued_bytes - nbytes
+        self.queued_bytes = queued if queued > 0 else 0
         replies = self._replies
         if replies is not None:
-            while replies and replies[0][0] <= self._written_total:  # written whole: forget it
+            while replies and replies[0][0] <= total:  # written whole: forget it
                 self._reply_bytes -= replies.popleft()[1]
             if not replies:
                 self._replies = None  # idle sessions keep no deque
-        self.queued_frames = max(0, self.queued_frames - frames)
-        self._taken_frames = max(0, self._taken_frames - frames)
+        if frames:
+            queued = self.queued_frames - frames
+            self.queued_frames = queued if queued > 0 else 0
+            taken = self._taken_frames - frames
+            self._taken_frames = taken if taken > 0 else 0
         if self._drained is not None:
             self._drained.set()  # waiters check their own mark
         if self.reads_paused:
             self.last_activity = monotonic()
-        try:
-            self.on_send(nbytes)
-        except Exception:
-            log.exception("session %s: on_send failed", self.session_id)
-            gevent.spawn(self.disconnect, "error")
+        if self._has_on_send:
+            try:
+                self.on_send(nbytes)
+            except Exception:
+                log.exception("session %s: on_send failed", self.session_id)
+                gevent.spawn(self.disconnect, "error")
 
     def _finish_if_closing(self) -> None:
         if self._state is _CLOSING and not self._queue:
