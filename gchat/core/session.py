@@ -166,7 +166,7 @@ class Session:
         self._sock: socket.socket | None = None
         self._direct = True
         self._queue: list[bytes] = []
-        self._writing = False  # True while someone (the Flusher, a writer) writes the queue
+        self._writing = False  # True while a writer greenlet owns the socket (see _flush)
         self._dirty = False  # in the Flusher's list
         self._flusher = Flusher.for_current_hub()
         self._closed: Event | None = None  # made by the first wait_closed
@@ -247,7 +247,8 @@ class Session:
         return event
 
     def on_send(self, nbytes: int) -> None:
-        """`nbytes` bytes were written to the socket. May run in the hub: must not block."""
+        """`nbytes` bytes were written to the socket. May run in the hub: must not block.
+        Override it in a subclass (the engine checks the class once, not the instance)."""
 
     def on_disconnected(self, reason: str) -> None:
         """The session ended for `reason`; called exactly once."""
