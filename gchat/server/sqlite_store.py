@@ -20,18 +20,20 @@ whose commit fsyncs, always uses the thread. One greenlet at a time uses the wri
 connection (`_writing`).
 
 Messages are indexed a room at a time: the messages table has no index of its own,
-and message_index, (room, seq) -> rowid, is written in the batches' transactions, but
-only for some rooms in each: a room's unindexed messages are indexed with the batch
-that brings them to ROOM_BATCH, or with one of the next batches once the oldest is
-INDEX_AGE old (at most AGED_PER_BATCH such rooms a batch). An index written with every
-batch for every room it touched dirtied one index page per room per commit (three
-quarters of the store's CPU per message with a hundred busy rooms); one page now takes
-many messages, and no batch does much more index work than another (one transaction
-indexing everything at once stalled the loop for tens of milliseconds on a large
-file). Until indexed, a room's newest messages are read from memory (`_tail`), and its
-pruning only moves its first seq: the rows go when it is indexed. message_indexed holds
-a rowid at or below which every message is indexed: opening the file indexes what a
-crash left above it.
+and message_chunks, (room, first seq) -> the rowids of up to CHUNK consecutive seqs, is
+written in the batches' transactions, but only for some rooms in each: a room's
+unindexed messages are indexed with the batch that brings them to ROOM_BATCH, or with
+one of the next batches once the oldest is INDEX_AGE old (at most AGED_PER_BATCH such
+rooms a batch). An index written with every batch for every room it touched dirtied
+one index page per room per commit (three quarters of the store's CPU per message with
+a hundred busy rooms); one page now takes many messages, and no batch does much more
+index work than another (one transaction indexing everything at once stalled the loop
+for tens of milliseconds on a large file). A row per chunk, not per message: an index
+row per message cost about as much CPU as the message's own row. Until indexed, a
+room's newest messages are read from memory (`_tail`), and its pruning only moves its
+first seq: the rows go, a whole chunk at a time, when it is indexed. message_indexed
+holds a rowid at or below which every message is indexed: opening the file indexes
+what a crash left above it.
 
 Reads run in the hub on a second connection: WAL readers never wait for the writer,
 and every read is an indexed range of at most a few hundred rows. Reads are bounded by
@@ -84,14 +86,16 @@ __all__ = ["SCHEMA_VERSION", "SqliteHistory", "delete_account_rows", "refuse_for
 
 log = logging.getLogger(__name__)
 
-SCHEMA_VERSION = 4  # 2: topics; 3: accounts, event logs, messages in arrival order; 4: index
+SCHEMA_VERSION = 5  # 2: topics; 3: accounts, event logs, messages in arrival order;
+# 4: an index a room at a time; 5: the index in chunks
 # Messages in a rowid table, in the order they are written, with no index of their own: a
-# commit then dirties only the table's last pages. Reads go through message_index,
-# (room, seq) -> the message's rowid, which the store fills a room at a time (see the
-# module docstring): filled per commit, as an SQL index is, it dirtied one index page
-# per room the batch touched, three quarters of the store's CPU per message
-# (docs/benchmarks.md). message_indexed holds a rowid at or below which every message
-# is in message_index.
+# commit then dirties only the table's last pages. Reads go through message_chunks: a
+# room's seqs first..last (at most CHUNK of them) and their messages' rowids, a JSON
+# array in seq order (a room's rowids grow with its seqs), which the store fills a room
+# at a time (see the module docstring): filled per commit, as an SQL index is, it
+# dirtied one index page per room the batch touched, three quarters of the store's CPU
+# per message (docs/benchmarks.md). message_indexed holds a rowid at or below which
+# every message is in message_chunks.
 _MESSAGES = """
 CREATE TABLE IF NOT EXISTS messages (
     room  TEXT    NOT NULL,
@@ -100,11 +104,12 @@ CREATE TABLE IF NOT EXISTS messages (
 )
 """
 _SCHEMA = (_MESSAGES, """
-CREATE TABLE IF NOT EXISTS message_index (
-    room TEXT    NOT NULL,
-    seq  INTEGER NOT NULL,
-    id   INTEGER NOT NULL,
-    PRIMARY KEY (room, seq)
+CREATE TABLE IF NOT EXISTS message_chunks (
+    room  TEXT    NOT NULL,
+    first INTEGER NOT NULL,
+    last  INTEGER NOT NULL,
+    ids   TEXT    NOT NULL,
+    PRIMARY KEY (room, first)
 ) WITHOUT ROWID
 """, """
 CREATE TABLE IF NOT EXISTS message_indexed (
@@ -141,8 +146,9 @@ CREATE TABLE IF NOT EXISTS peers (
     PRIMARY KEY (owner, peer)
 ) WITHOUT ROWID
 """)
-_COLUMNS = {"messages": ["room", "seq", "event"], "message_index": ["room", "seq", "id"],
-            "message_indexed": ["id"], "topics": ["room", "text", "set_by", "set_at"],
+_COLUMNS = {"messages": ["room", "seq", "event"], "message_index": ["room", "seq", "id"],  # 4
+            "message_chunks": ["room", "first", "last", "ids"], "message_indexed": ["id"],
+            "topics": ["room", "text", "set_by", "set_at"],
             "accounts": ["key", "name", "hash", "created"],
             "logs": ["key", "pos", "ts", "msgid", "event"], "peers": ["owner", "peer", "ts"]}
 _BUSY_TIMEOUT_MS = 2000
@@ -156,11 +162,15 @@ INDEX_AGE = 1.0  # seconds
 AGED_PER_BATCH = 8
 MARK_STEP = 4096  # rowids: the stored mark may lag this far (see _store_mark)
 TAIL_LIMIT = 20_000  # unindexed messages held in memory: past this, rooms go before INDEX_AGE
-PAGE_SIZE = 1024
+CHUNK = 64  # seqs in a row of message_chunks, at most: a row of at most about 800 bytes
+PAGE_SIZE = 4096  # SQLite's default: a whole chunk in its page
 T = TypeVar("T")
 _NO_SEQ = 2**63  # above every seq
-_SELECT_RANGE = ("SELECT m.event FROM message_index i JOIN messages m ON m.rowid = i.id "
-                 "WHERE i.room = ? AND i.seq >= ? AND i.seq < ?")
+_SELECT_EVENTS = ("SELECT event FROM messages WHERE rowid IN (SELECT value FROM json_each(?)) "
+                  "ORDER BY rowid")
+# The rowids of the chunks of a room (?) from seq ? on, their first below ?.
+_CHUNK_IDS = ("SELECT value FROM message_chunks, json_each(message_chunks.ids) "
+              "WHERE room = ? AND first >= ? AND first < ?")
 
 
 def _ts(event: bytes) -> int:
@@ -193,22 +203,53 @@ def delete_account_rows(conn: sqlite3.Connection, key: str) -> bool:
     return deleted
 
 
+def _chunks(entries: Iterable[tuple[str, int, int]]) -> list[tuple[str, int, int, str]]:
+    """The rows of message_chunks for `entries` (room, seq, rowid), each room's in seq
+    order: (room, first, last, ids), at most CHUNK consecutive seqs a row."""
+    runs: dict[str, list[list[tuple[int, int]]]] = {}
+    for room, seq, rowid in entries:
+        room_runs = runs.get(room)
+        if room_runs is None:
+            runs[room] = [[(seq, rowid)]]
+            continue
+        run = room_runs[-1]
+        if len(run) < CHUNK and seq == run[-1][0] + 1:
+            run.append((seq, rowid))
+        else:  # full, or not the next seq (never, as the batches are checked)
+            room_runs.append([(seq, rowid)])
+    return [(room, run[0][0], run[-1][0], "[" + ",".join([str(rowid) for _, rowid in run]) + "]")
+            for room, room_runs in runs.items() for run in room_runs]
+
+
 def _index_and_prune(conn: sqlite3.Connection, entries: list[tuple[str, int, int]],
                      prune: dict[str, int]) -> None:
     """In the caller's transaction: index `entries` (room, seq, rowid), then delete the
     pruned messages through the index."""
     if entries:
-        conn.executemany("INSERT INTO message_index (room, seq, id) VALUES (?, ?, ?)", entries)
+        conn.executemany("INSERT INTO message_chunks (room, first, last, ids) VALUES (?, ?, ?, ?)",
+                         _chunks(entries))
     for room, keep_from in prune.items():
         _prune(conn, room, keep_from)
 
 
 def _prune(conn: sqlite3.Connection, room: str, keep_from: int) -> None:
     """Delete the indexed messages of `room` before seq `keep_from`; in the caller's
-    transaction."""
-    conn.execute("DELETE FROM messages WHERE rowid IN (SELECT id FROM message_index "
-                 "WHERE room = ? AND seq < ?)", (room, keep_from))
-    conn.execute("DELETE FROM message_index WHERE room = ? AND seq < ?", (room, keep_from))
+    transaction. The chunks before it go whole; the one that holds it (if any) loses
+    its front."""
+    conn.execute(f"DELETE FROM messages WHERE rowid IN ({_CHUNK_IDS} AND last < ?)",
+                 (room, -(2**62), keep_from, keep_from))
+    conn.execute("DELETE FROM message_chunks WHERE room = ? AND first < ? AND last < ?",
+                 (room, keep_from, keep_from))
+    split = conn.execute("SELECT first, ids FROM message_chunks WHERE room = ? AND first < ?",
+                         (room, keep_from)).fetchone()  # chunks never overlap: one at most
+    if split is not None:
+        first, ids = split
+        rowids = json.loads(ids)
+        cut = keep_from - first
+        conn.execute("DELETE FROM messages WHERE rowid IN (SELECT value FROM json_each(?))",
+                     (json.dumps(rowids[:cut]),))
+        conn.execute("UPDATE message_chunks SET first = ?, ids = ? WHERE room = ? AND first = ?",
+                     (keep_from, json.dumps(rowids[cut:]), room, first))
 
 
 def _seq(item: tuple[int, bytes, int]) -> int:
@@ -216,7 +257,7 @@ def _seq(item: tuple[int, bytes, int]) -> int:
 
 
 class _Unindexed:
-    """A room's messages not yet in message_index: (seq, event, rowid), oldest first,
+    """A room's messages not yet in message_chunks: (seq, event, rowid), oldest first,
     and when the first of them was stored."""
 
     __slots__ = ("items", "since")
@@ -247,7 +288,7 @@ class SqliteHistory:
         self.history_max = history_max
         self._first: dict[str, int] = {}
         self._last: dict[str, int] = {}
-        # The messages not yet in message_index, by room, oldest room first. Reads take a
+        # The messages not yet in message_chunks, by room, oldest room first. Reads take a
         # room's newest messages from here, the older ones through the index.
         self._tail: dict[str, _Unindexed] = {}
         self._tail_count = 0  # the messages in _tail
@@ -335,7 +376,8 @@ class SqliteHistory:
             self._convert_messages(conn)
             for table in _SCHEMA:
                 conn.execute(table)
-            conn.execute("DROP INDEX IF EXISTS messages_room_seq")  # schema 3's: now message_index
+            conn.execute("DROP INDEX IF EXISTS messages_room_seq")  # schema 3's: now message_chunks
+            self._convert_index(conn)
             self._mark = self._index_after_mark(conn)  # a crash's unindexed rows, or an old file's
             if version < SCHEMA_VERSION:
                 conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
@@ -343,9 +385,9 @@ class SqliteHistory:
             self._load_bounds(conn)
             # A room with no history did not outlive the server (a crash left its topic
             # or its logged events).
-            conn.execute("DELETE FROM topics WHERE room NOT IN (SELECT room FROM message_index)")
+            conn.execute("DELETE FROM topics WHERE room NOT IN (SELECT room FROM message_chunks)")
             conn.execute("DELETE FROM logs WHERE key > 'room:' AND key < 'room;' AND NOT EXISTS "
-                         "(SELECT 1 FROM message_index WHERE room = substr(logs.key, 6))")
+                         "(SELECT 1 FROM message_chunks WHERE room = substr(logs.key, 6))")
             self._topics = {room: Topic(text, by, at) for room, text, by, at in conn.execute(
                 "SELECT room, text, set_by, set_at FROM topics")}
         except BaseException:
@@ -369,14 +411,27 @@ class SqliteHistory:
                      "SELECT room, seq, event FROM messages_by_room ORDER BY room, seq")
         conn.execute("DROP TABLE messages_by_room")
 
+    def _convert_index(self, conn: sqlite3.Connection) -> None:
+        """A file of schema 4 indexes each message in a row of message_index: its rows
+        go into chunks, once, in the transaction of the upgrade."""
+        if not conn.execute("SELECT 1 FROM sqlite_master WHERE type = 'table' "
+                            "AND name = 'message_index'").fetchone():
+            return
+        log.info("history: %s: indexing messages in chunks (schema 5)", self.path)
+        entries = conn.execute("SELECT room, seq, id FROM message_index ORDER BY room, seq")
+        while batch := entries.fetchmany(100 * CHUNK):
+            conn.executemany("INSERT INTO message_chunks (room, first, last, ids) "
+                             "VALUES (?, ?, ?, ?)", _chunks(batch))
+        conn.execute("DROP TABLE message_index")
+
     def _load_bounds(self, conn: sqlite3.Connection) -> None:
-        rows = conn.execute("SELECT room, MIN(seq), MAX(seq) FROM message_index "
+        rows = conn.execute("SELECT room, MIN(first), MAX(last) FROM message_chunks "
                             "GROUP BY room").fetchall()
         # Least recently written first (rooms() promises it): by the ts of each last message.
         last_ts = {room: _ts(event) for room, event in conn.execute(
-            "SELECT i.room, m.event FROM (SELECT room, MAX(seq) AS seq FROM message_index "
-            "GROUP BY room) l JOIN message_index i ON i.room = l.room AND i.seq = l.seq "
-            "JOIN messages m ON m.rowid = i.id")}
+            "SELECT c.room, m.event FROM message_chunks c JOIN messages m "
+            "ON m.rowid = json_extract(c.ids, '$[#-1]') "
+            "WHERE c.first = (SELECT MAX(first) FROM message_chunks WHERE room = c.room)")}
         rows.sort(key=lambda row: last_ts.get(row[0], 0))
         conn.execute("BEGIN IMMEDIATE")
         for room, first, last in rows:
@@ -509,7 +564,7 @@ class SqliteHistory:
     def _store_mark(self, conn: sqlite3.Connection, mark: int) -> int:
         """In the caller's transaction: store the mark, at or below which every message
         is indexed; return the mark stored (`_mark` once committed). A mark below the
-        truth only makes the next start look at more rows (INSERT OR IGNORE), so it is
+        truth only makes the next start look at more rows (it skips what is indexed), so it is
         written once it moved up by MARK_STEP, or if it went down."""
         if mark < self._mark or mark - self._mark >= MARK_STEP:
             conn.execute("UPDATE message_indexed SET id = ?", (mark,))
@@ -535,8 +590,19 @@ class SqliteHistory:
         conn.execute("INSERT INTO message_indexed (id) SELECT 0 WHERE NOT EXISTS "
                      "(SELECT 1 FROM message_indexed)")
         mark = conn.execute("SELECT id FROM message_indexed").fetchone()[0]
-        conn.execute("INSERT OR IGNORE INTO message_index (room, seq, id) SELECT room, seq, "
-                     "rowid FROM messages WHERE rowid > ? ORDER BY room, seq", (mark,))
+        # Above the mark, a room's messages may be indexed already (it was indexed in a
+        # later batch than another room's oldest unindexed message): those are skipped.
+        indexed = dict(conn.execute("SELECT room, MAX(last) FROM message_chunks GROUP BY room"))
+        rows = conn.execute("SELECT room, seq, rowid FROM messages WHERE rowid > ? "
+                            "ORDER BY room, seq", (mark,))
+        while batch := rows.fetchmany(100 * CHUNK):
+            fresh = []
+            for room, seq, rowid in batch:
+                if seq > indexed.get(room, 0):
+                    fresh.append((room, seq, rowid))
+                    indexed[room] = seq
+            conn.executemany("INSERT INTO message_chunks (room, first, last, ids) "
+                             "VALUES (?, ?, ?, ?)", _chunks(fresh))
         newest = conn.execute("SELECT MAX(rowid) FROM messages").fetchone()[0] or 0
         conn.execute("UPDATE message_indexed SET id = ?", (newest,))
         return cast(int, newest)
@@ -728,21 +794,36 @@ class SqliteHistory:
             want = limit - len(recent)
             if want <= 0 or low >= file_high:
                 return recent
-            return self._select(f"{_SELECT_RANGE} ORDER BY i.seq DESC LIMIT ?",
-                                (room, low, file_high, want), True) + recent
-        older = self._select(f"{_SELECT_RANGE} ORDER BY i.seq LIMIT ?",  # the oldest first
-                             (room, low, file_high, limit), False) if low < file_high else []
+            return self._from_file(room, low, file_high, want, newest=True) + recent
+        older = self._from_file(room, low, file_high, limit, newest=False) if low < file_high else []
         return older + [event for _, event, _ in tail[start:min(end, start + limit - len(older))]]
 
-    def _select(self, sql: str, args: tuple[object, ...], newest_first: bool) -> list[bytes]:
+    def _from_file(self, room: str, low: int, high: int, limit: int, *, newest: bool) -> list[bytes]:
+        """The oldest (or newest) `limit` indexed messages of `room` with low <= seq <
+        high, oldest first: the rowids from the chunks, then the messages by rowid (in
+        rowid order, which is a room's seq order)."""
+        runs: list[list[int]] = []  # rowids, in the order the chunks are read
+        count = 0
         try:
-            events = [row[0] for row in self._reader.execute(sql, args)]
+            chunks = self._reader.execute(
+                "SELECT first, ids FROM message_chunks WHERE room = ? AND first > ? AND first < ? "
+                f"ORDER BY first{' DESC' if newest else ''}", (room, low - CHUNK, high))
+            for first, ids in chunks:
+                rowids = json.loads(ids)[max(low - first, 0):max(high - first, 0)]
+                if not rowids:
+                    continue
+                wanted = limit - count
+                runs.append(rowids[-wanted:] if newest else rowids[:wanted])
+                count += len(runs[-1])
+                if count >= limit:
+                    break
+            if newest:
+                runs.reverse()
+            wanted_ids = "[" + ",".join([str(rowid) for run in runs for rowid in run]) + "]"
+            return [row[0] for row in self._reader.execute(_SELECT_EVENTS, (wanted_ids,))]
         except sqlite3.Error as exc:
-            self._log.error("read", "history: cannot read %s: %s", args[0], exc)
+            self._log.error("read", "history: cannot read %s: %s", room, exc)
             raise StoreError(self._describe(exc)) from exc
-        if newest_first:
-            events.reverse()
-        return events
 
     def rooms(self) -> list[str]:
         return list(self._last)
@@ -795,9 +876,9 @@ class SqliteHistory:
         `entries`, indexed first so the index finds them); return the mark."""
         _index_and_prune(conn, entries, prune)
         names = [(room,) for room in rooms]
-        conn.executemany("DELETE FROM messages WHERE rowid IN (SELECT id FROM message_index "
-                         "WHERE room = ?)", names)
-        conn.executemany("DELETE FROM message_index WHERE room = ?", names)
+        conn.executemany(f"DELETE FROM messages WHERE rowid IN ({_CHUNK_IDS})",
+                         [(room, -(2**62), 2**62) for room in rooms])
+        conn.executemany("DELETE FROM message_chunks WHERE room = ?", names)
         conn.executemany("DELETE FROM topics WHERE room = ?", names)
         conn.executemany("DELETE FROM logs WHERE key = ?", [(room_key(room),) for room in rooms])
         # The next rowid follows the highest one left, which may now be below the mark:

@@ -1,4 +1,4 @@
-"""SqliteHistory's message_index, filled a room at a time with the batches (ROOM_BATCH
+"""SqliteHistory's message_chunks, filled a room at a time with the batches (ROOM_BATCH
 messages, or INDEX_AGE old): reads see every stored message whether it is indexed yet
 or not, pruning and forgetting keep the file consistent, and what a crash left
 unindexed is indexed at the next start."""
@@ -38,12 +38,14 @@ def index_now(store: SqliteHistory) -> None:
 def rows(path: Path) -> tuple[int, int]:
     with sqlite3.connect(path) as db:
         return (db.execute("SELECT COUNT(*) FROM messages").fetchone()[0],
-                db.execute("SELECT COUNT(*) FROM message_index").fetchone()[0])
+                db.execute("SELECT COALESCE(SUM(json_array_length(ids)), 0) FROM message_chunks"
+                           ).fetchone()[0])
 
 
 def indexed_by_room(path: Path) -> dict[str, int]:
     with sqlite3.connect(path) as db:
-        return dict(db.execute("SELECT room, COUNT(*) FROM message_index GROUP BY room"))
+        return dict(db.execute("SELECT room, SUM(json_array_length(ids)) FROM message_chunks "
+                               "GROUP BY room"))
 
 
 _append = st.tuples(st.just("append"), st.lists(st.sampled_from(ROOMS), min_size=1, max_size=15))
@@ -55,16 +57,19 @@ _other = st.tuples(st.sampled_from(["index", "reopen"])) | st.tuples(st.just("fo
 
 @settings(max_examples=100, deadline=None)
 @given(st.lists(_append | _read | _other, max_size=40), st.integers(1, 30), st.integers(2, 12),
-       st.sampled_from([0.0, 60.0]))
-@example([("append", ["a"] * 5), ("append", ["a"] * 2), ("after", "a", 0, 12)], 8, 4, 60.0)
+       st.sampled_from([0.0, 60.0]), st.integers(1, 8))
+@example([("append", ["a"] * 5), ("append", ["a"] * 2), ("after", "a", 0, 12)], 8, 4, 60.0, 64)
+@example([("append", ["a"] * 9), ("index",), ("append", ["a"] * 3), ("index",), ("reopen",),
+          ("latest", "a", 0, 12), ("after", "a", 4, 5), ("before", "a", 9, 4)], 7, 4, 60.0, 3)
 def test_reads_match_the_memory_store_whatever_is_indexed(operations, history_max, room_batch,
-                                                         index_age):
-    saved = sqlite_store.ROOM_BATCH, sqlite_store.INDEX_AGE
-    sqlite_store.ROOM_BATCH, sqlite_store.INDEX_AGE = room_batch, index_age
+                                                         index_age, chunk):
+    saved = sqlite_store.ROOM_BATCH, sqlite_store.INDEX_AGE, sqlite_store.CHUNK
+    sqlite_store.ROOM_BATCH, sqlite_store.INDEX_AGE, sqlite_store.CHUNK = (
+        room_batch, index_age, chunk)
     try:
         _compare_with_memory(operations, history_max)
     finally:
-        sqlite_store.ROOM_BATCH, sqlite_store.INDEX_AGE = saved
+        sqlite_store.ROOM_BATCH, sqlite_store.INDEX_AGE, sqlite_store.CHUNK = saved
 
 
 def _compare_with_memory(operations, history_max) -> None:
@@ -99,6 +104,13 @@ def _compare_with_memory(operations, history_max) -> None:
                         oracle.first_seq(room), oracle.last_seq(room))
         finally:
             store.close()
+        _healthy(path)  # and no chunk longer than CHUNK, none overlapping another
+        with sqlite3.connect(path) as db:
+            chunks = db.execute("SELECT room, first, last, json_array_length(ids) "
+                                "FROM message_chunks ORDER BY room, first").fetchall()
+        for (room, first, last, size), following in zip(chunks, [*chunks[1:], None], strict=True):
+            assert size == last - first + 1 <= sqlite_store.CHUNK
+            assert following is None or following[0] != room or following[1] > last
 
 
 def test_pruned_messages_leave_the_file_when_indexed(tmp_path):
@@ -166,7 +178,7 @@ def _healthy(path: Path) -> None:
     store.close()
     with sqlite3.connect(path) as db:
         assert db.execute("SELECT COUNT(*) FROM messages").fetchone() == db.execute(
-            "SELECT COUNT(*) FROM message_index").fetchone()
+            "SELECT COALESCE(SUM(json_array_length(ids)), 0) FROM message_chunks").fetchone()
         assert db.execute("SELECT COUNT(*) FROM (SELECT DISTINCT room, seq FROM messages)"
                           ).fetchone() == db.execute("SELECT COUNT(*) FROM messages").fetchone()
 
@@ -362,3 +374,38 @@ def test_unindexed_messages_held_in_memory_stay_bounded(tmp_path, monkeypatch):
         assert store._tail_count == sum(len(tail.items) for tail in store._tail.values())
     finally:
         store.close()
+
+
+def test_a_schema_4_file_is_indexed_in_chunks_and_keeps_every_message(tmp_path):
+    # Schema 4 indexed each message in a row of message_index; rows above its mark (b's
+    # last two here) were left unindexed by a crash.
+    path = tmp_path / "h.db"
+    with sqlite3.connect(path) as old:
+        old.execute("CREATE TABLE messages (room TEXT NOT NULL, seq INTEGER NOT NULL, "
+                    "event BLOB NOT NULL)")
+        old.execute("CREATE TABLE message_index (room TEXT NOT NULL, seq INTEGER NOT NULL, "
+                    "id INTEGER NOT NULL, PRIMARY KEY (room, seq)) WITHOUT ROWID")
+        old.execute("CREATE TABLE message_indexed (id INTEGER NOT NULL)")
+        said = [("a", seq) for seq in range(1, 71)] + [("b", seq) for seq in range(1, 6)]
+        for room, seq in said:
+            rowid = old.execute("INSERT INTO messages (room, seq, event) VALUES (?, ?, ?)",
+                                (room, seq, event(room, seq))).lastrowid
+            if (room, seq) not in (("b", 4), ("b", 5)):
+                old.execute("INSERT INTO message_index VALUES (?, ?, ?)", (room, seq, rowid))
+        old.execute("INSERT INTO message_indexed VALUES (73)")
+        old.execute("PRAGMA user_version = 4")
+    store = SqliteHistory(path)
+    try:
+        assert (store.first_seq("a"), store.last_seq("a"), store.last_seq("b")) == (1, 70, 5)
+        assert store.latest("a", 70) == [event("a", seq) for seq in range(1, 71)]
+        assert store.after("a", 60, 5) == [event("a", seq) for seq in range(61, 66)]
+        assert store.latest("b", 10) == [event("b", seq) for seq in range(1, 6)]
+    finally:
+        store.close()
+    with sqlite3.connect(path) as db:
+        assert db.execute("SELECT name FROM sqlite_master WHERE name = 'message_index'"
+                          ).fetchall() == []
+        assert db.execute("SELECT room, first, last FROM message_chunks ORDER BY room, first"
+                          ).fetchall() == [("a", 1, 64), ("a", 65, 70), ("b", 1, 3), ("b", 4, 5)]
+        assert db.execute("PRAGMA user_version").fetchone() == (sqlite_store.SCHEMA_VERSION,)
+    _healthy(path)

@@ -286,13 +286,14 @@ def test_a_version_1_database_gains_topics_and_keeps_its_messages(tmp_path):
         store.close()
     with sqlite3.connect(path) as upgraded:
         assert upgraded.execute("SELECT COUNT(*) FROM topics").fetchone() == (0,)
-        # Its messages now sit in arrival order (a rowid table), found by message_index.
+        # Its messages now sit in arrival order (a rowid table), found by message_chunks.
         sql = upgraded.execute("SELECT sql FROM sqlite_master WHERE name = 'messages'")
         assert "WITHOUT ROWID" not in sql.fetchone()[0].upper()
         assert upgraded.execute("SELECT name FROM sqlite_master WHERE type = 'index' "
                                 "AND tbl_name = 'messages'").fetchall() == []
-        assert upgraded.execute("SELECT COUNT(*) FROM message_index").fetchone() == (
-            upgraded.execute("SELECT COUNT(*) FROM messages").fetchone())
+        assert upgraded.execute("SELECT COALESCE(SUM(json_array_length(ids)), 0) "
+                                "FROM message_chunks").fetchone() == upgraded.execute(
+                                    "SELECT COUNT(*) FROM messages").fetchone()
 
 
 def test_a_first_start_stopped_midway_through_the_schema_is_still_gchat_s(tmp_path):
