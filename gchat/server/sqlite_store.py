@@ -162,8 +162,10 @@ INDEX_AGE = 1.0  # seconds
 AGED_PER_BATCH = 8
 MARK_STEP = 4096  # rowids: the stored mark may lag this far (see _store_mark)
 TAIL_LIMIT = 20_000  # unindexed messages held in memory: past this, rooms go before INDEX_AGE
-CHUNK = 64  # seqs in a row of message_chunks, at most: a row of at most about 800 bytes
-PAGE_SIZE = 4096  # SQLite's default: a whole chunk in its page
+# Seqs in a row of message_chunks, at most: a row of about 200 bytes, within what a
+# 1 KiB page holds of a row (larger rows spill into overflow pages).
+CHUNK = 16
+PAGE_SIZE = 1024
 T = TypeVar("T")
 _NO_SEQ = 2**63  # above every seq
 _SELECT_EVENTS = ("SELECT event FROM messages WHERE rowid IN (SELECT value FROM json_each(?)) "
