@@ -162,8 +162,10 @@ INDEX_AGE = 1.0  # seconds
 AGED_PER_BATCH = 8
 MARK_STEP = 4096  # rowids: the stored mark may lag this far (see _store_mark)
 TAIL_LIMIT = 20_000  # unindexed messages held in memory: past this, rooms go before INDEX_AGE
-# Seqs in a row of message_chunks, at most: a row of about 200 bytes, within what a
-# 1 KiB page holds of a row (larger rows spill into overflow pages).
+# Seqs in a row of message_chunks, at most (reads do not depend on it: a file written
+# with another CHUNK reads the same): a row of about 200 bytes, within what a 1 KiB page
+# holds of a row until rowids or room names grow long (then a row spills into an
+# overflow page: slower, not wrong).
 CHUNK = 16
 PAGE_SIZE = 1024
 T = TypeVar("T")
@@ -219,8 +221,12 @@ def _chunks(entries: Iterable[tuple[str, int, int]]) -> list[tuple[str, int, int
             run.append((seq, rowid))
         else:  # full, or not the next seq (never, as the batches are checked)
             room_runs.append([(seq, rowid)])
-    return [(room, run[0][0], run[-1][0], "[" + ",".join([str(rowid) for _, rowid in run]) + "]")
+    return [(room, run[0][0], run[-1][0], _json_ids([rowid for _, rowid in run]))
             for room, room_runs in runs.items() for run in room_runs]
+
+
+def _json_ids(rowids: list[int]) -> str:
+    return "[" + ",".join([str(rowid) for rowid in rowids]) + "]"
 
 
 def _index_and_prune(conn: sqlite3.Connection, entries: list[tuple[str, int, int]],
@@ -249,9 +255,9 @@ def _prune(conn: sqlite3.Connection, room: str, keep_from: int) -> None:
         rowids = json.loads(ids)
         cut = keep_from - first
         conn.execute("DELETE FROM messages WHERE rowid IN (SELECT value FROM json_each(?))",
-                     (json.dumps(rowids[:cut]),))
+                     (_json_ids(rowids[:cut]),))
         conn.execute("UPDATE message_chunks SET first = ?, ids = ? WHERE room = ? AND first = ?",
-                     (keep_from, json.dumps(rowids[cut:]), room, first))
+                     (keep_from, _json_ids(rowids[cut:]), room, first))
 
 
 def _seq(item: tuple[int, bytes, int]) -> int:
@@ -807,9 +813,12 @@ class SqliteHistory:
         runs: list[list[int]] = []  # rowids, in the order the chunks are read
         count = 0
         try:
+            # From the chunk that holds `low` (found by the key, whatever CHUNK was when
+            # the file was written), or the first after it.
             chunks = self._reader.execute(
-                "SELECT first, ids FROM message_chunks WHERE room = ? AND first > ? AND first < ? "
-                f"ORDER BY first{' DESC' if newest else ''}", (room, low - CHUNK, high))
+                "SELECT first, ids FROM message_chunks WHERE room = ?1 AND first >= IFNULL("
+                "(SELECT MAX(first) FROM message_chunks WHERE room = ?1 AND first <= ?2), ?2) "
+                f"AND first < ?3 ORDER BY first{' DESC' if newest else ''}", (room, low, high))
             for first, ids in chunks:
                 rowids = json.loads(ids)[max(low - first, 0):max(high - first, 0)]
                 if not rowids:
@@ -821,8 +830,8 @@ class SqliteHistory:
                     break
             if newest:
                 runs.reverse()
-            wanted_ids = "[" + ",".join([str(rowid) for run in runs for rowid in run]) + "]"
-            return [row[0] for row in self._reader.execute(_SELECT_EVENTS, (wanted_ids,))]
+            every_id = _json_ids([rowid for run in runs for rowid in run])
+            return [row[0] for row in self._reader.execute(_SELECT_EVENTS, (every_id,))]
         except sqlite3.Error as exc:
             self._log.error("read", "history: cannot read %s: %s", room, exc)
             raise StoreError(self._describe(exc)) from exc
