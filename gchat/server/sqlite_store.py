@@ -95,9 +95,11 @@ SCHEMA_VERSION = 5  # 2: topics; 3: accounts, event logs, messages in arrival or
 # at a time (see the module docstring): filled per commit, as an SQL index is, it
 # dirtied one index page per room the batch touched, three quarters of the store's CPU
 # per message (docs/benchmarks.md). message_indexed holds a rowid at or below which
-# every message is in message_chunks.
+# every message is in message_chunks. The rowid is named (`id`, schema 5): VACUUM may
+# renumber an unnamed one, and the chunks would then point at other messages.
 _MESSAGES = """
 CREATE TABLE IF NOT EXISTS messages (
+    id    INTEGER PRIMARY KEY,
     room  TEXT    NOT NULL,
     seq   INTEGER NOT NULL,
     event BLOB    NOT NULL
@@ -146,11 +148,13 @@ CREATE TABLE IF NOT EXISTS peers (
     PRIMARY KEY (owner, peer)
 ) WITHOUT ROWID
 """)
-_COLUMNS = {"messages": ["room", "seq", "event"], "message_index": ["room", "seq", "id"],  # 4
+_COLUMNS = {"messages": ["id", "room", "seq", "event"],
+            "message_index": ["room", "seq", "id"],  # schema 4's
             "message_chunks": ["room", "first", "last", "ids"], "message_indexed": ["id"],
             "topics": ["room", "text", "set_by", "set_at"],
             "accounts": ["key", "name", "hash", "created"],
             "logs": ["key", "pos", "ts", "msgid", "event"], "peers": ["owner", "peer", "ts"]}
+_OLD_COLUMNS = {"messages": ["room", "seq", "event"]}  # before schema 5: the rowid unnamed
 _BUSY_TIMEOUT_MS = 2000
 CHECKPOINT_INTERVAL = 1.0  # seconds
 # A room's messages are indexed with the batch that brings its unindexed ones to
@@ -193,7 +197,7 @@ def refuse_foreign(conn: sqlite3.Connection, path: Path) -> None:
     tables = [row[0] for row in conn.execute(
         "SELECT name FROM sqlite_master WHERE type = 'table' AND name NOT LIKE 'sqlite%'")]
     if any([row[0] for row in conn.execute("SELECT name FROM pragma_table_info(?)", (table,))]
-           != _COLUMNS.get(table) for table in tables):
+           not in (_COLUMNS.get(table), _OLD_COLUMNS.get(table)) for table in tables):
         raise StoreError(f"{path} is a SQLite database, but not gchat's")
 
 
@@ -382,6 +386,7 @@ class SqliteHistory:
             conn.execute("PRAGMA wal_autocheckpoint = 0")
             conn.execute("BEGIN IMMEDIATE")  # an older file gains what it lacks, at once
             self._convert_messages(conn)
+            self._name_rowids(conn)
             for table in _SCHEMA:
                 conn.execute(table)
             conn.execute("DROP INDEX IF EXISTS messages_room_seq")  # schema 3's: now message_chunks
@@ -418,6 +423,20 @@ class SqliteHistory:
         conn.execute("INSERT INTO messages (room, seq, event) "
                      "SELECT room, seq, event FROM messages_by_room ORDER BY room, seq")
         conn.execute("DROP TABLE messages_by_room")
+
+    def _name_rowids(self, conn: sqlite3.Connection) -> None:
+        """A file of schema 3 or 4 leaves its messages' rowids unnamed, and VACUUM may
+        renumber them: copy the table into one that names them (`id`), keeping every
+        rowid, once, in the transaction of the upgrade."""
+        columns = [row[0] for row in conn.execute("SELECT name FROM pragma_table_info('messages')")]
+        if columns != _OLD_COLUMNS["messages"]:
+            return  # a new file, or named already
+        log.info("history: %s: naming the messages' rowids (schema 5)", self.path)
+        conn.execute("ALTER TABLE messages RENAME TO messages_unnamed")
+        conn.execute(_MESSAGES)
+        conn.execute("INSERT INTO messages (id, room, seq, event) "
+                     "SELECT rowid, room, seq, event FROM messages_unnamed ORDER BY rowid")
+        conn.execute("DROP TABLE messages_unnamed")
 
     def _convert_index(self, conn: sqlite3.Connection) -> None:
         """A file of schema 4 indexes each message in a row of message_index: its rows

@@ -433,3 +433,50 @@ def test_a_file_written_with_longer_chunks_reads_the_same(tmp_path, monkeypatch)
         assert store.latest("r", 100) == [event("r", seq) for seq in range(1, 101)]
     finally:
         store.close()
+
+
+def test_vacuum_keeps_every_message_where_the_index_points(tmp_path):
+    # A review found it: with the rowid unnamed, VACUUM renumbered the messages once
+    # some were deleted (pruning), and the index then pointed at other messages.
+    path = tmp_path / "h.db"
+    store = SqliteHistory(path, history_max=10)
+    for seq in range(1, 41):
+        store.append_batch([("a", seq, event("a", seq)), ("b", seq, event("b", seq))])
+    store.close()
+    with sqlite3.connect(path) as db:
+        db.execute("VACUUM")
+    store = SqliteHistory(path, history_max=10)
+    try:
+        assert store.latest("a", 3) == [event("a", seq) for seq in (38, 39, 40)]
+        assert store.after("b", 30, 10) == [event("b", seq) for seq in range(31, 41)]
+    finally:
+        store.close()
+    _healthy(path)
+
+
+def test_a_schema_4_file_gets_named_rowids_and_keeps_them(tmp_path):
+    path = tmp_path / "h.db"
+    with sqlite3.connect(path) as old:
+        old.execute("CREATE TABLE messages (room TEXT NOT NULL, seq INTEGER NOT NULL, "
+                    "event BLOB NOT NULL)")
+        old.execute("CREATE TABLE message_index (room TEXT NOT NULL, seq INTEGER NOT NULL, "
+                    "id INTEGER NOT NULL, PRIMARY KEY (room, seq)) WITHOUT ROWID")
+        old.execute("CREATE TABLE message_indexed (id INTEGER NOT NULL)")
+        for seq, rowid in ((1, 7), (2, 9), (3, 20)):  # gaps: rows deleted by pruning
+            old.execute("INSERT INTO messages (rowid, room, seq, event) VALUES (?, 'r', ?, ?)",
+                        (rowid, seq, event("r", seq)))
+            old.execute("INSERT INTO message_index VALUES ('r', ?, ?)", (seq, rowid))
+        old.execute("INSERT INTO message_indexed VALUES (20)")
+        old.execute("PRAGMA user_version = 4")
+    SqliteHistory(path).close()
+    with sqlite3.connect(path) as db:
+        assert [row[1] for row in db.execute("PRAGMA table_info(messages)")] == [
+            "id", "room", "seq", "event"]
+        assert db.execute("SELECT id, seq FROM messages ORDER BY id").fetchall() == [
+            (7, 1), (9, 2), (20, 3)]
+        db.execute("VACUUM")
+    store = SqliteHistory(path)
+    try:
+        assert store.latest("r", 5) == [event("r", seq) for seq in (1, 2, 3)]
+    finally:
+        store.close()

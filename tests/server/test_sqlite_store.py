@@ -167,7 +167,7 @@ def test_reads_never_run_ahead_of_what_append_batch_returned(store, tmp_path):
     # Another connection commits seq 3 behind the store's back, as the writer thread
     # does before the server has delivered a batch: readers must not see it yet.
     other = sqlite3.connect(tmp_path / "h.db", isolation_level=None)
-    other.execute("INSERT INTO messages VALUES ('r', 3, x'00')")
+    other.execute("INSERT INTO messages (room, seq, event) VALUES ('r', 3, x'00')")
     other.close()
     assert store.latest("r", 10) == [event("r", 1), event("r", 2)]
     assert store.after("r", 0, 10) == [event("r", 1), event("r", 2)]
