@@ -381,25 +381,32 @@ def test_unindexed_messages_held_in_memory_stay_bounded(tmp_path, monkeypatch):
         store.close()
 
 
-def test_a_schema_4_file_is_indexed_in_chunks_and_keeps_every_message(tmp_path, monkeypatch):
-    monkeypatch.setattr(sqlite_store, "CHUNK", 64)
-    # Schema 4 indexed each message in a row of message_index; rows above its mark (b's
-    # last two here) were left unindexed by a crash.
-    path = tmp_path / "h.db"
+def schema_4_file(path: Path, rows: list[tuple[str, int, int | None, bool]], mark: int) -> None:
+    """A file as schema 4 left it: messages (room, seq, rowid or None for the next one,
+    indexed or not) with unnamed rowids, message_index, and the mark."""
     with sqlite3.connect(path) as old:
         old.execute("CREATE TABLE messages (room TEXT NOT NULL, seq INTEGER NOT NULL, "
                     "event BLOB NOT NULL)")
         old.execute("CREATE TABLE message_index (room TEXT NOT NULL, seq INTEGER NOT NULL, "
                     "id INTEGER NOT NULL, PRIMARY KEY (room, seq)) WITHOUT ROWID")
         old.execute("CREATE TABLE message_indexed (id INTEGER NOT NULL)")
-        said = [("a", seq) for seq in range(1, 71)] + [("b", seq) for seq in range(1, 6)]
-        for room, seq in said:
-            rowid = old.execute("INSERT INTO messages (room, seq, event) VALUES (?, ?, ?)",
-                                (room, seq, event(room, seq))).lastrowid
-            if (room, seq) not in (("b", 4), ("b", 5)):
+        for room, seq, rowid, indexed in rows:
+            rowid = old.execute("INSERT INTO messages (rowid, room, seq, event) "
+                                "VALUES (?, ?, ?, ?)", (rowid, room, seq, event(room, seq))).lastrowid
+            if indexed:
                 old.execute("INSERT INTO message_index VALUES (?, ?, ?)", (room, seq, rowid))
-        old.execute("INSERT INTO message_indexed VALUES (73)")
+        old.execute("INSERT INTO message_indexed VALUES (?)", (mark,))
         old.execute("PRAGMA user_version = 4")
+
+
+def test_a_schema_4_file_is_indexed_in_chunks_and_keeps_every_message(tmp_path, monkeypatch):
+    monkeypatch.setattr(sqlite_store, "CHUNK", 64)
+    # Schema 4 indexed each message in a row of message_index; rows above its mark (b's
+    # last two here) were left unindexed by a crash.
+    path = tmp_path / "h.db"
+    said = [("a", seq) for seq in range(1, 71)] + [("b", seq) for seq in range(1, 6)]
+    schema_4_file(path, [(room, seq, None, (room, seq) not in (("b", 4), ("b", 5)))
+                         for room, seq in said], mark=73)
     store = SqliteHistory(path)
     try:
         assert (store.first_seq("a"), store.last_seq("a"), store.last_seq("b")) == (1, 70, 5)
@@ -455,19 +462,8 @@ def test_vacuum_keeps_every_message_where_the_index_points(tmp_path):
 
 
 def test_a_schema_4_file_gets_named_rowids_and_keeps_them(tmp_path):
-    path = tmp_path / "h.db"
-    with sqlite3.connect(path) as old:
-        old.execute("CREATE TABLE messages (room TEXT NOT NULL, seq INTEGER NOT NULL, "
-                    "event BLOB NOT NULL)")
-        old.execute("CREATE TABLE message_index (room TEXT NOT NULL, seq INTEGER NOT NULL, "
-                    "id INTEGER NOT NULL, PRIMARY KEY (room, seq)) WITHOUT ROWID")
-        old.execute("CREATE TABLE message_indexed (id INTEGER NOT NULL)")
-        for seq, rowid in ((1, 7), (2, 9), (3, 20)):  # gaps: rows deleted by pruning
-            old.execute("INSERT INTO messages (rowid, room, seq, event) VALUES (?, 'r', ?, ?)",
-                        (rowid, seq, event("r", seq)))
-            old.execute("INSERT INTO message_index VALUES ('r', ?, ?)", (seq, rowid))
-        old.execute("INSERT INTO message_indexed VALUES (20)")
-        old.execute("PRAGMA user_version = 4")
+    path = tmp_path / "h.db"  # gaps in the rowids: rows deleted by pruning
+    schema_4_file(path, [("r", 1, 7, True), ("r", 2, 9, True), ("r", 3, 20, True)], mark=20)
     SqliteHistory(path).close()
     with sqlite3.connect(path) as db:
         assert [row[1] for row in db.execute("PRAGMA table_info(messages)")] == [
