@@ -176,9 +176,8 @@ T = TypeVar("T")
 _NO_SEQ = 2**63  # above every seq
 _SELECT_EVENTS = ("SELECT event FROM messages WHERE rowid IN (SELECT value FROM json_each(?)) "
                   "ORDER BY rowid")
-# The rowids of the chunks of a room (?) from seq ? on, their first below ?.
-_CHUNK_IDS = ("SELECT value FROM message_chunks, json_each(message_chunks.ids) "
-              "WHERE room = ? AND first >= ? AND first < ?")
+# The rowids in a room's (?) chunks; conditions on the chunks may follow (AND ...).
+_CHUNK_IDS = "SELECT value FROM message_chunks, json_each(message_chunks.ids) WHERE room = ?"
 
 
 def _ts(event: bytes) -> int:
@@ -233,13 +232,19 @@ def _json_ids(rowids: list[int]) -> str:
     return "[" + ",".join([str(rowid) for rowid in rowids]) + "]"
 
 
+def _insert_chunks(conn: sqlite3.Connection, entries: Iterable[tuple[str, int, int]]) -> None:
+    """In the caller's transaction: index `entries` (room, seq, rowid), each room's in
+    seq order and following its last chunk."""
+    conn.executemany("INSERT INTO message_chunks (room, first, last, ids) VALUES (?, ?, ?, ?)",
+                     _chunks(entries))
+
+
 def _index_and_prune(conn: sqlite3.Connection, entries: list[tuple[str, int, int]],
                      prune: dict[str, int]) -> None:
     """In the caller's transaction: index `entries` (room, seq, rowid), then delete the
     pruned messages through the index."""
     if entries:
-        conn.executemany("INSERT INTO message_chunks (room, first, last, ids) VALUES (?, ?, ?, ?)",
-                         _chunks(entries))
+        _insert_chunks(conn, entries)
     for room, keep_from in prune.items():
         _prune(conn, room, keep_from)
 
@@ -248,8 +253,8 @@ def _prune(conn: sqlite3.Connection, room: str, keep_from: int) -> None:
     """Delete the indexed messages of `room` before seq `keep_from`; in the caller's
     transaction. The chunks before it go whole; the one that holds it (if any) loses
     its front."""
-    conn.execute(f"DELETE FROM messages WHERE rowid IN ({_CHUNK_IDS} AND last < ?)",
-                 (room, -(2**62), keep_from, keep_from))
+    conn.execute(f"DELETE FROM messages WHERE rowid IN ({_CHUNK_IDS} AND first < ? AND last < ?)",
+                 (room, keep_from, keep_from))
     conn.execute("DELETE FROM message_chunks WHERE room = ? AND first < ? AND last < ?",
                  (room, keep_from, keep_from))
     split = conn.execute("SELECT first, ids FROM message_chunks WHERE room = ? AND first < ?",
@@ -447,8 +452,7 @@ class SqliteHistory:
         log.info("history: %s: indexing messages in chunks (schema 5)", self.path)
         entries = conn.execute("SELECT room, seq, id FROM message_index ORDER BY room, seq")
         while batch := entries.fetchmany(100 * CHUNK):
-            conn.executemany("INSERT INTO message_chunks (room, first, last, ids) "
-                             "VALUES (?, ?, ?, ?)", _chunks(batch))
+            _insert_chunks(conn, batch)
         conn.execute("DROP TABLE message_index")
 
     def _load_bounds(self, conn: sqlite3.Connection) -> None:
@@ -628,8 +632,7 @@ class SqliteHistory:
                 if seq > indexed.get(room, 0):
                     fresh.append((room, seq, rowid))
                     indexed[room] = seq
-            conn.executemany("INSERT INTO message_chunks (room, first, last, ids) "
-                             "VALUES (?, ?, ?, ?)", _chunks(fresh))
+            _insert_chunks(conn, fresh)
         newest = conn.execute("SELECT MAX(rowid) FROM messages").fetchone()[0] or 0
         conn.execute("UPDATE message_indexed SET id = ?", (newest,))
         return cast(int, newest)
@@ -906,8 +909,7 @@ class SqliteHistory:
         `entries`, indexed first so the index finds them); return the mark."""
         _index_and_prune(conn, entries, prune)
         names = [(room,) for room in rooms]
-        conn.executemany(f"DELETE FROM messages WHERE rowid IN ({_CHUNK_IDS})",
-                         [(room, -(2**62), 2**62) for room in rooms])
+        conn.executemany(f"DELETE FROM messages WHERE rowid IN ({_CHUNK_IDS})", names)
         conn.executemany("DELETE FROM message_chunks WHERE room = ?", names)
         conn.executemany("DELETE FROM topics WHERE room = ?", names)
         conn.executemany("DELETE FROM logs WHERE key = ?", [(room_key(room),) for room in rooms])
