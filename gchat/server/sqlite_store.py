@@ -319,6 +319,8 @@ class SqliteHistory:
         self._opened: list[tuple[Path, tuple[int, int]]] = []  # (path, (st_dev, st_ino))
         self._pool = ThreadPool(1)
         self._writing = Semaphore()  # the write connection: one greenlet at a time
+        # The write connection's busy timeout: on in the writer thread, off in the loop.
+        self._waits_for_lock = True  # as connected (set where it changes, under _writing)
         self._inline = synchronous.upper() == "NORMAL"  # commits in the event loop
         # True while a commit could start the WAL over (an fsync): see the docstring.
         self._wal_may_restart = True  # opening checkpoints the whole WAL
@@ -484,10 +486,19 @@ class SqliteHistory:
         """Run `func` in the writer thread, parking only this greenlet; its exception is
         raised here (left in the thread, gevent would print it as a crash). The caller
         holds `_writing`."""
+        if not self._waits_for_lock:
+            func, args = self._waiting_for_lock, (func, *args)
         result, error = self._pool.apply(_capture, (func, args))
         if error is not None:
             raise error
         return cast(T, result)
+
+    def _waiting_for_lock(self, func: Callable[..., T], *args: Any) -> T:
+        """In the writer thread: `func`, after giving the write connection back the busy
+        timeout that the event loop's commits turn off (once, not per batch)."""
+        self._writer.execute(f"PRAGMA busy_timeout = {_BUSY_TIMEOUT_MS}")
+        self._waits_for_lock = True
+        return func(*args)
 
     def _describe(self, exc: sqlite3.Error) -> str:
         text = str(exc)
@@ -723,15 +734,14 @@ class SqliteHistory:
     def _commit_now(self, func: Callable[..., T], *args: Any) -> T:
         """`func` in the event loop, unless the write lock is taken: then in the
         writer thread, which waits for it (see the module docstring)."""
-        conn = self._writer
-        conn.execute("PRAGMA busy_timeout = 0")  # never wait in the event loop
+        if self._waits_for_lock:  # only after the thread used the connection
+            self._writer.execute("PRAGMA busy_timeout = 0")  # never wait in the event loop
+            self._waits_for_lock = False
         try:
             return func(*args)
         except sqlite3.OperationalError as exc:
             if exc.sqlite_errorcode not in (sqlite3.SQLITE_BUSY, sqlite3.SQLITE_LOCKED):
                 raise
-        finally:
-            conn.execute(f"PRAGMA busy_timeout = {_BUSY_TIMEOUT_MS}")
         return self._in_thread(func, *args)  # rolled back: nothing was written
 
     def _write(self, messages: Sequence[tuple[str, int, bytes]], chosen: set[str],
