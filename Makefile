@@ -34,8 +34,8 @@ test: $(STAMP)
 # by the C load generator (about 4 minutes). ARGS adds options, e.g.
 # make bench ARGS='--scenario fan-out --duration 5' (or ARGS='--load python').
 bench: $(BENCH_STAMP) $(LOADGEN)
-	$(PY) -m gchat.bench run --load c --server gchat --server threads --server asyncio --server uvloop \
-		--server gevent $(ARGS)
+	$(PY) -m gchat.bench run --load c --server gchat --server gchat-memory --server threads \
+		--server asyncio --server uvloop --server gevent $(ARGS)
 
 $(BENCH_STAMP): $(STAMP) requirements-bench.txt
 	$(PY) -m pip install --quiet -r requirements-bench.txt

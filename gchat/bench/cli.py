@@ -49,7 +49,7 @@ def main() -> None:
 @click.option("--scale", type=click.Choice(sorted(SCALES)), default="full", show_default=True,
               help="Scenario sizes: full (the published figures) or smoke (a quick check).")
 @click.option("--store", type=click.Choice(["sqlite", "memory"]), default="sqlite", show_default=True,
-              help="gchat's history store.")
+              help="gchat's history store (gchat-memory's is always memory).")
 @click.option("--results", type=click.Path(file_okay=False, path_type=Path),
               default=ROOT / "bench" / "results", show_default=True, help="Where to write the JSON.")
 @click.option("--transport", "transports", multiple=True, type=click.Choice(TRANSPORTS),

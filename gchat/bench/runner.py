@@ -72,7 +72,11 @@ SCALES: dict[str, dict[str, dict[str, Any]]] = {
     },
 }
 
-SERVERS = ("gchat", "threads", "asyncio", "uvloop", "gevent", "gchat-redis", "gchat-cluster")
+SERVERS = ("gchat", "gchat-memory", "threads", "asyncio", "uvloop", "gevent", "gchat-redis",
+           "gchat-cluster")
+# gchat itself: with the store that --store names (SQLite by default), or with the memory
+# store whatever --store says, so that one run shows what the durable store costs.
+GCHAT_SERVERS = ("gchat", "gchat-memory")
 # gchat joined to a Redis backplane: one node (what the backplane costs) or two nodes,
 # sessions spread over both (what a cluster gives). Nothing is pinned for these.
 CLUSTER_NODES = {"gchat-redis": 1, "gchat-cluster": 2}
@@ -96,6 +100,7 @@ class BenchRun:
     detail: str = ""  # when not ok, one line: how far it got, or why it failed
     transport: str = "json"  # the subscribers' door: "json", "irc" or "ws"
     load: str = "python"  # the load generator: "c" or "python"
+    store: str = ""  # gchat's history: "sqlite", "memory" or "redis" (a baseline keeps none)
 
     @property
     def label(self) -> str:
@@ -114,7 +119,7 @@ class BenchRun:
 def speaks_irc(server: str) -> bool:
     """Whether `server` has gchat's other doors, IRC and WebSocket (gchat, on one node
     or a cluster)."""
-    return server == "gchat" or server in CLUSTER_NODES
+    return server in GCHAT_SERVERS or server in CLUSTER_NODES
 
 
 def build_c_load() -> Path:
@@ -173,7 +178,7 @@ def server_command(name: str, port: int, store: str, irc_port: int = 0,
     `irc_port` and HTTP (WebSocket) on `http_port` unless they are 0."""
     if name in CLUSTER_NODES:
         return [*server_command("gchat", port, "memory", irc_port, http_port), "--backplane", store]
-    if name == "gchat":
+    if name in GCHAT_SERVERS:
         return [sys.executable, "-m", "gchat.server", "--port", str(port), "--irc-port", str(irc_port),
                 "--http-port", str(http_port),
                 "--rate", "1000000000",
@@ -317,9 +322,12 @@ def run_scenario(server_name: str, scenario: str, params: dict[str, Any], *, dur
     with tempfile.TemporaryDirectory(prefix="gchat-bench-") as tmp:
         redis_server = _start_redis(tmp) if server_name in CLUSTER_NODES else None
         if redis_server is not None:
-            store_arg = redis_server[1]
+            store_arg, run.store = redis_server[1], "redis"
         else:
-            store_arg = f"sqlite:{tmp}/bench.db" if store == "sqlite" else "memory"
+            sqlite = store == "sqlite" and server_name != "gchat-memory"
+            store_arg = f"sqlite:{tmp}/bench.db" if sqlite else "memory"
+            if server_name in GCHAT_SERVERS:
+                run.store = "sqlite" if sqlite else "memory"
         servers: list[_Process] = []
         loads: list[_Process] = []
         try:

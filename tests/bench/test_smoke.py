@@ -62,6 +62,18 @@ def test_irc_and_websocket_subscribers_get_every_message_and_idle_sessions_stay(
             assert "rss_per_session_kib" in figures and figures["p50_ms"] > 0, run
 
 
+def test_gchat_memory_is_gchat_without_its_durable_store(tmp_path):
+    # --store names gchat's store; gchat-memory keeps its history in memory regardless.
+    report = bench(tmp_path, "--server", "gchat", "--server", "gchat-memory", "--store", "sqlite",
+                   "--scenario", "ping-pong", "--scenario", "many-rooms")
+    runs = {(run["server"], run["scenario"]): run for run in report["runs"]}
+    assert {server: run["store"] for (server, _), run in runs.items()} == {
+        "gchat": "sqlite", "gchat-memory": "memory"}
+    assert runs["gchat-memory", "ping-pong"]["figures"]["says_per_s"] > 0
+    many_rooms = runs["gchat-memory", "many-rooms"]["figures"]
+    assert many_rooms["expected"] > 0 and many_rooms["lost"] == 0
+
+
 @pytest.mark.parametrize("server", ["threads", "asyncio", "gevent"])
 def test_the_baselines_speak_the_benchmark_subset(tmp_path, server):
     report = bench(tmp_path, "--server", server, "--scenario", "many-rooms", "--scenario", "idle")
