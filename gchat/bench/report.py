@@ -143,7 +143,7 @@ def write_chart(result_file: Path, output: Path) -> None:
         axis.set_title(title, fontsize=10)
         if key.endswith("_ms"):
             axis.set_yscale("log")  # an overloaded server is seconds behind, the rest milliseconds
-        axis.tick_params(axis="x", labelsize=8)
+        axis.tick_params(axis="x", labelsize=8, labelrotation=30)
         for index, (_, value) in enumerate(rows):
             axis.annotate(_cell(value), (index, value), ha="center", va="bottom", fontsize=8)
     figure.suptitle("gchat (SQLite history; gchat-memory: history in memory; every PROTOCOL.md "
