@@ -30,8 +30,9 @@ run-cluster: $(STAMP)
 test: $(STAMP)
 	$(PY) -m pytest $(ARGS)
 
-# The benchmark: gchat against the thread, asyncio, uvloop and gevent baselines, driven
-# by the C load generator (about 4 minutes). ARGS adds options, e.g.
+# The benchmark: gchat (with its SQLite history, and gchat-memory without) against the
+# thread, asyncio, uvloop and gevent baselines, driven by the C load generator (about 5
+# minutes). ARGS adds options, e.g.
 # make bench ARGS='--scenario fan-out --duration 5' (or ARGS='--load python').
 bench: $(BENCH_STAMP) $(LOADGEN)
 	$(PY) -m gchat.bench run --load c --server gchat --server gchat-memory --server threads \

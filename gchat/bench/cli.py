@@ -22,6 +22,7 @@ from .runner import (
     BenchRun,
     build_c_load,
     run_scenario,
+    store_of,
 )
 
 __all__ = ["main"]
@@ -94,7 +95,8 @@ def run(scenarios: tuple[str, ...], servers: tuple[str, ...], duration: float, p
                         # Still a row (and an entry in the JSON): the table says what failed.
                         runs.append(BenchRun(server, scenario, SCALES[scale][scenario], duration,
                                              procs, status="failed", detail=str(exc),
-                                             transport=transport, load=load))
+                                             transport=transport, load=load,
+                                             store=store_of(server, store)))
                     progress.advance(task)
     print_table(runs)
     path = save_json(runs, results, shlex.join(["gchat-bench", *sys.argv[1:]]))

@@ -143,10 +143,13 @@ def write_chart(result_file: Path, output: Path) -> None:
         axis.set_title(title, fontsize=10)
         if key.endswith("_ms"):
             axis.set_yscale("log")  # an overloaded server is seconds behind, the rest milliseconds
-        axis.tick_params(axis="x", labelsize=8, labelrotation=30)
+        axis.tick_params(axis="x", labelsize=8)
+        plt.setp(axis.get_xticklabels(), rotation=30, ha="right", rotation_mode="anchor")
         for index, (_, value) in enumerate(rows):
             axis.annotate(_cell(value), (index, value), ha="center", va="bottom", fontsize=8)
-    figure.suptitle("gchat (SQLite history; gchat-memory: history in memory; every PROTOCOL.md "
+    stores = {run.get("store") or "sqlite" for run in runs if run["server"] == "gchat"}
+    history = "SQLite history" if stores <= {"sqlite"} else "history in memory"
+    figure.suptitle(f"gchat ({history}; gchat-memory: history in memory; every PROTOCOL.md "
                     "guarantee on) against baselines with neither", fontsize=10)
     figure.tight_layout()
     output.parent.mkdir(parents=True, exist_ok=True)

@@ -49,7 +49,7 @@ from ..errors import GchatError
 from .load import SETUP_TIMEOUT, TRANSPORTS
 
 __all__ = ["C_LOAD", "LOADS", "SCALES", "SERVERS", "TRANSPORTS", "BenchRun", "build_c_load",
-           "run_scenario", "speaks_irc"]
+           "run_scenario", "speaks_irc", "store_of"]
 
 ROOT = Path(__file__).resolve().parents[2]
 BASELINES = ROOT / "bench" / "baselines"
@@ -114,6 +114,16 @@ class BenchRun:
         registering for idle, which is what idle times), else None."""
         busiest = max(self.figures.get("load_cpu_pct", 0), self.figures.get("register_load_cpu_pct", 0))
         return busiest if busiest > LOAD_CPU_LIMIT else None
+
+
+def store_of(server: str, store: str) -> str:
+    """Where `server` keeps its history when gchat-bench's --store is `store`: "sqlite",
+    "memory" or "redis" (a cluster's), or "" for a baseline, which keeps none."""
+    if server in CLUSTER_NODES:
+        return "redis"
+    if server == "gchat-memory":
+        return "memory"
+    return store if server == "gchat" else ""
 
 
 def speaks_irc(server: str) -> bool:
@@ -321,13 +331,11 @@ def run_scenario(server_name: str, scenario: str, params: dict[str, Any], *, dur
     door_ports = [_free_port() for _ in range(nodes)] if transport != "json" else []
     with tempfile.TemporaryDirectory(prefix="gchat-bench-") as tmp:
         redis_server = _start_redis(tmp) if server_name in CLUSTER_NODES else None
+        run.store = store_of(server_name, store)
         if redis_server is not None:
-            store_arg, run.store = redis_server[1], "redis"
+            store_arg = redis_server[1]
         else:
-            sqlite = store == "sqlite" and server_name != "gchat-memory"
-            store_arg = f"sqlite:{tmp}/bench.db" if sqlite else "memory"
-            if server_name in GCHAT_SERVERS:
-                run.store = "sqlite" if sqlite else "memory"
+            store_arg = f"sqlite:{tmp}/bench.db" if run.store == "sqlite" else "memory"
         servers: list[_Process] = []
         loads: list[_Process] = []
         try:

@@ -485,10 +485,17 @@ class SqliteHistory:
     def _in_thread(self, func: Callable[..., T], *args: Any) -> T:
         """Run `func` in the writer thread, parking only this greenlet; its exception is
         raised here (left in the thread, gevent would print it as a crash). The caller
-        holds `_writing`."""
+        holds `_writing`, and keeps it until the thread is done with the write connection,
+        even if this greenlet is killed meanwhile: the loop must not use the connection
+        while the thread does."""
         if not self._waits_for_lock:
             func, args = self._waiting_for_lock, (func, *args)
-        result, error = self._pool.apply(_capture, (func, args))
+        task = self._pool.spawn(_capture, func, args)
+        try:
+            result, error = task.get()
+        except BaseException:
+            task.wait()  # killed (or timed out): the thread finishes first
+            raise
         if error is not None:
             raise error
         return cast(T, result)

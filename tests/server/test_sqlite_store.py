@@ -11,6 +11,7 @@ import gevent
 import pytest
 
 from gchat.errors import StoreError
+from gchat.server import sqlite_store
 from gchat.server.events import Topic
 from gchat.server.history import MemoryHistory
 from gchat.server.sqlite_store import SqliteHistory
@@ -192,11 +193,24 @@ def test_a_database_locked_by_another_program_is_a_clear_error(tmp_path):
         holder.close()
 
 
-def test_a_batch_waiting_for_another_programs_write_lock_does_not_block_the_loop(store, tmp_path):
+@pytest.fixture
+def store_without_checkpoints(tmp_path, monkeypatch):
+    """A store whose batches go to the writer thread only when they must wait for a lock
+    (a checkpoint sends some there too)."""
+    monkeypatch.setattr(sqlite_store, "CHECKPOINT_INTERVAL", 3600.0)
+    store = SqliteHistory(tmp_path / "h.db")
+    fill(store, "b", 1, 2)  # the first batch after opening goes to the thread anyway
+    assert not store._wal_may_restart
+    yield store
+    store.close()
+
+
+def test_a_batch_waiting_for_another_programs_write_lock_does_not_block_the_loop(
+        store_without_checkpoints, tmp_path):
     # NORMAL commits in the event loop, but never waits there for a lock: the batch
     # goes to the writer thread, which waits (its busy timeout) while the loop serves.
     # The second time too: once the thread is done, the loop's commits wait no more.
-    fill(store, "b", 1, 2)  # the first batch after opening goes to the thread anyway
+    store = store_without_checkpoints
     for seq in (1, 2):
         holder = sqlite3.connect(tmp_path / "h.db", isolation_level=None)
         holder.execute("BEGIN IMMEDIATE")  # gchat-admin writing to a live file, say
@@ -212,6 +226,32 @@ def test_a_batch_waiting_for_another_programs_write_lock_does_not_block_the_loop
             holder.close()
         writer.get(timeout=5)
     assert store.last_seq("a") == 2 and store.after("a", 0, 10) == [event("a", 1), event("a", 2)]
+
+
+def test_a_greenlet_killed_while_the_thread_writes_keeps_the_loop_off_the_connection(
+        store_without_checkpoints, tmp_path):
+    # The writer thread goes on with the connection after the greenlet that handed it
+    # the batch is killed: the next batch waits for the thread instead of using the
+    # connection beside it (in the loop, waiting there for the thread's lock).
+    store = store_without_checkpoints
+    holder = sqlite3.connect(tmp_path / "h.db", isolation_level=None)
+    holder.execute("BEGIN IMMEDIATE")
+    try:
+        killed = gevent.spawn(store.append_batch, [("a", 1, event("a", 1))])
+        gevent.sleep(0)  # it tried in the loop, got SQLITE_BUSY, and waits for the thread
+        assert not killed.ready()
+        killed.kill(block=False)
+        started = time.monotonic()
+        writer = gevent.spawn(store.append_batch, [("c", 1, event("c", 1))])
+        other = gevent.spawn(time.monotonic)
+        assert other.get(timeout=5) - started < 1, "the event loop waited for the thread"
+        assert not writer.ready()
+    finally:
+        holder.execute("COMMIT")
+        holder.close()
+    writer.get(timeout=5)
+    killed.join(timeout=5)
+    assert killed.dead and store.after("c", 0, 10) == [event("c", 1)]
 
 
 def test_a_file_that_is_not_a_database_is_a_clear_error(tmp_path):
