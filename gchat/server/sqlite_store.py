@@ -492,7 +492,7 @@ class SqliteHistory:
             func, args = self._waiting_for_lock, (func, *args)
         task = self._pool.spawn(_capture, func, args)
         try:
-            result, error = task.get()
+            result, error = cast(tuple[Any, Exception | None], task.get())
         except BaseException:
             task.wait()  # killed (or timed out): the thread finishes first
             raise
