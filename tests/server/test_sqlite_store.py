@@ -3,6 +3,7 @@ every way a database file can be unusable."""
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import sqlite3
 import time
@@ -205,6 +206,30 @@ def store_without_checkpoints(tmp_path, monkeypatch):
     store.close()
 
 
+@contextlib.contextmanager
+def write_lock_held(path):
+    """Another program (gchat-admin writing to a live file, say) holds the write lock."""
+    holder = sqlite3.connect(path, isolation_level=None)
+    holder.execute("BEGIN IMMEDIATE")
+    try:
+        yield
+    finally:
+        holder.execute("COMMIT")
+        holder.close()
+
+
+def append_leaving_the_loop_free(store, messages):
+    """Start `store.append_batch(messages)` while the write lock is held elsewhere: the
+    loop goes on at once (far below the 2 s the writer thread may wait for the lock),
+    and the batch waits. Its greenlet."""
+    started = time.monotonic()
+    writer = gevent.spawn(store.append_batch, messages)
+    other = gevent.spawn(time.monotonic)  # runs once the writer lets the loop go
+    assert other.get(timeout=5) - started < 1, "the event loop waited"
+    assert not writer.ready()
+    return writer
+
+
 def test_a_batch_waiting_for_another_programs_write_lock_does_not_block_the_loop(
         store_without_checkpoints, tmp_path):
     # NORMAL commits in the event loop, but never waits there for a lock: the batch
@@ -212,18 +237,8 @@ def test_a_batch_waiting_for_another_programs_write_lock_does_not_block_the_loop
     # The second time too: once the thread is done, the loop's commits wait no more.
     store = store_without_checkpoints
     for seq in (1, 2):
-        holder = sqlite3.connect(tmp_path / "h.db", isolation_level=None)
-        holder.execute("BEGIN IMMEDIATE")  # gchat-admin writing to a live file, say
-        try:
-            started = time.monotonic()
-            writer = gevent.spawn(store.append_batch, [("a", seq, event("a", seq))])
-            other = gevent.spawn(time.monotonic)  # runs once the writer lets the loop go
-            # Far below the 2 s the writer thread may wait for the lock.
-            assert other.get(timeout=5) - started < 1, "the event loop waited for the lock"
-            assert not writer.ready()
-        finally:
-            holder.execute("COMMIT")
-            holder.close()
+        with write_lock_held(tmp_path / "h.db"):
+            writer = append_leaving_the_loop_free(store, [("a", seq, event("a", seq))])
         writer.get(timeout=5)
     assert store.last_seq("a") == 2 and store.after("a", 0, 10) == [event("a", 1), event("a", 2)]
 
@@ -234,21 +249,12 @@ def test_a_greenlet_killed_while_the_thread_writes_keeps_the_loop_off_the_connec
     # the batch is killed: the next batch waits for the thread instead of using the
     # connection beside it (in the loop, waiting there for the thread's lock).
     store = store_without_checkpoints
-    holder = sqlite3.connect(tmp_path / "h.db", isolation_level=None)
-    holder.execute("BEGIN IMMEDIATE")
-    try:
+    with write_lock_held(tmp_path / "h.db"):
         killed = gevent.spawn(store.append_batch, [("a", 1, event("a", 1))])
         gevent.sleep(0)  # it tried in the loop, got SQLITE_BUSY, and waits for the thread
         assert not killed.ready()
         killed.kill(block=False)
-        started = time.monotonic()
-        writer = gevent.spawn(store.append_batch, [("c", 1, event("c", 1))])
-        other = gevent.spawn(time.monotonic)
-        assert other.get(timeout=5) - started < 1, "the event loop waited for the thread"
-        assert not writer.ready()
-    finally:
-        holder.execute("COMMIT")
-        holder.close()
+        writer = append_leaving_the_loop_free(store, [("c", 1, event("c", 1))])
     writer.get(timeout=5)
     killed.join(timeout=5)
     assert killed.dead and store.after("c", 0, 10) == [event("c", 1)]
