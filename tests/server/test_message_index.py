@@ -5,13 +5,16 @@ unindexed is indexed at the next start."""
 
 from __future__ import annotations
 
+import contextlib
 import sqlite3
 import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Iterator
 from itertools import pairwise
 from pathlib import Path
+from typing import Any
 
 import gevent
 import pytest
@@ -188,13 +191,24 @@ def _healthy(path: Path) -> None:
         assert indexed == sorted(db.execute("SELECT room, seq, rowid FROM messages"))
 
 
+@contextlib.contextmanager
+def checked_store(path: Path, **options: Any) -> Iterator[SqliteHistory]:
+    """A store on `path`, closed at the end of the block; then the file is checked
+    (`_healthy`)."""
+    store = SqliteHistory(path, **options)
+    try:
+        yield store
+    finally:
+        store.close()
+    _healthy(path)
+
+
 def test_a_room_said_to_while_its_history_is_being_forgotten_gets_no_second_seq_1(tmp_path):
     # A review found it: forget() had dropped the room's seqs from memory before it
     # waited for the writer; a batch that took the writer first stored a new seq 1
     # beside the old one, and the next indexing (and every start after) failed.
     path = tmp_path / "h.db"
-    store = SqliteHistory(path)
-    try:
+    with checked_store(path) as store:
         store.append_batch([("x", 1, event("x", 1)), ("y", 1, event("y", 1))])
         outcomes = []
 
@@ -216,15 +230,11 @@ def test_a_room_said_to_while_its_history_is_being_forgotten_gets_no_second_seq_
         assert store.latest("x", 10) == [] and store.last_seq("x") == 0
         store.append_batch([("x", 1, b"new")])  # once it is deleted, seq 1 is x's next
         assert store.latest("x", 10) == [b"new"]
-    finally:
-        store.close()
-    _healthy(path)
 
 
 def test_a_forget_that_fails_keeps_the_room_and_refuses_its_says_meanwhile(tmp_path):
     path = tmp_path / "h.db"
-    store = SqliteHistory(path)
-    try:
+    with checked_store(path) as store:
         store.append_batch([("x", seq, event("x", seq)) for seq in (1, 2, 3)])
         index_now(store)
         other = sqlite3.connect(path, isolation_level=None, timeout=0)  # gchat-admin, say
@@ -250,9 +260,6 @@ def test_a_forget_that_fails_keeps_the_room_and_refuses_its_says_meanwhile(tmp_p
         assert store.latest("x", 10) == [event("x", seq) for seq in (1, 2, 3)]
         store.append_batch([("x", 4, event("x", 4))])
         index_now(store)
-    finally:
-        store.close()
-    _healthy(path)
 
 
 def test_forgetting_a_room_runs_in_the_writer_thread(tmp_path):
@@ -281,8 +288,7 @@ def test_a_busy_room_is_indexed_every_room_batch_and_a_quiet_one_once_it_is_old(
         tmp_path, monkeypatch):
     monkeypatch.setattr(sqlite_store, "INDEX_AGE", 0.2)
     path = tmp_path / "h.db"
-    store = SqliteHistory(path)
-    try:
+    with checked_store(path) as store:
         store.append_batch([("quiet", 1, event("quiet", 1))])
         for seq in range(1, sqlite_store.ROOM_BATCH + 1):
             store.append_batch([("busy", seq, event("busy", seq))])
@@ -290,9 +296,6 @@ def test_a_busy_room_is_indexed_every_room_batch_and_a_quiet_one_once_it_is_old(
         time.sleep(0.25)
         store.append_batch([("busy", sqlite_store.ROOM_BATCH + 1, b"x")])  # any batch will do
         assert indexed_by_room(path) == {"busy": sqlite_store.ROOM_BATCH, "quiet": 1}
-    finally:
-        store.close()
-    _healthy(path)
 
 
 def test_a_forget_killed_while_the_writer_thread_runs_it_leaves_a_consistent_file(tmp_path):
@@ -452,13 +455,9 @@ def test_vacuum_keeps_every_message_where_the_index_points(tmp_path):
     store.close()
     with sqlite3.connect(path) as db:
         db.execute("VACUUM")
-    store = SqliteHistory(path, history_max=10)
-    try:
+    with checked_store(path, history_max=10) as store:
         assert store.latest("a", 3) == [event("a", seq) for seq in (38, 39, 40)]
         assert store.after("b", 30, 10) == [event("b", seq) for seq in range(31, 41)]
-    finally:
-        store.close()
-    _healthy(path)
 
 
 def test_a_schema_4_file_gets_named_rowids_and_keeps_them(tmp_path):
